@@ -1,0 +1,112 @@
+"""Message types: what the Raft core, the nodes and the clients say to each other.
+
+Every message is a small immutable ``NamedTuple``: cheap to build, cheap to
+pickle (one packet carries a list of them), typed, and readable in a repr.
+Only the worker, the client and the router turn them into bytes.
+
+Raft messages follow Figure 2 of the paper (Ongaro & Ousterhout 2014) with
+the usual engineering additions, each marked where it is declared.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+
+class Entry(NamedTuple):
+    """One log entry. ``command`` is None for the leader's no-op (§8)."""
+
+    term: int
+    index: int
+    command: Any = None
+
+
+# --- Raft RPCs (Figure 2) ---------------------------------------------------
+
+
+class RequestVote(NamedTuple):
+    term: int
+    candidate: int
+    last_index: int
+    last_term: int
+
+
+class RequestVoteReply(NamedTuple):
+    term: int
+    voter: int
+    granted: bool
+
+
+class AppendEntries(NamedTuple):
+    term: int
+    leader: int
+    prev_index: int
+    prev_term: int
+    entries: tuple  # tuple[Entry, ...]
+    commit: int
+    # Leader-local counter echoed in the reply: a reply carrying round >= r
+    # proves the follower still accepted this leader's term after round r
+    # began. ReadIndex (thesis §6.4) waits for a quorum of such proofs.
+    round: int
+
+
+class AppendEntriesReply(NamedTuple):
+    term: int
+    follower: int
+    success: bool
+    # success: the follower's log matches the leader's through ``index``.
+    # failure: ``index`` is the prev_index that was rejected, and the hint
+    # (conflict_term, conflict_index) lets the leader skip a whole term of
+    # mismatching entries at once (§5.3, "fast backtracking").
+    index: int
+    conflict_term: int
+    conflict_index: int
+    round: int
+
+
+RAFT_MESSAGES = (RequestVote, RequestVoteReply, AppendEntries, AppendEntriesReply)
+
+
+# --- Clients ------------------------------------------------------------------
+
+# Operations a client may ask for. ``get`` is served by ReadIndex without a
+# log entry; the others go through the log.
+OPS = ("get", "put", "delete", "cas")
+
+
+class Command(NamedTuple):
+    """A client operation, as proposed to the log and applied by the store.
+
+    ``(client_id, seq)`` names the request for exactly-once application;
+    ``acked`` is the lowest seq the client still waits for, so every seq
+    below it may be forgotten by the session table (thesis §6.3).
+    """
+
+    client_id: int
+    seq: int
+    acked: int
+    op: str
+    key: str
+    value: Optional[str] = None
+    expected: Optional[str] = None
+
+
+class ClientRequest(NamedTuple):
+    """Client -> node. The node replies to the endpoint that sent it."""
+
+    command: Command
+
+
+# ClientReply.status values
+OK = "ok"                # result is the operation's result
+REDIRECT = "redirect"    # not the leader; ``leader`` is a hint (or None)
+RETRY = "retry"          # leader lost before the outcome was known; retry anywhere
+INVALID = "invalid"      # the request is malformed; ``result`` says why
+
+
+class ClientReply(NamedTuple):
+    client_id: int
+    seq: int
+    status: str
+    result: Any = None
+    leader: Optional[int] = None

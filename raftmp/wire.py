@@ -1,0 +1,58 @@
+"""The packet format shared by the router, the workers and the clients.
+
+A *packet* is one frame on an endpoint's link to the router: a fixed header
+the router reads to route and count, then an opaque payload the router never
+unpickles::
+
+    frame   = length:int32 (big-endian, as multiprocessing.Connection frames)
+              + header + payload
+    header  = src:int32  dst:int32  count:uint16      (struct "!iiH")
+    payload = pickle of a list of ``count`` messages
+
+``src`` is stamped by the router from the link the packet came in on, so an
+endpoint cannot speak for another. The first frame on a new link is a hello
+(``HELLO`` + requested endpoint id, or ``ANY`` to be given a client id); the
+router answers with the id it assigned.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import Any
+
+HEADER = struct.Struct("!iiH")
+HELLO = b"RAFTMP-HELLO"
+HELLO_ID = struct.Struct("!i")
+ANY = -1  # hello: "give me a fresh client endpoint id"
+FIRST_CLIENT_ID = 1000  # workers are 0..N-1; clients get ids from here up
+
+
+def encode(src: int, dst: int, messages: list) -> bytes:
+    """One packet carrying ``messages`` (a list) from ``src`` to ``dst``."""
+    return HEADER.pack(src, dst, len(messages)) + pickle.dumps(messages, pickle.HIGHEST_PROTOCOL)
+
+
+def decode(packet: bytes) -> tuple[int, int, list[Any]]:
+    """(src, dst, messages) of a packet; raises ValueError on a malformed one."""
+    if len(packet) < HEADER.size:
+        raise ValueError(f"packet of {len(packet)} bytes is shorter than its header")
+    src, dst, count = HEADER.unpack_from(packet)
+    try:
+        messages = pickle.loads(memoryview(packet)[HEADER.size:])
+    except Exception as exc:  # any unpickling failure means a corrupt payload
+        raise ValueError(f"undecodable payload from {src}: {exc!r}") from None
+    if not isinstance(messages, list) or len(messages) != count:
+        raise ValueError(f"payload from {src} is not a list of {count} messages")
+    return src, dst, messages
+
+
+def hello(requested_id: int) -> bytes:
+    return HELLO + HELLO_ID.pack(requested_id)
+
+
+def parse_hello(frame: bytes) -> int:
+    """The requested endpoint id of a hello frame; ValueError if it is not one."""
+    if len(frame) != len(HELLO) + HELLO_ID.size or not frame.startswith(HELLO):
+        raise ValueError("first frame on a link is not a hello")
+    return HELLO_ID.unpack_from(frame, len(HELLO))[0]
