@@ -1,0 +1,118 @@
+"""The key-value state machine and its client session table.
+
+Every node applies the same committed commands in the same order, so this
+module must be deterministic: no clock, no randomness, no iteration order
+that could differ between nodes.
+
+Exactly-once (thesis §6.3): each command carries ``(client_id, seq)``. The
+session table remembers the result of every seq a client may still retry,
+so a retried command is answered with its first result instead of being
+applied again; ``acked`` (the lowest seq the client still waits for) lets the
+table forget everything below it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .messages import INVALID, OK, OPS, Command
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits on keys and values, in UTF-8 bytes."""
+
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 64 * 1024
+
+
+def _too_long(s: str, limit: int) -> bool:
+    # A str of n characters encodes to at most 4n bytes: skip the encode when it cannot matter.
+    return len(s) * 4 > limit and len(s.encode("utf-8", "surrogatepass")) > limit
+
+
+def check_command(cmd: Any, limits: Limits) -> Optional[str]:
+    """Why ``cmd`` is not a valid command, or None if it is."""
+    if type(cmd) is not Command:
+        return f"not a Command: {type(cmd).__name__}"
+    if type(cmd.client_id) is not int or type(cmd.seq) is not int or type(cmd.acked) is not int:
+        return "client_id, seq and acked must be int"
+    if cmd.op not in OPS:
+        return f"unknown operation {cmd.op!r} (expected one of {', '.join(OPS)})"
+    if type(cmd.key) is not str:
+        return f"key must be str, not {type(cmd.key).__name__}"
+    if _too_long(cmd.key, limits.max_key_bytes):
+        return f"key longer than {limits.max_key_bytes} bytes"
+    needs_value = cmd.op in ("put", "cas")
+    for name, v in (("value", cmd.value), ("expected", cmd.expected)):
+        if v is None:
+            continue
+        if type(v) is not str:
+            return f"{name} must be str, not {type(v).__name__}"
+        if _too_long(v, limits.max_value_bytes):
+            return f"{name} longer than {limits.max_value_bytes} bytes"
+    if needs_value and cmd.value is None:
+        return f"{cmd.op} needs a value"
+    return None
+
+
+@dataclass
+class Session:
+    floor: int = 0                                   # every seq below this was acknowledged
+    results: dict[int, Any] = field(default_factory=dict)
+
+
+class KVStore:
+    def __init__(self, limits: Optional[Limits] = None) -> None:
+        self.limits = limits or Limits()
+        self.data: dict[str, str] = {}
+        self.sessions: dict[int, Session] = {}
+
+    def get(self, key: str) -> Optional[str]:
+        return self.data.get(key)
+
+    def cached(self, client_id: int, seq: int) -> tuple[bool, Any]:
+        """(True, result) if this request was already applied and its result kept."""
+        s = self.sessions.get(client_id)
+        if s is not None and seq in s.results:
+            return True, s.results[seq]
+        return False, None
+
+    def apply(self, cmd: Any) -> tuple[Optional[str], Any]:
+        """Apply one committed command: ``(status, result)``.
+
+        status is OK or INVALID, or None for a request the client has already
+        acknowledged (a stale duplicate: nobody waits for its answer).
+        """
+        err = check_command(cmd, self.limits)
+        if err is not None:
+            return INVALID, err
+        s = self.sessions.get(cmd.client_id)
+        if s is None:
+            s = self.sessions[cmd.client_id] = Session()
+        if cmd.seq < s.floor:
+            return None, None
+        if cmd.seq in s.results:
+            return OK, s.results[cmd.seq]
+        result = self._execute(cmd)
+        s.results[cmd.seq] = result
+        if cmd.acked > s.floor:
+            s.floor = cmd.acked
+            for seq in [q for q in s.results if q < s.floor]:
+                del s.results[seq]
+        return OK, result
+
+    def _execute(self, cmd: Command) -> Any:
+        data, key = self.data, cmd.key
+        if cmd.op == "put":
+            data[key] = cmd.value
+            return None
+        if cmd.op == "delete":
+            return data.pop(key, None) is not None
+        if cmd.op == "cas":
+            if data.get(key) != cmd.expected:
+                return False
+            data[key] = cmd.value
+            return True
+        return data.get(key)  # a get through the log

@@ -1,0 +1,126 @@
+"""A replica: the Raft core, the key-value store, and the clients it serves.
+
+Still pure (no clock, no I/O): the worker process and the simulator both
+drive a ``Node`` the same way::
+
+    node.step(src, message, now)   # for every message that arrived
+    node.tick(now)
+    rd = node.ready(now)           # persist rd.hard_state/rd.entries, then send rd.messages
+
+Client requests are answered here: a follower redirects to the leader it
+knows; the leader proposes writes to the log and answers them when they are
+applied, and serves reads by ReadIndex without touching the log.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Optional
+
+from .kv import KVStore, Limits, check_command
+from .messages import INVALID, OK, REDIRECT, RETRY, ClientReply, ClientRequest, Command
+from .raft import LEADER, Config, Raft, Ready
+
+
+class Node:
+    def __init__(self, node_id: int, nodes: list[int], state: tuple, rng: random.Random,
+                 now: float, config: Optional[Config] = None,
+                 limits: Optional[Limits] = None) -> None:
+        self.id = node_id
+        self.raft = Raft(node_id, nodes, state, rng, now, config)
+        self.kv = KVStore(limits)
+        # Requests this node accepted as leader of ``serving_term`` and owes an answer.
+        self.serving_term: Optional[int] = None
+        self.writes: dict[tuple[int, int], int] = {}       # (client_id, seq) -> endpoint
+        self.reads: dict[int, tuple[int, Command]] = {}    # read ctx -> (endpoint, command)
+        self.next_read = 0
+        self.replies: list[tuple[int, ClientReply]] = []
+
+    # ------------------------------------------------------------------ inputs
+
+    def step(self, src: int, msg: Any, now: float) -> None:
+        if type(msg) is ClientRequest:
+            self.handle_client(src, msg.command)
+        else:
+            self.raft.step(src, msg, now)
+
+    def tick(self, now: float) -> None:
+        self.raft.tick(now)
+
+    def next_deadline(self) -> float:
+        return self.raft.next_deadline()
+
+    def handle_client(self, src: int, cmd: Any) -> None:
+        err = check_command(cmd, self.kv.limits)
+        if err is not None:
+            cid, seq = (getattr(cmd, "client_id", 0), getattr(cmd, "seq", 0))
+            self.replies.append((src, ClientReply(cid, seq, INVALID, err)))
+            return
+        raft = self.raft
+        if raft.role != LEADER:
+            self._reply(src, cmd, REDIRECT, None)
+            return
+        self._start_serving()
+        if cmd.op == "get":
+            ctx = self.next_read
+            self.next_read += 1
+            self.reads[ctx] = (src, cmd)
+            raft.read_index(ctx)
+            return
+        key = (cmd.client_id, cmd.seq)
+        done, result = self.kv.cached(*key)
+        if done:                      # a retry of an applied request: its first answer
+            self._reply(src, cmd, OK, result)
+        elif key in self.writes:      # a retry of a request still in the log: answer once
+            self.writes[key] = src
+        else:
+            self.writes[key] = src
+            raft.propose(cmd)
+
+    # ----------------------------------------------------------------- output
+
+    def ready(self, now: float) -> Ready:
+        rd = self.raft.ready(now)
+        for entry in rd.committed:
+            cmd = entry.command
+            if cmd is None:
+                continue  # a leader's no-op
+            status, result = self.kv.apply(cmd)
+            src = self.writes.pop((cmd.client_id, cmd.seq), None)
+            if src is not None and status is not None:
+                self._reply(src, cmd, status, result)
+        for ctx, index in rd.reads:
+            # Reads are released with the commit index, and everything up to
+            # it was applied just above.
+            assert index <= self.raft.applied
+            src, cmd = self.reads.pop(ctx)
+            self._reply(src, cmd, OK, self.kv.get(cmd.key))
+        raft = self.raft
+        if self.serving_term is not None and (raft.role != LEADER or raft.term != self.serving_term):
+            self._stop_serving()
+        rd.messages.extend(self.replies)
+        self.replies = []
+        return rd
+
+    # ---------------------------------------------------------------- helpers
+
+    def _start_serving(self) -> None:
+        if self.serving_term != self.raft.term:
+            self._stop_serving()
+            self.serving_term = self.raft.term
+
+    def _stop_serving(self) -> None:
+        """Leadership ended: whatever is still pending may or may not commit
+        under the next leader. Tell the clients to retry (exactly-once makes
+        a retry safe) instead of letting them wait for a timeout."""
+        for (cid, seq), src in self.writes.items():
+            self.replies.append((src, ClientReply(cid, seq, RETRY, None, self.raft.leader)))
+        for src, cmd in self.reads.values():
+            self._reply(src, cmd, RETRY, None)
+        self.writes = {}
+        self.reads = {}
+        self.serving_term = None
+
+    def _reply(self, src: int, cmd: Command, status: str, result: Any) -> None:
+        self.replies.append((src, ClientReply(cmd.client_id, cmd.seq, status, result,
+                                              self.raft.leader)))

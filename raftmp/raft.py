@@ -1,0 +1,478 @@
+"""The Raft core: a pure state machine.
+
+Inputs are ``step(src, message, now)``, ``tick(now)``, ``propose(command)``
+and ``read_index(ctx)``; the one output is ``ready(now)``, a batch of
+everything the caller must do (persist, send, apply, answer reads). The core
+never reads a clock, sleeps, does I/O or touches the global ``random``: time
+comes in as ``now`` (seconds, any monotonic origin) and randomness from the
+injected ``random.Random``. That is what lets the same code run in a worker
+process and in the deterministic simulator.
+
+Section numbers refer to the Raft paper (Ongaro & Ousterhout, 2014) and,
+where marked "thesis", to Ongaro's dissertation (2014).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .log import RaftLog
+from .messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
+
+FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
+INF = float("inf")
+
+
+@dataclass
+class Config:
+    heartbeat_interval: float = 0.05
+    # §5.2: each election timeout is drawn uniformly from this range.
+    election_timeout: tuple[float, float] = (0.2, 0.4)
+    max_batch_entries: int = 256        # per AppendEntries
+    max_batch_bytes: int = 1 << 20      # per AppendEntries (approximate)
+    max_inflight: int = 4               # unacknowledged AppendEntries per follower
+
+
+@dataclass
+class Ready:
+    """What one turn produced. The caller handles the fields in this order:
+
+    1. persist ``hard_state`` (if not None) and ``entries`` (which replace
+       any stored entries from ``entries[0].index`` on), durably;
+    2. only then send ``messages`` — votes and acknowledgements promise what
+       was just persisted (§5.1, Figure 2 "before responding to RPCs");
+    3. apply ``committed`` in order; answer each read in ``reads`` as
+       ``(ctx, index)`` once the state machine has applied ``index``.
+    """
+
+    hard_state: Optional[tuple[int, Optional[int]]]
+    entries: list[Entry]
+    messages: list[tuple[int, Any]]
+    committed: list[Entry]
+    reads: list[tuple[Any, int]]
+
+
+def approx_size(command: Any) -> int:
+    """A cheap size estimate of a command, for batching (strings dominate)."""
+    if command is None:
+        return 16
+    return 48 + sum(len(f) for f in command if isinstance(f, str))
+
+
+class Progress:
+    """The leader's view of one follower (thesis §3.5; etcd's tracker.Progress).
+
+    Invariant: match < next. While ``probing`` the leader does not know where
+    the follower's log diverges and keeps one AppendEntries outstanding;
+    otherwise it pipelines up to ``max_inflight`` of them, ``inflight``
+    holding the last index each one carried.
+    """
+
+    __slots__ = ("match", "next", "probing", "inflight", "acked", "round", "active")
+
+    def __init__(self, next_index: int) -> None:
+        self.match = 0
+        self.next = next_index
+        self.probing = True
+        self.inflight: deque[int] = deque()
+        self.acked = False    # a success reply arrived since the last heartbeat
+        self.round = 0        # highest round the follower has answered (ReadIndex)
+        self.active = False   # answered since the last quorum check (thesis §6.2)
+
+
+class Raft:
+    def __init__(self, node_id: int, nodes: list[int], state: tuple, rng: random.Random,
+                 now: float, config: Optional[Config] = None) -> None:
+        """``nodes`` lists every member, this one included; ``state`` is storage's
+        ``(term, vote, entries)``."""
+        assert node_id in nodes
+        self.id = node_id
+        self.peers = [n for n in nodes if n != node_id]
+        self.quorum = len(nodes) // 2 + 1
+        self.config = config or Config()
+        self.rng = rng
+        # Persistent state (Figure 2).
+        self.term, self.vote, entries = state
+        self.log = RaftLog(entries)
+        # Volatile state. Invariant: applied <= commit <= log.last_index.
+        self.commit = 0
+        self.applied = 0
+        self.role = FOLLOWER
+        self.leader: Optional[int] = None
+        # Output of the current turn.
+        self.msgs: list[tuple[int, Any]] = []
+        self.hard_dirty = False
+        self.unstable_from = self.log.last_index + 1  # entries from here on are not persisted
+        # Candidate state.
+        self.votes: set[int] = set()
+        self.answered: set[int] = set()
+        # Leader state.
+        self.progress: dict[int, Progress] = {}
+        self.round = 0
+        self.reads: list[tuple[Any, int]] = []          # (ctx, round needed)
+        self.reads_waiting_commit: list[Any] = []       # before the leader's no-op commits
+        self.read_bcast = False
+        # Timers (absolute times on the caller's clock).
+        self.election_deadline = now + self._election_timeout()
+        self.heartbeat_deadline = INF
+        self.resend_deadline = INF
+        self.quorum_deadline = INF
+
+    # ------------------------------------------------------------------ inputs
+
+    def step(self, src: int, m: Any, now: float) -> None:
+        """Handle one message from peer ``src``."""
+        if m.term > self.term:
+            # §5.1: a newer term makes us a follower of that term (leader unknown
+            # unless the message comes from it).
+            self.become_follower(m.term, m.leader if type(m) is AppendEntries else None, now)
+        if m.term < self.term:
+            # §5.1: reject stale requests, telling the sender the current term.
+            if type(m) is AppendEntries:
+                self._send(src, AppendEntriesReply(self.term, self.id, False, m.prev_index, 0, 0,
+                                                   m.round))
+            elif type(m) is RequestVote:
+                self._send(src, RequestVoteReply(self.term, self.id, False))
+            return
+        handler = _HANDLERS.get(type(m))
+        if handler is None:
+            raise TypeError(f"not a Raft message: {m!r}")
+        handler(self, src, m, now)
+
+    def tick(self, now: float) -> None:
+        """Fire every timer whose deadline has passed (timers are local events, §5.2)."""
+        if self.role == LEADER:
+            if now >= self.quorum_deadline:
+                self.check_quorum(now)
+            if self.role == LEADER and now >= self.heartbeat_deadline:
+                self.bcast_append(now, heartbeat=True)
+        elif now >= self.election_deadline:
+            self.become_candidate(now)
+        elif self.role == CANDIDATE and now >= self.resend_deadline:
+            self.bcast_vote(now)
+
+    def next_deadline(self) -> float:
+        """The earliest time at which ``tick`` has something to do."""
+        if self.role == LEADER:
+            return min(self.heartbeat_deadline, self.quorum_deadline)
+        if self.role == CANDIDATE:
+            return min(self.election_deadline, self.resend_deadline)
+        return self.election_deadline
+
+    def propose(self, command: Any) -> Optional[int]:
+        """Append ``command`` to the leader's log; its index, or None if not leader."""
+        if self.role != LEADER:
+            return None
+        index = self.log.last_index + 1
+        self.log.append(Entry(self.term, index, command))
+        self.maybe_commit()  # a single-node cluster commits at once
+        return index
+
+    def read_index(self, ctx: Any) -> bool:
+        """Start a linearizable read (thesis §6.4, ReadIndex): ``ctx`` comes back in
+        ``Ready.reads`` with the index to wait for, once a quorum has confirmed
+        this leader after the read began. False if this node is not leader."""
+        if self.role != LEADER:
+            return False
+        if self.log.term(self.commit) != self.term:
+            # §6.4 step 1: until its no-op commits, a new leader does not know
+            # the commit index of the previous term.
+            self.reads_waiting_commit.append(ctx)
+        else:
+            self.reads.append((ctx, self.round + 1))
+            self.read_bcast = True
+        return True
+
+    def ready(self, now: float) -> Ready:
+        """Flush the turn: send pending appends, then hand out everything to do."""
+        if self.role == LEADER:
+            if self.read_bcast:
+                self.bcast_append(now, heartbeat=False)
+            for peer, pr in self.progress.items():
+                if not pr.probing:
+                    self.maybe_send_append(peer, pr)
+        reads = self._released_reads()
+        hard = (self.term, self.vote) if self.hard_dirty else None
+        entries = self.log.slice(self.unstable_from, self.log.last_index + 1)
+        committed = self.log.slice(self.applied + 1, self.commit + 1)
+        self.hard_dirty = False
+        self.unstable_from = self.log.last_index + 1
+        self.applied = self.commit
+        msgs, self.msgs = self.msgs, []
+        return Ready(hard, entries, msgs, committed, reads)
+
+    # ------------------------------------------------------------- transitions
+
+    def become_follower(self, term: int, leader: Optional[int], now: float) -> None:
+        assert term >= self.term
+        if term > self.term:
+            self.term, self.vote = term, None
+            self.hard_dirty = True
+        if self.role != FOLLOWER:
+            self.election_deadline = now + self._election_timeout()
+        self.role = FOLLOWER
+        self.leader = leader
+        self._leave_leadership()
+
+    def become_candidate(self, now: float) -> None:
+        """§5.2: on election timeout, start a new term and vote for ourselves."""
+        self.role = CANDIDATE
+        self.term += 1
+        self.vote = self.id
+        self.hard_dirty = True
+        self.leader = None
+        self._leave_leadership()
+        self.votes = {self.id}
+        self.answered = set()
+        self.election_deadline = now + self._election_timeout()
+        if len(self.votes) >= self.quorum:
+            self.become_leader(now)
+        else:
+            self.bcast_vote(now)
+
+    def become_leader(self, now: float) -> None:
+        assert self.role == CANDIDATE and len(self.votes) >= self.quorum
+        self.role = LEADER
+        self.leader = self.id
+        last = self.log.last_index
+        self.progress = {p: Progress(last + 1) for p in self.peers}
+        self.round = 0
+        # §8 / thesis §6.4: a no-op from the new term lets the leader commit,
+        # and so learn the commit index, without waiting for a client.
+        self.log.append(Entry(self.term, last + 1, None))
+        self.maybe_commit()
+        self.quorum_deadline = now + 2 * self.config.election_timeout[1]
+        self.bcast_append(now, heartbeat=True)
+
+    def _leave_leadership(self) -> None:
+        self.progress = {}
+        self.reads = []
+        self.reads_waiting_commit = []
+        self.read_bcast = False
+        self.heartbeat_deadline = self.quorum_deadline = self.resend_deadline = INF
+
+    # --------------------------------------------------------------- elections
+
+    def bcast_vote(self, now: float) -> None:
+        """Ask every peer that has not answered yet for its vote. Re-asking each
+        heartbeat interval keeps a lossy network from wasting a whole term."""
+        msg = RequestVote(self.term, self.id, self.log.last_index, self.log.last_term)
+        for peer in self.peers:
+            if peer not in self.answered:
+                self._send(peer, msg)
+        self.resend_deadline = now + self.config.heartbeat_interval
+
+    def handle_request_vote(self, src: int, m: RequestVote, now: float) -> None:
+        # Figure 2 RequestVote: one vote per term, and §5.4.1: only for a
+        # candidate whose log is at least as up to date as ours.
+        grant = (self.vote in (None, m.candidate)
+                 and self.log.is_up_to_date(m.last_index, m.last_term))
+        if grant:
+            if self.vote is None:
+                self.vote = m.candidate
+                self.hard_dirty = True
+            self.election_deadline = now + self._election_timeout()
+        self._send(src, RequestVoteReply(self.term, self.id, grant))
+
+    def handle_vote_reply(self, src: int, m: RequestVoteReply, now: float) -> None:
+        if self.role != CANDIDATE:
+            return
+        self.answered.add(src)
+        if m.granted:
+            self.votes.add(src)
+            if len(self.votes) >= self.quorum:
+                self.become_leader(now)
+
+    # ------------------------------------------------------------- replication
+
+    def bcast_append(self, now: float, heartbeat: bool) -> None:
+        """One AppendEntries to every peer, stamped with a new round (ReadIndex
+        counts the replies). On the heartbeat timer (§5.2) it also retransmits:
+        a follower that acknowledged nothing since the last heartbeat gets
+        everything after its match again (go-back-N), and a probe is resent.
+        Nothing may depend on a single packet arriving."""
+        self.round += 1
+        self.read_bcast = False
+        last = self.log.last_index
+        for peer, pr in self.progress.items():
+            if pr.probing:
+                if heartbeat:
+                    self.send_append(peer, pr)
+                else:
+                    self.send_ping(peer, pr)
+                continue
+            if heartbeat:
+                if not pr.acked and pr.match < last:
+                    pr.next = pr.match + 1
+                    pr.inflight.clear()
+                pr.acked = False
+            if pr.next <= last and (heartbeat or len(pr.inflight) < self.config.max_inflight):
+                self.send_append(peer, pr)
+            else:
+                self.send_ping(peer, pr)
+        if heartbeat:
+            self.heartbeat_deadline = now + self.config.heartbeat_interval
+
+    def send_ping(self, peer: int, pr: Progress) -> None:
+        """An empty AppendEntries anchored at the follower's known match: it
+        always passes the consistency check, so it carries the commit index and
+        a round without provoking a spurious rejection."""
+        self._send(peer, AppendEntries(self.term, self.id, pr.match, self.log.term(pr.match),
+                                       (), self.commit, self.round))
+
+    def maybe_send_append(self, peer: int, pr: Progress) -> None:
+        """Pipeline new entries to a follower in replicate mode, within the window."""
+        while pr.next <= self.log.last_index and len(pr.inflight) < self.config.max_inflight:
+            self.send_append(peer, pr)
+
+    def send_append(self, peer: int, pr: Progress) -> None:
+        prev = pr.next - 1
+        entries = self._batch(pr.next)
+        self._send(peer, AppendEntries(self.term, self.id, prev, self.log.term(prev),
+                                       entries, self.commit, self.round))
+        if entries and not pr.probing:
+            pr.next = entries[-1].index + 1
+            pr.inflight.append(entries[-1].index)
+
+    def _batch(self, lo: int) -> tuple:
+        cfg = self.config
+        entries = self.log.slice(lo, lo + cfg.max_batch_entries)
+        size = 0
+        for i, e in enumerate(entries):
+            size += approx_size(e.command)
+            if size > cfg.max_batch_bytes and i > 0:
+                return tuple(entries[:i])
+        return tuple(entries)
+
+    def handle_append(self, src: int, m: AppendEntries, now: float) -> None:
+        if self.role == CANDIDATE:
+            self.become_follower(m.term, m.leader, now)  # §5.2: a leader of our term won
+        assert self.role == FOLLOWER, "two leaders in one term"
+        self.leader = m.leader
+        self.election_deadline = now + self._election_timeout()
+        log = self.log
+        if log.term(m.prev_index) != m.prev_term:
+            # §5.3 consistency check failed. Hint where our log diverges so the
+            # leader can skip the whole conflicting term in one round trip.
+            if m.prev_index > log.last_index:
+                cterm, cindex = 0, log.last_index + 1
+            else:
+                cterm = log.term(m.prev_index)
+                cindex = log.first_index_of_term(cterm)
+            self._send(src, AppendEntriesReply(self.term, self.id, False, m.prev_index,
+                                               cterm, cindex, m.round))
+            return
+        # §5.3: delete a conflicting suffix and append what is new. Entries we
+        # already hold with the same term are kept: a duplicated or reordered
+        # (shorter) message must never truncate the log.
+        for e in m.entries:
+            if log.term(e.index) != e.term:
+                if e.index <= log.last_index:
+                    assert e.index > self.commit, "truncating a committed entry"
+                    log.truncate(e.index)
+                self.unstable_from = min(self.unstable_from, e.index)
+                for new in m.entries[e.index - m.entries[0].index:]:
+                    log.append(new)
+                break
+        last_new = m.prev_index + len(m.entries)
+        # Figure 2: commit = min(leaderCommit, index of last new entry) — only
+        # what this message proved to match.
+        if m.commit > self.commit:
+            self.commit = max(self.commit, min(m.commit, last_new))
+        self._send(src, AppendEntriesReply(self.term, self.id, True, last_new, 0, 0, m.round))
+
+    def handle_append_reply(self, src: int, m: AppendEntriesReply, now: float) -> None:
+        if self.role != LEADER:
+            return
+        pr = self.progress[src]
+        pr.active = True
+        if m.round > pr.round:
+            pr.round = m.round
+        if m.success:
+            while pr.inflight and pr.inflight[0] <= m.index:
+                pr.inflight.popleft()
+            if pr.probing and m.index >= pr.next - 1:
+                # The probe landed: the follower matches through m.index.
+                pr.probing = False
+                pr.next = m.index + 1
+            if m.index > pr.match:
+                pr.match = m.index
+                pr.acked = True
+                if pr.next <= m.index:
+                    pr.next = m.index + 1
+                self.maybe_commit()
+            return
+        # Rejected: ignore stale replies (the follower already matched further,
+        # or a probe that is no longer outstanding).
+        if m.index <= pr.match or (pr.probing and m.index != pr.next - 1):
+            return
+        # Fast backtracking: jump past the follower's whole conflicting term.
+        nxt = m.conflict_index
+        if m.conflict_term:
+            last = self.log.last_index_of_term(m.conflict_term, m.index)
+            if last:
+                nxt = last + 1
+        pr.next = max(pr.match + 1, min(nxt, m.index))
+        pr.probing = True
+        pr.inflight.clear()
+        self.send_append(src, pr)
+
+    def maybe_commit(self) -> bool:
+        """§5.3/§5.4.2: commit the highest index a quorum holds — but only by
+        counting replicas of an entry from the current term (Figure 8)."""
+        matches = sorted([pr.match for pr in self.progress.values()] + [self.log.last_index],
+                         reverse=True)
+        n = matches[self.quorum - 1]
+        if n <= self.commit or self.log.term(n) != self.term:
+            return False
+        self.commit = n
+        if self.reads_waiting_commit:
+            for ctx in self.reads_waiting_commit:
+                self.reads.append((ctx, self.round + 1))
+            self.reads_waiting_commit = []
+            self.read_bcast = True
+        return True
+
+    def check_quorum(self, now: float) -> None:
+        """Thesis §6.2: a leader that has not heard from a majority within a
+        while steps down, so clients stuck with it in a minority move on."""
+        active = 1 + sum(pr.active for pr in self.progress.values())
+        if active < self.quorum:
+            self.become_follower(self.term, None, now)
+            return
+        for pr in self.progress.values():
+            pr.active = False
+        self.quorum_deadline = now + 2 * self.config.election_timeout[1]
+
+    def _released_reads(self) -> list[tuple[Any, int]]:
+        """ReadIndex (thesis §6.4): reads whose round a quorum has answered, with
+        the commit index to wait for."""
+        if not self.reads:
+            return []
+        rounds = sorted([pr.round for pr in self.progress.values()] + [self.round + 1],
+                        reverse=True)
+        confirmed = rounds[self.quorum - 1]
+        done = [(ctx, self.commit) for ctx, need in self.reads if need <= confirmed]
+        if done:
+            self.reads = [r for r in self.reads if r[1] > confirmed]
+        return done
+
+    # ----------------------------------------------------------------- helpers
+
+    def _send(self, dst: int, m: Any) -> None:
+        self.msgs.append((dst, m))
+
+    def _election_timeout(self) -> float:
+        lo, hi = self.config.election_timeout
+        return self.rng.uniform(lo, hi)
+
+
+_HANDLERS = {
+    RequestVote: Raft.handle_request_vote,
+    RequestVoteReply: Raft.handle_vote_reply,
+    AppendEntries: Raft.handle_append,
+    AppendEntriesReply: Raft.handle_append_reply,
+}

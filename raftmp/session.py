@@ -1,0 +1,147 @@
+"""The client's side of the protocol, pure: whom to ask, when to retry, when to give up.
+
+``raftmp.Client`` drives it over a real link and the simulator over a virtual
+one. Many operations may be in flight at once; each carries ``(client_id,
+seq)`` and is retried with the same seq (never a new one), so the session
+table applies it exactly once wherever the retries land.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .messages import INVALID, OK, REDIRECT, RETRY, ClientReply, ClientRequest, Command
+
+# Outcomes of a finished operation (also the ``outcome`` field of a history line).
+DONE = "ok"            # completed with a result
+UNKNOWN = "unknown"    # gave up after it may have been applied
+FAILED = "fail"        # gave up, and it was certainly not applied (or it was invalid)
+
+
+@dataclass
+class Timing:
+    attempt_timeout: float = 0.25   # no answer from a node within this: ask the next one
+    backoff: float = 0.02           # pause before retrying when no leader is known
+    op_timeout: float = 5.0         # give up on an operation after this long
+
+
+@dataclass
+class Pending:
+    command: Command
+    invoke: float
+    target: int
+    deadline: float                 # of the current attempt, or of the backoff
+    sent: bool = False              # False while backing off
+    maybe_applied: bool = False     # some attempt may have reached a leader
+
+
+@dataclass
+class Outcome:
+    command: Command
+    outcome: str        # DONE, UNKNOWN or FAILED
+    result: Any         # the result (DONE), or why it failed
+    invoke: float
+    complete: float
+
+
+class ClientSession:
+    def __init__(self, client_id: int, nodes: list[int], rng: random.Random,
+                 timing: Optional[Timing] = None) -> None:
+        self.client_id = client_id
+        self.nodes = list(nodes)
+        self.rng = rng
+        self.timing = timing or Timing()
+        self.leader: Optional[int] = None  # hint
+        self.next_seq = 1
+        self.pending: dict[int, Pending] = {}
+        self.outbox: list[tuple[int, ClientRequest]] = []
+        self.finished: list[Outcome] = []
+
+    def submit(self, op: str, key: str, value: Optional[str], expected: Optional[str],
+               now: float) -> int:
+        """Start an operation; its seq. (Validate before calling: see kv.check_command.)"""
+        seq = self.next_seq
+        self.next_seq += 1
+        cmd = Command(self.client_id, seq, self._acked(), op, key, value, expected)
+        target = self.leader if self.leader is not None else self.rng.choice(self.nodes)
+        p = self.pending[seq] = Pending(cmd, now, target, now)
+        self._send(p, now)
+        return seq
+
+    def step(self, src: int, reply: ClientReply, now: float) -> None:
+        p = self.pending.get(reply.seq)
+        if p is None or reply.client_id != self.client_id or src != p.target or not p.sent:
+            return  # an answer to an attempt we no longer wait for (duplicates, late replies)
+        if reply.status == OK:
+            self.leader = src
+            self._finish(reply.seq, DONE, reply.result, now)
+        elif reply.status == INVALID:
+            self._finish(reply.seq, FAILED, reply.result, now)
+        elif reply.status == REDIRECT and reply.leader is not None and reply.leader != src:
+            self.leader = reply.leader
+            p.target = reply.leader
+            self._send(p, now)
+        else:
+            # REDIRECT without a leader (an election is on), or RETRY (the leader
+            # lost its term after accepting the request, so it may yet commit).
+            if reply.status == RETRY:
+                p.maybe_applied = True
+            self.leader = reply.leader if reply.leader != src else None
+            self._back_off(p, now)
+
+    def tick(self, now: float) -> None:
+        for seq, p in list(self.pending.items()):
+            if now >= p.invoke + self.timing.op_timeout:
+                if p.command.op != "get" and (p.maybe_applied or p.sent):
+                    self._finish(seq, UNKNOWN, "timed out: the operation may or may not have "
+                                 "been applied", now)
+                else:
+                    self._finish(seq, FAILED, "no leader answered", now)
+            elif now >= p.deadline:
+                if p.sent:  # no answer: the node may be dead or cut off; ask the next one
+                    p.maybe_applied = True
+                    if self.leader == p.target:
+                        self.leader = None
+                    p.target = self._next_node(p.target)
+                self._send(p, now)
+
+    def next_deadline(self) -> float:
+        if not self.pending:
+            return float("inf")
+        op_timeout = self.timing.op_timeout
+        return min(min(p.deadline, p.invoke + op_timeout) for p in self.pending.values())
+
+    def take_messages(self) -> list[tuple[int, ClientRequest]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def take_finished(self) -> list[Outcome]:
+        out, self.finished = self.finished, []
+        return out
+
+    # ----------------------------------------------------------------- helpers
+
+    def _acked(self) -> int:
+        return min(self.pending) if self.pending else self.next_seq
+
+    def _send(self, p: Pending, now: float) -> None:
+        cmd = p.command._replace(acked=self._acked())
+        p.command = cmd
+        p.sent = True
+        p.deadline = now + self.timing.attempt_timeout
+        self.outbox.append((p.target, ClientRequest(cmd)))
+
+    def _back_off(self, p: Pending, now: float) -> None:
+        p.sent = False
+        p.target = self.leader if self.leader is not None else self._next_node(p.target)
+        p.deadline = now + self.timing.backoff * (1 + self.rng.random())
+
+    def _next_node(self, node: int) -> int:
+        i = self.nodes.index(node) if node in self.nodes else -1
+        return self.nodes[(i + 1) % len(self.nodes)]
+
+    def _finish(self, seq: int, outcome: str, result: Any, now: float) -> None:
+        p = self.pending.pop(seq)
+        self.finished.append(Outcome(p.command, outcome, result, p.invoke, now))

@@ -1,0 +1,353 @@
+"""FileStorage: the same answers as MemoryStorage, across reopen, torn tails and crashes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raftmp.errors import RaftmpError
+from raftmp.messages import Entry
+from raftmp.storage import CorruptStorage, FileStorage, MemoryStorage
+
+
+def entries(first: int, n: int, term: int = 1) -> list[Entry]:
+    return [Entry(term, i, f"cmd{i}") for i in range(first, first + n)]
+
+
+def reopen(s: FileStorage) -> FileStorage:
+    s.close()
+    return FileStorage(s.path)
+
+
+def log_size(path) -> int:
+    return os.path.getsize(os.path.join(path, "log"))
+
+
+def test_empty_dir_is_fresh_state(tmp_path):
+    with FileStorage(tmp_path / "node") as s:
+        assert s.load() == (0, None, [])
+    with FileStorage(tmp_path / "node") as s:
+        assert s.load() == (0, None, [])
+
+
+def test_round_trip(tmp_path):
+    s = FileStorage(tmp_path)
+    s.save((1, 3), entries(1, 3))
+    s.save(None, entries(4, 2))
+    s.save((2, None), [])
+    expected = (2, None, entries(1, 5))
+    assert s.load() == expected
+    s = reopen(s)
+    assert s.load() == expected
+    s.save((2, 1), entries(6, 1, term=2))
+    s = reopen(s)
+    assert s.load() == (2, 1, entries(1, 5) + entries(6, 1, term=2))
+    s.close()
+
+
+def test_truncation_replaces_the_suffix(tmp_path):
+    s = FileStorage(tmp_path)
+    s.save((1, None), entries(1, 5))
+    s.save((2, None), entries(3, 1, term=2))  # §5.3: entries 3.. replaced
+    assert s.load()[2] == entries(1, 2) + entries(3, 1, term=2)
+    s = reopen(s)
+    assert s.load()[2] == entries(1, 2) + entries(3, 1, term=2)
+    s.save(None, entries(1, 1, term=3))
+    s = reopen(s)
+    assert s.load()[2] == entries(1, 1, term=3)
+    s.close()
+
+
+def test_save_must_continue_the_log(tmp_path):
+    with FileStorage(tmp_path) as s:
+        s.save(None, entries(1, 2))
+        with pytest.raises(AssertionError):
+            s.save(None, entries(4, 1))  # a hole at 3
+        with pytest.raises(AssertionError):
+            s.save(None, [Entry(1, 3), Entry(1, 5)])  # not contiguous
+        assert s.load()[2] == entries(1, 2)
+
+
+def test_hard_state_cannot_go_backwards(tmp_path):
+    with FileStorage(tmp_path) as s:
+        s.save((3, 1), [])
+        for bad in [(2, None), (3, 2), (3, None)]:  # older term; second vote; forgotten vote
+            with pytest.raises(AssertionError):
+                s.save(bad, [])
+        s.save((3, 1), [])
+        s.save((4, None), [])
+        assert s.load() == (4, None, [])
+
+
+# --- same answers as MemoryStorage -------------------------------------------
+
+
+@st.composite
+def save_sequences(draw):
+    """Saves as a core may issue them, with reopen points (None) in between."""
+    ops = []
+    last, term, vote = 0, 0, None
+    for _ in range(draw(st.integers(0, 25))):
+        if draw(st.integers(0, 5)) == 0:
+            ops.append(None)
+            continue
+        hard_state = None
+        if draw(st.booleans()):
+            new_term = term + draw(st.integers(0, 2))
+            if new_term > term or vote is None:
+                vote = draw(st.none() | st.integers(0, 4))
+            term = new_term
+            hard_state = (term, vote)
+        batch = []
+        if draw(st.booleans()):
+            first = draw(st.integers(1, last + 1))
+            n = draw(st.integers(1, 4))
+            batch = [Entry(draw(st.integers(0, max(term, 1))), i, draw(st.binary(max_size=8)))
+                     for i in range(first, first + n)]
+            last = first + n - 1
+        ops.append((hard_state, batch))
+    return ops
+
+
+@settings(max_examples=150, deadline=None)
+@given(save_sequences())
+def test_same_as_memory_storage(ops):
+    with tempfile.TemporaryDirectory() as d:
+        mem, disk = MemoryStorage(), FileStorage(d)
+        try:
+            for op in ops:
+                if op is None:
+                    disk = reopen(disk)
+                else:
+                    mem.save(*op)
+                    disk.save(*op)
+                assert disk.load() == mem.load()
+            disk = reopen(disk)
+            assert disk.load() == mem.load()
+        finally:
+            disk.close()
+
+
+# --- torn and corrupt tails ----------------------------------------------------
+
+
+def three_records(path) -> tuple[int, int]:
+    """Save three records; return the offsets where the last one starts and ends."""
+    with FileStorage(path) as s:
+        s.save((1, 1), entries(1, 3))
+        s.save(None, entries(4, 2))
+        start = log_size(path)
+        s.save(None, entries(6, 3))
+        return start, log_size(path)
+
+
+def test_torn_tail_at_every_offset(tmp_path, caplog):
+    start, end = three_records(tmp_path)
+    log = tmp_path / "log"
+    data = log.read_bytes()
+    for cut in range(start, end):
+        log.write_bytes(data[:cut])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="raftmp.storage"):
+            s = FileStorage(tmp_path)
+        assert s.load() == (1, 1, entries(1, 5)), cut
+        assert log_size(tmp_path) == start, cut
+        assert (cut == start) == (not caplog.records), cut  # a warning iff something was cut
+        # The file was truncated, so a later append is readable after the cut.
+        s.save(None, entries(6, 1, term=2))
+        s = reopen(s)
+        assert s.load()[2] == entries(1, 5) + entries(6, 1, term=2), cut
+        s.close()
+
+
+def test_flipped_byte_in_last_record(tmp_path, caplog):
+    start, end = three_records(tmp_path)
+    log = tmp_path / "log"
+    data = log.read_bytes()
+    for pos in range(start, end):
+        bad = bytearray(data)
+        bad[pos] ^= 0x40
+        log.write_bytes(bytes(bad))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="raftmp.storage"):
+            with FileStorage(tmp_path) as s:
+                assert s.load() == (1, 1, entries(1, 5)), pos
+        assert log_size(tmp_path) == start, pos
+        assert caplog.records, pos
+
+
+def test_records_after_a_bad_one_are_never_used(tmp_path):
+    with FileStorage(tmp_path) as s:
+        s.save(None, entries(1, 2))
+        middle = log_size(tmp_path)
+        s.save(None, entries(3, 2))
+        s.save(None, entries(5, 2))
+    log = tmp_path / "log"
+    data = bytearray(log.read_bytes())
+    data[middle + 10] ^= 1
+    log.write_bytes(bytes(data))
+    with FileStorage(tmp_path) as s:
+        assert s.load()[2] == entries(1, 2)
+    assert log_size(tmp_path) == middle
+
+
+def test_zero_filled_tail_is_torn(tmp_path):
+    start, end = three_records(tmp_path)
+    with open(tmp_path / "log", "ab") as f:
+        f.write(b"\0" * 4096)  # what a crash can leave after the file size was updated
+    with FileStorage(tmp_path) as s:
+        assert s.load()[2] == entries(1, 8)
+    assert log_size(tmp_path) == end
+
+
+def test_crc_valid_record_that_breaks_the_log_raises(tmp_path):
+    import pickle
+    import struct
+    import zlib
+
+    with FileStorage(tmp_path) as s:
+        s.save(None, entries(1, 2))
+    body = pickle.dumps(entries(5, 1))  # a hole: a bug wrote it, no crash did
+    with open(tmp_path / "log", "ab") as f:
+        f.write(struct.pack("<II", len(body), zlib.crc32(body)) + body)
+    with pytest.raises(CorruptStorage):
+        FileStorage(tmp_path)
+
+
+# --- hard state -------------------------------------------------------------------
+
+
+def test_hard_state_survives_reopen(tmp_path):
+    with FileStorage(tmp_path) as s:
+        s.save((5, 2), [])
+    with FileStorage(tmp_path) as s:
+        assert s.load() == (5, 2, [])
+        s.save((6, None), [])
+    with FileStorage(tmp_path) as s:
+        assert s.load() == (6, None, [])
+
+
+def test_leftover_state_tmp_keeps_the_old_state(tmp_path):
+    with FileStorage(tmp_path) as s:
+        s.save((5, 2), [])
+    (tmp_path / "state.tmp").write_bytes(b"\x07half-written")
+    with FileStorage(tmp_path) as s:
+        assert s.load() == (5, 2, [])
+    assert not (tmp_path / "state.tmp").exists()
+
+
+def test_crash_before_replace_keeps_the_old_state(tmp_path, monkeypatch):
+    s = FileStorage(tmp_path)
+    s.save((5, 2), [])
+
+    def crash(*args):
+        raise OSError("simulated crash")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        s.save((6, 3), [])
+    monkeypatch.undo()
+    assert (tmp_path / "state.tmp").exists()
+    s.close()
+    with FileStorage(tmp_path) as s:
+        assert s.load() == (5, 2, [])
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", b"\x05\x00\x00\x00\x00\x00\x00\x00[1,2]"])
+def test_corrupt_state_raises(tmp_path, content):
+    with FileStorage(tmp_path) as s:
+        s.save((5, 2), [])
+    (tmp_path / "state").write_bytes(content)
+    with pytest.raises(CorruptStorage):
+        FileStorage(tmp_path)
+    # The failed open released the directory.
+    (tmp_path / "state").unlink()
+    FileStorage(tmp_path).close()
+
+
+# --- costs, locking, compaction ---------------------------------------------------
+
+
+def test_nothing_to_save_does_no_io(tmp_path, monkeypatch):
+    s = FileStorage(tmp_path)
+    s.save((3, 1), entries(1, 2))
+
+    def no_io(*args, **kwargs):
+        raise AssertionError("I/O on an empty save")
+
+    for name in ("write", "fsync", "fdatasync", "replace", "open", "ftruncate"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, no_io)
+    monkeypatch.setattr("builtins.open", no_io)
+    s.save(None, [])
+    s.save((3, 1), [])  # unchanged hard state
+    monkeypatch.undo()
+    s.close()
+
+
+def test_one_fsync_per_save(tmp_path, monkeypatch):
+    s = FileStorage(tmp_path)
+    calls = []
+    for name in ("fsync", "fdatasync"):
+        def counted(fd, real=getattr(os, name), name=name):
+            calls.append(name)
+            real(fd)
+
+        monkeypatch.setattr(os, name, counted)
+    s.save(None, entries(1, 100))
+    assert len(calls) == 1
+    calls.clear()
+    s.save((1, 1), [])
+    assert len(calls) == 2  # state.tmp, then the directory after the replace
+    monkeypatch.undo()
+    s.close()
+
+
+def test_sync_false_does_not_fsync(tmp_path, monkeypatch):
+    def no_sync(fd):
+        raise AssertionError("fsync with sync=False")
+
+    with FileStorage(tmp_path, sync=False) as s:
+        monkeypatch.setattr(os, "fsync", no_sync)
+        monkeypatch.setattr(os, "fdatasync", no_sync)
+        s.save((1, 1), entries(1, 3))
+        monkeypatch.undo()
+    with FileStorage(tmp_path) as s:
+        assert s.load() == (1, 1, entries(1, 3))
+
+
+def test_one_process_per_dir(tmp_path):
+    with FileStorage(tmp_path):
+        with pytest.raises(RaftmpError):
+            FileStorage(tmp_path)
+    FileStorage(tmp_path).close()
+
+
+def test_compaction_drops_superseded_bytes(tmp_path):
+    s = FileStorage(tmp_path, compact_ratio=2, compact_min_bytes=2000)
+    s.save(None, entries(1, 2))
+    big = "x" * 100
+    for term in range(1, 40):  # rewrite entry 3.. over and over
+        s.save(None, [Entry(term, 3, big), Entry(term, 4, big)])
+    assert log_size(tmp_path) < 2000 + 3 * 300  # compacted at least once
+    expected = entries(1, 2) + [Entry(39, 3, big), Entry(39, 4, big)]
+    assert s.load()[2] == expected
+    s.save(None, entries(5, 1, term=39))
+    s = reopen(s)
+    assert s.load()[2] == expected + entries(5, 1, term=39)
+    assert not (tmp_path / "log.tmp").exists()
+    s.close()
+
+
+def test_leftover_log_tmp_is_ignored(tmp_path):
+    with FileStorage(tmp_path) as s:
+        s.save(None, entries(1, 2))
+    (tmp_path / "log.tmp").write_bytes(b"partial rewrite")
+    with FileStorage(tmp_path) as s:
+        assert s.load()[2] == entries(1, 2)
+    assert not (tmp_path / "log.tmp").exists()
