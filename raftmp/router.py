@@ -1,0 +1,818 @@
+"""The router process: every packet between endpoints passes here.
+
+The router is the one place where the network misbehaves. It forwards packets
+(``wire.HEADER`` + opaque payload) from the link they came in on to the link
+of their destination, and on the way it may drop, delay, duplicate (and, by
+random delay, reorder) them, or refuse them because of a partition or a
+one-way cut. It never unpickles a payload: it reads the header to route and
+count, stamps ``src`` with the endpoint id of the incoming link (so nobody can
+speak for another endpoint), and forwards the frame bytes unchanged.
+
+Design notes
+------------
+* One thread, one ``selectors`` loop over the listening socket, the control
+  connection and every link, plus a heap of delayed packets. The loop blocks
+  until the next timer or readiness; there is no polling.
+* Links are raw non-blocking ``AF_UNIX`` stream sockets speaking the framing
+  of ``multiprocessing.connection.Connection`` (``!i`` length, or ``-1`` then
+  ``!Q`` length), so endpoints simply use ``Client(...).send_bytes``.
+* Each link has a bounded outbound buffer (``out_cap`` bytes). A packet that
+  would overflow it is dropped and counted (``overflow``): a slow or dead
+  endpoint can never block the router or the others. The cap only applies
+  once something is buffered, so one frame larger than the cap still passes.
+* Output is batched: packets are queued during one loop turn and each
+  destination is flushed once per turn with ``sendmsg`` (scatter/gather).
+* With no faults, no delay, no partition and no cut, packets take a fast
+  path: no random draws, no heap.
+
+Counters (``stats()``)
+----------------------
+Per directed link ``(src, dst)``: ``packets`` and ``bytes`` (header + payload)
+the router received from ``src`` for ``dst``, ``messages`` (sum of header
+counts), ``delivered`` (copies handed to ``dst``'s link buffer), ``dropped``
+(fault, partition, cut, no live link at delivery time, buffer overflow) and
+``duplicated`` (extra copies made). Invariant, per link and in total::
+
+    packets + duplicated == delivered + dropped + in flight (delayed)
+
+Totals add ``malformed`` (frames that are not packets, bad hellos, absurd
+lengths), ``unroutable`` (destination that can never exist: negative, or a
+client id never assigned; not attributed to any link), and the breakdown of
+``dropped``: ``dropped_fault``, ``dropped_partition``, ``dropped_no_link``,
+``overflow``.
+
+Control protocol
+----------------
+Over ``control`` (a trusted ``multiprocessing`` Pipe end, pickled tuples).
+Once listening, the router sends one unsolicited ``("ready", pid)`` (or the
+exception that prevented it from listening). Then every request gets exactly
+one reply, a value or an exception object for the caller to raise::
+
+    ("set_faults", {"drop": p, "client_drop": p, "delay": (lo, hi), "duplicate": p})
+        -> the full fault dict
+    ("partition", [[0, 1], [2, 3, 4]]) -> None      ("cut", src, dst) -> None
+    ("heal",) -> None                               ("stats",) -> dict
+    ("stop",) -> None, then the router exits
+
+EOF on ``control`` means the launcher died: the router removes
+``cleanup_dir`` (if given) and its socket file, and exits.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import os
+import random
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import time
+import weakref
+from collections import deque
+from multiprocessing.connection import Connection
+from typing import Any, Optional
+
+from raftmp import wire
+
+__all__ = ["run_router", "start_router", "RouterHandle", "MAX_FRAME", "DEFAULT_OUT_CAP"]
+
+log = logging.getLogger("raftmp.router")
+
+MAX_FRAME = 256 * 1024 * 1024  # a longer frame is a broken or hostile endpoint: close it
+DEFAULT_OUT_CAP = 32 * 1024 * 1024  # per-link outbound buffer, bytes
+_RECV_SIZE = 256 * 1024
+_RECV_MAX = 4 * 1024 * 1024  # read up to this much at once while a big frame is pending
+_IOV_MAX = 512  # buffers per sendmsg (Linux IOV_MAX is 1024)
+_SOCK_BUF = 1024 * 1024  # SO_SNDBUF / SO_RCVBUF asked for on each link
+
+_LEN = struct.Struct("!i")
+_LEN_Q = struct.Struct("!Q")
+_SRC = struct.Struct("!i")  # the first field of wire.HEADER
+_HEADER = wire.HEADER
+_HEADER_SIZE = wire.HEADER.size
+_FIRST_CLIENT = wire.FIRST_CLIENT_ID
+
+# Indices into a per-link counter list (a list, not a dict: this is the hot path).
+_PACKETS, _BYTES, _MESSAGES, _DELIVERED, _DROPPED, _DUPLICATED = range(6)
+_COUNTER_NAMES = ("packets", "bytes", "messages", "delivered", "dropped", "duplicated")
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+_LISTENER = object()  # selector tags
+_CONTROL = object()
+
+_FAULT_KEYS = ("drop", "client_drop", "delay", "duplicate")
+
+
+def _check_probability(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number in [0, 1], not {value!r}")
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1], not {value!r}")
+    return float(value)
+
+
+def validate_faults(current: dict, changes: dict) -> dict:
+    """``current`` updated with ``changes``; ValueError (nothing changed) if any is invalid."""
+    if not isinstance(changes, dict):
+        raise ValueError(f"faults must be a dict, not {type(changes).__name__}")
+    unknown = set(changes) - set(_FAULT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown fault knob(s) {sorted(unknown)}; known: {list(_FAULT_KEYS)}")
+    new = dict(current)
+    for name in ("drop", "client_drop", "duplicate"):
+        if name in changes:
+            new[name] = _check_probability(name, changes[name])
+    if "delay" in changes:
+        delay = changes["delay"]
+        try:
+            lo, hi = delay
+        except (TypeError, ValueError):
+            raise ValueError(f"delay must be a pair (min, max) of seconds, not {delay!r}") from None
+        for v in (lo, hi):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"delay bounds must be finite numbers, not {delay!r}")
+        if not 0.0 <= lo <= hi:
+            raise ValueError(f"delay must satisfy 0 <= min <= max, not {delay!r}")
+        new["delay"] = (float(lo), float(hi))
+    return new
+
+
+def _validate_groups(groups: Any) -> list[list[int]]:
+    result: list[list[int]] = []
+    seen: set[int] = set()
+    for group in groups:
+        ids = []
+        for eid in group:
+            if isinstance(eid, bool) or not isinstance(eid, int) or eid < 0:
+                raise ValueError(f"partition members must be endpoint ids >= 0, not {eid!r}")
+            if eid in seen:
+                raise ValueError(f"endpoint {eid} is in more than one partition group")
+            seen.add(eid)
+            ids.append(eid)
+        result.append(ids)
+    return result
+
+
+def _validate_endpoint(eid: Any) -> int:
+    if isinstance(eid, bool) or not isinstance(eid, int) or eid < 0:
+        raise ValueError(f"endpoint ids are ints >= 0, not {eid!r}")
+    return eid
+
+
+class _Link:
+    """One endpoint's connection. ``eid`` is None until its hello."""
+
+    __slots__ = ("sock", "eid", "inbuf", "out", "out_size", "writing", "dirty", "closed", "row")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.eid: Optional[int] = None
+        self.inbuf = bytearray()
+        self.out: deque = deque()  # frames (bytes or memoryview) waiting to be written
+        self.out_size = 0  # invariant: out_size == sum(len(b) for b in out)
+        # Registered for EVENT_WRITE. Invariant after a flush: writing == bool(out).
+        self.writing = False
+        self.dirty = False  # queued for a flush at the end of this loop turn
+        self.closed = False
+        self.row: dict = {}  # dst -> counter list for (eid, dst); shared with Router._links_stats
+
+
+class _Router:
+    def __init__(
+        self, address: str, control: Connection, seed: int, cleanup_dir: Optional[str],
+        out_cap: int,
+    ) -> None:
+        self.address = address
+        self.control = control
+        self.seed = seed
+        self.cleanup_dir = cleanup_dir
+        self.out_cap = out_cap
+        self.rng = random.Random(seed)
+        self.sel = selectors.DefaultSelector()
+        self.listener: Optional[socket.socket] = None
+        self.links: dict[int, _Link] = {}  # endpoint id -> its live link
+        self.all_links: set[_Link] = set()  # including links still waiting for their hello
+        self.rows: dict[int, dict[int, list]] = {}  # src -> dst -> counters (survives reconnects)
+        self.known_clients: set[int] = set()
+        self.next_client = _FIRST_CLIENT
+        self.heap: list = []  # (deadline, seq, dst, frame, counters)
+        self.seq = itertools.count()
+        self.dirty: list[_Link] = []
+        self.running = True
+        self.orphaned = False  # the control pipe hit EOF: the launcher is gone
+        self.faults = {"drop": 0.0, "client_drop": 0.0, "delay": (0.0, 0.0), "duplicate": 0.0}
+        self.groups: list[list[int]] = []
+        self.group_of: dict[int, int] = {}
+        self.cuts: set[tuple[int, int]] = set()
+        self.plain = True  # no fault, no delay, no partition, no cut: the fast path
+        self.malformed = 0
+        self.unroutable = 0
+        self.dropped_fault = 0
+        self.dropped_partition = 0
+        self.dropped_no_link = 0
+        self.overflow = 0
+        self._complaints = 0
+
+    # --- setup / teardown ---------------------------------------------------
+
+    def listen(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(self.address)
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.listener = sock
+        self.sel.register(sock, _READ, _LISTENER)
+        self.sel.register(self.control.fileno(), _READ, _CONTROL)
+
+    def shutdown(self, orphaned: bool) -> None:
+        for link in list(self.all_links):
+            self.close_link(link, None)
+        if self.listener is not None:
+            self.sel.unregister(self.listener)
+            self.listener.close()
+            self.listener = None
+            try:
+                os.unlink(self.address)
+            except OSError:
+                pass
+        self.sel.close()
+        if orphaned and self.cleanup_dir:
+            shutil.rmtree(self.cleanup_dir, ignore_errors=True)
+
+    # --- the loop -----------------------------------------------------------
+
+    def serve(self) -> None:
+        sel_select = self.sel.select
+        heap = self.heap
+        monotonic = time.monotonic
+        while self.running:
+            timeout = None
+            if heap:
+                timeout = max(0.0, heap[0][0] - monotonic())
+            for key, mask in sel_select(timeout):
+                obj = key.data
+                if obj.__class__ is _Link:
+                    if mask & _READ and not obj.closed:
+                        self.read(obj)
+                    if mask & _WRITE and not obj.closed:
+                        self.flush(obj)
+                elif obj is _LISTENER:
+                    self.accept()
+                else:
+                    self.on_control()
+                    if not self.running:
+                        return
+            if heap and heap[0][0] <= monotonic():
+                self.release_due()
+            if self.dirty:
+                dirty = self.dirty
+                self.dirty = []
+                for link in dirty:
+                    self.flush(link)
+
+    def complain(self, fmt: str, *args: Any) -> None:
+        """Log remote misbehaviour without letting a flood of garbage flood the log."""
+        self._complaints += 1
+        n = self._complaints
+        if n <= 20 or n % 1000 == 0:
+            log.warning(fmt + (" (%d complaints so far)" % n if n > 20 else ""), *args)
+
+    # --- links --------------------------------------------------------------
+
+    def accept(self) -> None:
+        assert self.listener is not None
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. EMFILE: keep serving the links we have
+                log.error("accept failed: %r", exc)
+                return
+            sock.setblocking(False)
+            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, _SOCK_BUF)
+                except OSError:
+                    pass
+            link = _Link(sock)
+            self.all_links.add(link)
+            self.sel.register(sock, _READ, link)
+
+    def close_link(self, link: _Link, why: Optional[str]) -> None:
+        if link.closed:
+            return
+        link.closed = True
+        if why:
+            log.info("closing link of endpoint %s: %s", link.eid, why)
+        self.all_links.discard(link)
+        if link.eid is not None and self.links.get(link.eid) is link:
+            del self.links[link.eid]
+        try:
+            self.sel.unregister(link.sock)
+        except (KeyError, ValueError):
+            pass
+        link.sock.close()
+        link.out.clear()
+        link.out_size = 0
+        link.inbuf = bytearray()
+
+    def read(self, link: _Link) -> None:
+        buf = link.inbuf
+        size = _RECV_SIZE
+        if len(buf) >= 4:  # a big frame is pending: read it in bigger bites
+            size = min(_RECV_MAX, max(size, _LEN.unpack_from(buf)[0] + 4 - len(buf)))
+        try:
+            data = link.sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close_link(link, f"recv failed: {exc!r}")
+            return
+        if not data:
+            self.close_link(link, None if link.eid is None else "EOF")
+            return
+        buf += data
+        self.parse(link)
+
+    def parse(self, link: _Link) -> None:
+        """Handle every complete frame in ``link.inbuf``; keep a partial tail."""
+        buf = link.inbuf
+        end = len(buf)
+        pos = 0
+        unpack_len = _LEN.unpack_from
+        unpack_header = _HEADER.unpack_from
+        pack_src = _SRC.pack_into
+        with memoryview(buf) as mv:
+            while end - pos >= 4:
+                size = unpack_len(buf, pos)[0]
+                head = 4
+                if size < 0:
+                    if size != -1:
+                        self.malformed += 1
+                        self.complain("endpoint %s sent a negative frame length", link.eid)
+                        mv.release()
+                        self.close_link(link, "negative frame length")
+                        return
+                    if end - pos < 12:
+                        break
+                    size = _LEN_Q.unpack_from(buf, pos + 4)[0]
+                    head = 12
+                if size > MAX_FRAME:
+                    self.malformed += 1
+                    self.complain("endpoint %s announced a %d-byte frame", link.eid, size)
+                    mv.release()
+                    self.close_link(link, f"frame of {size} bytes > {MAX_FRAME}")
+                    return
+                stop = pos + head + size
+                if stop > end:
+                    break
+                eid = link.eid
+                if eid is None:
+                    if not self.hello(link, bytes(mv[pos + head:stop])):
+                        mv.release()
+                        return
+                elif size < _HEADER_SIZE:
+                    self.malformed += 1
+                    self.complain("endpoint %s sent a %d-byte frame (no header)", eid, size)
+                else:
+                    _, dst, count = unpack_header(buf, pos + head)
+                    pack_src(buf, pos + head, eid)  # endpoints cannot spoof their source
+                    if head == 4:
+                        frame = bytes(mv[pos:stop])
+                    else:  # re-frame the (legal but odd) long form as the usual one
+                        frame = _LEN.pack(size) + bytes(mv[pos + head:stop])
+                    counters = link.row.get(dst)
+                    if counters is None:
+                        counters = self.counters_for(link, dst)
+                    if counters is not None:
+                        counters[_PACKETS] += 1
+                        counters[_BYTES] += size
+                        counters[_MESSAGES] += count
+                        if self.plain:
+                            target = self.links.get(dst)
+                            if target is None:
+                                counters[_DROPPED] += 1
+                                self.dropped_no_link += 1
+                            else:
+                                self.enqueue(target, frame, counters)
+                        else:
+                            self.route(eid, dst, frame, counters)
+                pos = stop
+        if pos:
+            del buf[:pos]
+
+    def counters_for(self, link: _Link, dst: int) -> Optional[list]:
+        """The counters of (link.eid, dst), or None (counted) if dst can never exist."""
+        if dst < 0 or (dst >= _FIRST_CLIENT and dst not in self.known_clients):
+            self.unroutable += 1
+            self.complain("endpoint %s sent a packet to unknown endpoint %d", link.eid, dst)
+            return None
+        counters = [0, 0, 0, 0, 0, 0]
+        link.row[dst] = counters
+        return counters
+
+    def hello(self, link: _Link, frame: bytes) -> bool:
+        """Handle the first frame of a link; False if the link was closed."""
+        try:
+            requested = wire.parse_hello(frame)
+            if requested < wire.ANY:
+                raise ValueError(f"hello asks for invalid endpoint id {requested}")
+        except ValueError as exc:
+            self.malformed += 1
+            self.complain("bad hello: %s", exc)
+            self.close_link(link, f"bad hello: {exc}")
+            return False
+        if requested == wire.ANY:
+            eid = self.next_client
+            self.next_client += 1
+        else:
+            eid = requested
+        if eid >= _FIRST_CLIENT:
+            self.known_clients.add(eid)
+            self.next_client = max(self.next_client, eid + 1)
+        old = self.links.get(eid)
+        if old is not None:
+            self.close_link(old, "replaced by a new hello for the same id")
+        link.eid = eid
+        link.row = self.rows.setdefault(eid, {})
+        self.links[eid] = link
+        log.debug("endpoint %d connected", eid)
+        self.enqueue_raw(link, _LEN.pack(wire.HELLO_ID.size) + wire.HELLO_ID.pack(eid))
+        return True
+
+    # --- routing ------------------------------------------------------------
+
+    def route(self, src: int, dst: int, frame: bytes, counters: list) -> None:
+        """The slow path: cuts, partitions, loss, duplication, delay."""
+        if (src, dst) in self.cuts or (
+            self.group_of
+            and src in self.group_of
+            and dst in self.group_of
+            and self.group_of[src] != self.group_of[dst]
+        ):
+            counters[_DROPPED] += 1
+            self.dropped_partition += 1
+            return
+        faults = self.faults
+        rng = self.rng
+        client_link = src >= _FIRST_CLIENT or dst >= _FIRST_CLIENT
+        p = faults["client_drop"] if client_link else faults["drop"]
+        if p and rng.random() < p:
+            counters[_DROPPED] += 1
+            self.dropped_fault += 1
+            return
+        copies = 1
+        duplicate = faults["duplicate"]
+        if duplicate and rng.random() < duplicate:
+            copies = 2
+            counters[_DUPLICATED] += 1
+        lo, hi = faults["delay"]
+        for _ in range(copies):
+            delay = lo + (hi - lo) * rng.random() if hi > 0 else 0.0
+            if delay > 0:
+                deadline = time.monotonic() + delay
+                heapq.heappush(self.heap, (deadline, next(self.seq), dst, frame, counters))
+            else:
+                self.deliver(dst, frame, counters)
+
+    def deliver(self, dst: int, frame: bytes, counters: list) -> None:
+        target = self.links.get(dst)
+        if target is None:
+            counters[_DROPPED] += 1
+            self.dropped_no_link += 1
+        else:
+            self.enqueue(target, frame, counters)
+
+    def release_due(self) -> None:
+        heap = self.heap
+        now = time.monotonic()
+        while heap and heap[0][0] <= now:
+            _, _, dst, frame, counters = heapq.heappop(heap)
+            self.deliver(dst, frame, counters)
+
+    def enqueue(self, link: _Link, frame: bytes, counters: list) -> None:
+        n = len(frame)
+        if link.out_size and link.out_size + n > self.out_cap:
+            counters[_DROPPED] += 1
+            self.overflow += 1
+            return
+        counters[_DELIVERED] += 1
+        link.out.append(frame)
+        link.out_size += n
+        if not link.dirty:
+            link.dirty = True
+            self.dirty.append(link)
+
+    def enqueue_raw(self, link: _Link, frame: bytes) -> None:
+        """Queue router-originated bytes (the hello answer), never dropped."""
+        link.out.append(frame)
+        link.out_size += len(frame)
+        if not link.dirty:
+            link.dirty = True
+            self.dirty.append(link)
+
+    def flush(self, link: _Link) -> None:
+        link.dirty = False
+        if link.closed:
+            return
+        out = link.out
+        sock = link.sock
+        while out:
+            bufs = out if len(out) <= _IOV_MAX else list(itertools.islice(out, _IOV_MAX))
+            try:
+                sent = sock.sendmsg(bufs)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # EPIPE / ECONNRESET: the endpoint is gone
+                self.close_link(link, f"send failed: {exc!r}")
+                return
+            if not sent:
+                break
+            link.out_size -= sent
+            while sent:
+                first = out[0]
+                n = len(first)
+                if sent >= n:
+                    out.popleft()
+                    sent -= n
+                else:
+                    out[0] = memoryview(first)[sent:]
+                    sent = 0
+        want = bool(out)
+        if want != link.writing:
+            link.writing = want
+            self.sel.modify(sock, _READ | _WRITE if want else _READ, link)
+
+    # --- control ------------------------------------------------------------
+
+    def on_control(self) -> None:
+        control = self.control
+        try:
+            while True:
+                request = control.recv()
+                reply = self.handle(request)
+                control.send(reply)
+                if not self.running or not control.poll():
+                    return
+        except (EOFError, OSError):
+            log.info("control connection closed: the launcher is gone; exiting")
+            self.running = False
+            self.orphaned = True
+
+    def handle(self, request: Any) -> Any:
+        try:
+            if not isinstance(request, tuple) or not request:
+                raise ValueError(f"bad control request {request!r}")
+            verb, args = request[0], request[1:]
+            if verb == "set_faults" and len(args) == 1:
+                self.faults = validate_faults(self.faults, args[0])
+                self.update_plain()
+                log.info("faults: %s", self.faults)
+                return dict(self.faults)
+            if verb == "partition" and len(args) == 1:
+                groups = _validate_groups(args[0])
+                self.groups = groups
+                self.group_of = {eid: i for i, group in enumerate(groups) for eid in group}
+                self.update_plain()
+                log.info("partition: %s", groups)
+                return None
+            if verb == "cut" and len(args) == 2:
+                self.cuts.add((_validate_endpoint(args[0]), _validate_endpoint(args[1])))
+                self.update_plain()
+                return None
+            if verb == "heal" and not args:
+                self.groups = []
+                self.group_of = {}
+                self.cuts = set()
+                self.update_plain()
+                return None
+            if verb == "stats" and not args:
+                return self.stats()
+            if verb == "stop" and not args:
+                self.running = False
+                return None
+            raise ValueError(f"bad control request {request!r}")
+        except Exception as exc:  # the caller re-raises it
+            return exc
+
+    def update_plain(self) -> None:
+        f = self.faults
+        self.plain = not (
+            f["drop"] or f["client_drop"] or f["duplicate"] or f["delay"][1] > 0
+            or self.group_of or self.cuts
+        )
+
+    def stats(self) -> dict:
+        total = dict.fromkeys(_COUNTER_NAMES, 0)
+        links = {}
+        for src, row in self.rows.items():
+            for dst, counters in row.items():
+                links[(src, dst)] = dict(zip(_COUNTER_NAMES, counters))
+                for name, value in zip(_COUNTER_NAMES, counters):
+                    total[name] += value
+        total.update(
+            malformed=self.malformed,
+            unroutable=self.unroutable,
+            dropped_fault=self.dropped_fault,
+            dropped_partition=self.dropped_partition,
+            dropped_no_link=self.dropped_no_link,
+            overflow=self.overflow,
+            in_flight=len(self.heap),
+        )
+        return {
+            "seed": self.seed,
+            "faults": dict(self.faults),
+            "partitions": [list(g) for g in self.groups],
+            "cuts": sorted(self.cuts),
+            "total": total,
+            "links": links,
+            "endpoints": sorted(self.links),
+        }
+
+
+def run_router(
+    address: str,
+    control: Connection,
+    seed: int,
+    cleanup_dir: Optional[str] = None,
+    *,
+    out_cap: int = DEFAULT_OUT_CAP,
+) -> None:
+    """The router process body: listen on ``address`` and serve until stopped.
+
+    Sends ``("ready", pid)`` on ``control`` once listening (or the exception
+    that prevented it), then answers control requests (see the module doc).
+    Returns on ``("stop",)`` or when ``control`` hits EOF; on EOF it also
+    removes ``cleanup_dir``. Either way it removes its socket file.
+    """
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher handles Ctrl-C and stops us
+    except ValueError:  # not the main thread (only in odd test setups)
+        pass
+    router = _Router(address, control, seed, cleanup_dir, out_cap)
+    try:
+        router.listen()
+    except Exception as exc:
+        log.error("router cannot listen on %s: %r", address, exc)
+        try:
+            control.send(exc)
+        except OSError:
+            pass
+        router.sel.close()
+        return
+    log.info("router listening on %s (seed %d)", address, seed)
+    try:
+        control.send(("ready", os.getpid()))
+    except OSError:
+        router.orphaned = True
+        router.running = False
+    try:
+        router.serve()
+    finally:
+        router.shutdown(router.orphaned)
+        log.info("router stopped%s", " (launcher gone)" if router.orphaned else "")
+
+
+# --- launcher side -------------------------------------------------------------
+
+
+def _router_main(
+    address: str, control: Connection, parent_end: Connection, seed: int,
+    cleanup_dir: Optional[str], out_cap: int,
+) -> None:
+    parent_end.close()  # or we would never see EOF when the launcher dies
+    run_router(address, control, seed, cleanup_dir, out_cap=out_cap)
+
+
+def _close_in_child(ref: "weakref.ref[RouterHandle]") -> None:
+    """At fork: a child must not keep the launcher's end of the control pipe open.
+
+    Otherwise a worker forked after the router would hold it, and the router
+    would not see EOF (and clean up) when the launcher dies.
+    """
+    handle = ref()
+    if handle is not None:
+        try:
+            handle._conn.close()
+        except OSError:
+            pass
+
+
+class RouterHandle:
+    """The launcher's side of a running router process."""
+
+    def __init__(self, process: Any, conn: Connection, address: str) -> None:
+        self.process = process
+        self._conn = conn
+        self.address = address
+        self._stopped = False
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.process.pid
+
+    def _call(self, *request: Any, timeout: float = 10.0) -> Any:
+        if self._stopped:
+            raise RuntimeError("the router is stopped")
+        self._conn.send(request)
+        if not self._conn.poll(timeout):
+            raise TimeoutError(f"router did not answer {request[0]!r} within {timeout} s")
+        reply = self._conn.recv()
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def set_faults(self, **faults: Any) -> dict:
+        """Change any of drop, client_drop, delay=(lo, hi), duplicate; returns all of them."""
+        return self._call("set_faults", faults)
+
+    def partition(self, *groups: Any) -> None:
+        """Endpoints listed in different groups cannot reach each other; unlisted reach all."""
+        self._call("partition", [list(g) for g in groups])
+
+    def cut(self, src: int, dst: int) -> None:
+        """Drop every packet from ``src`` to ``dst`` (one way) until ``heal()``."""
+        self._call("cut", src, dst)
+
+    def heal(self) -> None:
+        """Remove every partition and cut (fault probabilities stay)."""
+        self._call("heal")
+
+    def stats(self) -> dict:
+        return self._call("stats")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the router and reap it (kill it if it does not exit in time). Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self._conn.send(("stop",))
+            if self._conn.poll(timeout):
+                self._conn.recv()
+        except (OSError, EOFError):
+            pass
+        self.process.join(timeout)
+        if self.process.is_alive():
+            log.warning("router %s did not stop; killing it", self.pid)
+            self.process.kill()
+            self.process.join(timeout)
+        self._conn.close()
+
+    def __enter__(self) -> "RouterHandle":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def start_router(
+    ctx: Any,
+    address: str,
+    seed: int,
+    cleanup_dir: Optional[str] = None,
+    *,
+    out_cap: int = DEFAULT_OUT_CAP,
+    timeout: float = 5.0,
+) -> RouterHandle:
+    """Fork the router process (``ctx = multiprocessing.get_context("fork")``).
+
+    Returns once it listens on ``address``; raises the router's own error if
+    it could not (e.g. the address is taken), or TimeoutError.
+    """
+    parent_end, child_end = ctx.Pipe(duplex=True)
+    process = ctx.Process(
+        target=_router_main,
+        args=(address, child_end, parent_end, seed, cleanup_dir, out_cap),
+        name="raftmp-router",
+        daemon=False,
+    )
+    process.start()
+    child_end.close()
+    handle = RouterHandle(process, parent_end, address)
+    os.register_at_fork(after_in_child=lambda ref=weakref.ref(handle): _close_in_child(ref))
+    try:
+        if not parent_end.poll(timeout):
+            raise TimeoutError(f"router did not listen on {address} within {timeout} s")
+        ready = parent_end.recv()
+        if isinstance(ready, BaseException):
+            raise ready
+    except EOFError:
+        handle.stop(timeout)
+        raise RuntimeError(
+            f"router exited before listening (exit code {process.exitcode})") from None
+    except BaseException:
+        handle.stop(timeout)  # reaps the process (killing it if needed) and closes the pipe
+        raise
+    return handle
