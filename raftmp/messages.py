@@ -29,12 +29,17 @@ class RequestVote(NamedTuple):
     candidate: int
     last_index: int
     last_term: int
+    # Pre-vote (thesis §9.6): "would you vote for me in ``term``?" — asked
+    # before a real election, so a server that was cut off cannot force its
+    # inflated term on a working cluster. Changes nobody's term or vote.
+    pre: bool = False
 
 
 class RequestVoteReply(NamedTuple):
     term: int
     voter: int
     granted: bool
+    pre: bool = False
 
 
 class AppendEntries(NamedTuple):

@@ -22,7 +22,7 @@ from typing import Any, Optional
 from .log import RaftLog
 from .messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
 
-FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
+FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
 INF = float("inf")
 
 
@@ -102,6 +102,7 @@ class Raft:
         self.applied = 0
         self.role = FOLLOWER
         self.leader: Optional[int] = None
+        self.leader_seen = -INF       # when we last heard from the leader
         # Output of the current turn.
         self.msgs: list[tuple[int, Any]] = []
         self.hard_dirty = False
@@ -125,19 +126,27 @@ class Raft:
 
     def step(self, src: int, m: Any, now: float) -> None:
         """Handle one message from peer ``src``."""
+        t = type(m)
         if m.term > self.term:
-            # §5.1: a newer term makes us a follower of that term (leader unknown
-            # unless the message comes from it).
-            self.become_follower(m.term, m.leader if type(m) is AppendEntries else None, now)
+            if t is RequestVote and self._in_lease(now):
+                # Thesis §4.2.3: while a leader is known to be alive, ignore vote
+                # requests, so a server that was cut off cannot depose it.
+                return
+            if t is RequestVote and m.pre or t is RequestVoteReply and m.pre and m.granted:
+                pass  # pre-votes use a future term but change nobody's term (§9.6)
+            else:
+                # §5.1: a newer term makes us a follower of that term (leader
+                # unknown unless the message comes from it).
+                self.become_follower(m.term, m.leader if t is AppendEntries else None, now)
         if m.term < self.term:
             # §5.1: reject stale requests, telling the sender the current term.
-            if type(m) is AppendEntries:
+            if t is AppendEntries:
                 self._send(src, AppendEntriesReply(self.term, self.id, False, m.prev_index, 0, 0,
                                                    m.round))
-            elif type(m) is RequestVote:
-                self._send(src, RequestVoteReply(self.term, self.id, False))
+            elif t is RequestVote:
+                self._send(src, RequestVoteReply(self.term, self.id, False, m.pre))
             return
-        handler = _HANDLERS.get(type(m))
+        handler = _HANDLERS.get(t)
         if handler is None:
             raise TypeError(f"not a Raft message: {m!r}")
         handler(self, src, m, now)
@@ -150,17 +159,17 @@ class Raft:
             if self.role == LEADER and now >= self.heartbeat_deadline:
                 self.bcast_append(now, heartbeat=True)
         elif now >= self.election_deadline:
-            self.become_candidate(now)
-        elif self.role == CANDIDATE and now >= self.resend_deadline:
+            self.become_pre_candidate(now)
+        elif self.role != FOLLOWER and now >= self.resend_deadline:
             self.bcast_vote(now)
 
     def next_deadline(self) -> float:
         """The earliest time at which ``tick`` has something to do."""
         if self.role == LEADER:
             return min(self.heartbeat_deadline, self.quorum_deadline)
-        if self.role == CANDIDATE:
-            return min(self.election_deadline, self.resend_deadline)
-        return self.election_deadline
+        if self.role == FOLLOWER:
+            return self.election_deadline
+        return min(self.election_deadline, self.resend_deadline)
 
     def propose(self, command: Any) -> Optional[int]:
         """Append ``command`` to the leader's log; its index, or None if not leader."""
@@ -217,21 +226,37 @@ class Raft:
         self.leader = leader
         self._leave_leadership()
 
+    def become_pre_candidate(self, now: float) -> None:
+        """On election timeout, first ask whether a real election could be won
+        (thesis §9.6), without touching our term."""
+        self.role = PRE_CANDIDATE
+        self.leader = None
+        self._leave_leadership()
+        self._campaign(now)
+
     def become_candidate(self, now: float) -> None:
-        """§5.2: on election timeout, start a new term and vote for ourselves."""
+        """§5.2: start a new term and vote for ourselves."""
+        assert self.role == PRE_CANDIDATE
         self.role = CANDIDATE
         self.term += 1
         self.vote = self.id
         self.hard_dirty = True
-        self.leader = None
-        self._leave_leadership()
+        self._campaign(now)
+
+    def _campaign(self, now: float) -> None:
         self.votes = {self.id}
         self.answered = set()
         self.election_deadline = now + self._election_timeout()
         if len(self.votes) >= self.quorum:
-            self.become_leader(now)
+            self._won(now)
         else:
             self.bcast_vote(now)
+
+    def _won(self, now: float) -> None:
+        if self.role == PRE_CANDIDATE:
+            self.become_candidate(now)
+        else:
+            self.become_leader(now)
 
     def become_leader(self, now: float) -> None:
         assert self.role == CANDIDATE and len(self.votes) >= self.quorum
@@ -259,7 +284,8 @@ class Raft:
     def bcast_vote(self, now: float) -> None:
         """Ask every peer that has not answered yet for its vote. Re-asking each
         heartbeat interval keeps a lossy network from wasting a whole term."""
-        msg = RequestVote(self.term, self.id, self.log.last_index, self.log.last_term)
+        pre = self.role == PRE_CANDIDATE
+        msg = RequestVote(self.term + pre, self.id, self.log.last_index, self.log.last_term, pre)
         for peer in self.peers:
             if peer not in self.answered:
                 self._send(peer, msg)
@@ -267,24 +293,29 @@ class Raft:
 
     def handle_request_vote(self, src: int, m: RequestVote, now: float) -> None:
         # Figure 2 RequestVote: one vote per term, and §5.4.1: only for a
-        # candidate whose log is at least as up to date as ours.
-        grant = (self.vote in (None, m.candidate)
-                 and self.log.is_up_to_date(m.last_index, m.last_term))
-        if grant:
-            if self.vote is None:
+        # candidate whose log is at least as up to date as ours. A pre-vote
+        # is granted on the same terms for a future term, and binds nothing.
+        up_to_date = self.log.is_up_to_date(m.last_index, m.last_term)
+        if m.pre:
+            grant = m.term > self.term and up_to_date
+        else:
+            grant = self.vote in (None, m.candidate) and up_to_date
+            if grant and self.vote is None:
                 self.vote = m.candidate
                 self.hard_dirty = True
-            self.election_deadline = now + self._election_timeout()
-        self._send(src, RequestVoteReply(self.term, self.id, grant))
+            if grant:
+                self.election_deadline = now + self._election_timeout()
+        self._send(src, RequestVoteReply(m.term if grant else self.term, self.id, grant, m.pre))
 
     def handle_vote_reply(self, src: int, m: RequestVoteReply, now: float) -> None:
-        if self.role != CANDIDATE:
+        pre = self.role == PRE_CANDIDATE
+        if self.role not in (PRE_CANDIDATE, CANDIDATE) or m.pre != pre or m.term != self.term + pre:
             return
         self.answered.add(src)
         if m.granted:
             self.votes.add(src)
             if len(self.votes) >= self.quorum:
-                self.become_leader(now)
+                self._won(now)
 
     # ------------------------------------------------------------- replication
 
@@ -348,10 +379,11 @@ class Raft:
         return tuple(entries)
 
     def handle_append(self, src: int, m: AppendEntries, now: float) -> None:
-        if self.role == CANDIDATE:
+        if self.role != FOLLOWER:
+            assert self.role != LEADER, "two leaders in one term"
             self.become_follower(m.term, m.leader, now)  # §5.2: a leader of our term won
-        assert self.role == FOLLOWER, "two leaders in one term"
         self.leader = m.leader
+        self.leader_seen = now
         self.election_deadline = now + self._election_timeout()
         log = self.log
         if log.term(m.prev_index) != m.prev_term:
@@ -461,6 +493,13 @@ class Raft:
         return done
 
     # ----------------------------------------------------------------- helpers
+
+    def _in_lease(self, now: float) -> bool:
+        """Whether we heard from a live leader within the minimum election timeout
+        (a leader trusts itself: check-quorum deposes it when it loses its majority)."""
+        if self.role == LEADER:
+            return True
+        return self.leader is not None and now - self.leader_seen < self.config.election_timeout[0]
 
     def _send(self, dst: int, m: Any) -> None:
         self.msgs.append((dst, m))

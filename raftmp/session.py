@@ -72,11 +72,14 @@ class ClientSession:
 
     def step(self, src: int, reply: ClientReply, now: float) -> None:
         p = self.pending.get(reply.seq)
-        if p is None or reply.client_id != self.client_id or src != p.target or not p.sent:
-            return  # an answer to an attempt we no longer wait for (duplicates, late replies)
+        if p is None or reply.client_id != self.client_id:
+            return  # a duplicate, or the answer to an operation already finished
         if reply.status == OK:
+            # A result is final whichever attempt it answers.
             self.leader = src
             self._finish(reply.seq, DONE, reply.result, now)
+        elif src != p.target or not p.sent:
+            return  # a late refusal of an attempt we no longer wait for
         elif reply.status == INVALID:
             self._finish(reply.seq, FAILED, reply.result, now)
         elif reply.status == REDIRECT and reply.leader is not None and reply.leader != src:
