@@ -1,1 +1,18 @@
-"""raftmp: a Raft-replicated key-value store run as a cluster of local processes."""
+"""raftmp: a Raft-replicated key-value store run as a cluster of local processes.
+
+    import raftmp
+    with raftmp.Cluster(nodes=5, drop=0.2, seed=7) as cluster:
+        kv = cluster.client()
+        kv.put("x", "1")
+        assert kv.get("x") == "1"
+"""
+
+from .client import Client
+from .cluster import Cluster
+from .errors import InvalidRequest, RaftmpError, Timeout, Unavailable
+from .kv import Limits
+from .raft import Config
+from .session import Timing
+
+__all__ = ["Client", "Cluster", "Config", "InvalidRequest", "Limits", "RaftmpError", "Timeout",
+           "Timing", "Unavailable"]

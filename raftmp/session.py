@@ -45,6 +45,14 @@ class Outcome:
     invoke: float
     complete: float
 
+    def record(self) -> dict:
+        """This operation as one history line (the format ``raftmp.checker`` reads)."""
+        c = self.command
+        return {"client": c.client_id, "op": c.op, "key": c.key, "value": c.value,
+                "expected": c.expected, "invoke": self.invoke,
+                "complete": None if self.outcome == UNKNOWN else self.complete,
+                "outcome": self.outcome, "result": self.result if self.outcome == DONE else None}
+
 
 class ClientSession:
     def __init__(self, client_id: int, nodes: list[int], rng: random.Random,
@@ -81,7 +89,7 @@ class ClientSession:
         elif src != p.target or not p.sent:
             return  # a late refusal of an attempt we no longer wait for
         elif reply.status == INVALID:
-            self._finish(reply.seq, FAILED, reply.result, now)
+            self._finish(reply.seq, FAILED, f"invalid: {reply.result}", now)
         elif reply.status == REDIRECT and reply.leader is not None and reply.leader != src:
             self.leader = reply.leader
             p.target = reply.leader

@@ -383,16 +383,7 @@ class Simulation:
 
 
 def history_records(history: list[Outcome]) -> list[dict]:
-    """Outcomes as history lines (the format of ``raftmp.checker``)."""
-    out = []
-    for o in history:
-        c = o.command
-        ok = o.outcome == DONE
-        out.append({"client": c.client_id, "op": c.op, "key": c.key, "value": c.value,
-                    "expected": c.expected, "invoke": o.invoke,
-                    "complete": o.complete if o.outcome != "unknown" else None,
-                    "outcome": o.outcome, "result": o.result if ok else None})
-    return out
+    return [o.record() for o in history]
 
 
 def run_seed(args: tuple[int, SimConfig]) -> SimResult:

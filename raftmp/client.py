@@ -1,0 +1,168 @@
+"""``raftmp.Client``: a client endpoint on the router, blocking or pipelined.
+
+The protocol (leader hint, redirects, retries with the same request id,
+giving up) is ``session.ClientSession``; this class only moves its messages
+over a real link and turns outcomes into return values or typed errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import defaultdict
+from typing import IO, Any, Optional, Union
+
+from . import wire
+from .errors import InvalidRequest, Timeout, Unavailable
+from .kv import Limits, check_command
+from .messages import ClientReply, Command
+from .session import DONE, UNKNOWN, ClientSession, Outcome, Timing
+from .worker import connect_router
+
+_INVALID = "invalid"
+
+
+class Client:
+    """A key-value client of one cluster. Not thread-safe; one per thread or process.
+
+    ``history``: a path or text file to which every finished operation is
+    appended as one JSON line (see ``raftmp.checker``).
+    """
+
+    def __init__(self, address: str, nodes: list[int], *, timing: Optional[Timing] = None,
+                 limits: Optional[Limits] = None, history: Union[str, IO[str], None] = None,
+                 seed: Optional[int] = None) -> None:
+        self.link, self.endpoint = connect_router(address, wire.ANY)
+        client_id = int.from_bytes(os.urandom(8), "big") >> 1   # unique across runs and restarts
+        rng = random.Random(seed if seed is not None else client_id)
+        self.session = ClientSession(client_id, nodes, rng, timing)
+        self.limits = limits or Limits()
+        self.finished: dict[int, Outcome] = {}   # seq -> outcome, for blocking calls
+        self._own_history = isinstance(history, str)
+        self.history: Optional[IO[str]] = open(history, "a") if isinstance(history, str) else history
+        self.closed = False
+
+    # ------------------------------------------------------------ blocking API
+
+    def get(self, key: str) -> Optional[str]:
+        """The value of ``key``, or None if it is absent (a linearizable read)."""
+        return self._call("get", key)
+
+    def put(self, key: str, value: str) -> None:
+        self._call("put", key, value)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; whether it existed."""
+        return self._call("delete", key)
+
+    def cas(self, key: str, expected: Optional[str], new: str) -> bool:
+        """Set ``key`` to ``new`` if its value is ``expected`` (None: if absent); whether it did."""
+        return self._call("cas", key, new, expected)
+
+    def _call(self, op: str, key: str, value: Optional[str] = None,
+              expected: Optional[str] = None) -> Any:
+        seq = self.submit(op, key, value, expected)
+        while seq not in self.finished:
+            for outcome in self.poll(1.0):
+                self.finished[outcome.command.seq] = outcome
+        return result_of(self.finished.pop(seq))
+
+    # ----------------------------------------------------------- pipelined API
+
+    def submit(self, op: str, key: str, value: Optional[str] = None,
+               expected: Optional[str] = None) -> int:
+        """Start an operation without waiting; its seq. Outcomes come from ``poll``."""
+        err = check_command(Command(0, 0, 0, op, key, value, expected), self.limits)
+        if err is not None:
+            raise InvalidRequest(err)
+        if self.closed:
+            raise Unavailable("the client is closed")
+        seq = self.session.submit(op, key, value, expected, time.monotonic())
+        self._flush()
+        return seq
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.session.pending)
+
+    def poll(self, timeout: float) -> list[Outcome]:
+        """Move messages for up to ``timeout`` seconds; the operations that finished.
+
+        Returns as soon as at least one operation finished."""
+        end = time.monotonic() + timeout
+        session = self.session
+        while True:
+            now = time.monotonic()
+            wait = min(end, session.next_deadline()) - now
+            if self.link.poll(max(0.0, wait)):
+                self._drain()
+            now = time.monotonic()
+            session.tick(now)
+            self._flush()
+            done = session.take_finished()
+            if done or now >= end:
+                if self.history is not None:
+                    for o in done:
+                        self.history.write(json.dumps(o.record()) + "\n")
+                return done
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.link.close()
+            if self.history is not None:
+                self.history.flush()
+                if self._own_history:
+                    self.history.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- helpers
+
+    def _drain(self) -> None:
+        now = time.monotonic()
+        while True:
+            try:
+                packet = self.link.recv_bytes()
+            except (EOFError, OSError):
+                self.closed = True
+                raise Unavailable("the router is gone (cluster stopped?)") from None
+            try:
+                src, _, messages = wire.decode(packet)
+            except ValueError:
+                continue  # garbage on the wire is not ours to act on
+            for m in messages:
+                if type(m) is ClientReply:
+                    self.session.step(src, m, now)
+            if not self.link.poll(0):
+                return
+
+    def _flush(self) -> None:
+        by_dst: dict[int, list] = defaultdict(list)
+        for dst, m in self.session.take_messages():
+            by_dst[dst].append(m)
+        try:
+            for dst, batch in by_dst.items():
+                self.link.send_bytes(wire.encode(self.endpoint, dst, batch))
+        except OSError:
+            self.closed = True
+            raise Unavailable("the router is gone (cluster stopped?)") from None
+
+
+def result_of(outcome: Outcome) -> Any:
+    """The operation's result, or the typed error its outcome calls for."""
+    if outcome.outcome == DONE:
+        return outcome.result
+    cmd = outcome.command
+    what = f"{cmd.op} {cmd.key!r}"
+    if outcome.outcome == UNKNOWN:
+        raise Timeout(f"{what}: {outcome.result}")
+    if isinstance(outcome.result, str) and outcome.result.startswith(_INVALID):
+        raise InvalidRequest(f"{what}: {outcome.result}")
+    raise Unavailable(f"{what}: {outcome.result}")

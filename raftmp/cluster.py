@@ -1,0 +1,296 @@
+"""``raftmp.Cluster``: the launcher. Forks a router and N workers, and controls them.
+
+Process tree::
+
+    launcher (this object) ─┬─ router      (every packet passes here; faults live here)
+                            └─ worker 0..N-1 (one Raft replica each)
+
+Each worker has a link to the router and a control pipe to the launcher
+(status, stop). Nothing outlives the launcher: ``stop()`` (also on Ctrl-C via
+the ``with`` block, and at interpreter exit) stops and reaps every process;
+if the launcher is killed outright, workers get SIGKILL from the kernel
+(PR_SET_PDEATHSIG) and see EOF, and the router sees EOF on its control pipe
+and removes the temporary directory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import tempfile
+import time
+import weakref
+from multiprocessing.connection import Connection
+from typing import Any, Iterable, Optional
+
+from .client import Client
+from .errors import RaftmpError
+from .kv import Limits
+from .raft import LEADER, Config
+from .router import RouterHandle, start_router
+from .session import Timing
+from .worker import worker_main
+
+log = logging.getLogger("raftmp.cluster")
+
+
+def _fresh_dir() -> str:
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return tempfile.mkdtemp(prefix="raftmp-", dir=base)
+
+
+class Cluster:
+    """A running raftmp cluster of ``nodes`` local processes behind a lossy router.
+
+    ``data_dir=None`` keeps the nodes' data in a fresh temporary directory
+    (on /dev/shm where it exists) removed at ``stop()``; a given ``data_dir``
+    is kept across runs. Nodes are numbered ``0..nodes-1``.
+    """
+
+    def __init__(self, nodes: int = 5, *, drop: float = 0.0, client_drop: float = 0.0,
+                 delay: tuple[float, float] = (0.0, 0.0), duplicate: float = 0.0,
+                 seed: Optional[int] = None, data_dir: Optional[str] = None,
+                 config: Optional[Config] = None, limits: Optional[Limits] = None,
+                 timing: Optional[Timing] = None, sync: bool = True,
+                 start_timeout: float = 10.0) -> None:
+        if not isinstance(nodes, int) or nodes < 1:
+            raise ValueError("nodes must be a positive int")
+        self.n = nodes
+        self.ids = list(range(nodes))
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        self.faults = {"drop": drop, "client_drop": client_drop, "delay": tuple(delay),
+                       "duplicate": duplicate}
+        self.config = config or Config()
+        self.limits = limits or Limits()
+        self.timing = timing
+        self.sync = sync
+        self.start_timeout = start_timeout
+        self.user_data_dir = data_dir
+        self.ctx = multiprocessing.get_context("fork")
+        self.runtime_dir: Optional[str] = None
+        self.data_dir: Optional[str] = None
+        self.address = ""
+        self.router: Optional[RouterHandle] = None
+        self.procs: dict[int, Any] = {}
+        self.ctls: dict[int, Connection] = {}
+        self.starts: dict[int, int] = {i: 0 for i in self.ids}
+        self._clients: list[Client] = []
+        self._started = False
+
+    # --------------------------------------------------------------- lifecycle
+
+    def start(self) -> "Cluster":
+        if self._started:
+            return self
+        self._started = True
+        self.runtime_dir = _fresh_dir()  # the router socket, and the data unless data_dir is given
+        self.data_dir = self.user_data_dir or os.path.join(self.runtime_dir, "data")
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.address = os.path.join(self.runtime_dir, "router.sock")
+        # Close every launcher-side pipe end in each child forked later, or a
+        # worker would hold its siblings' control pipes open past our death.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _close_in_child(ref))
+        atexit.register(_stop_at_exit, ref)
+        try:
+            self.router = start_router(self.ctx, self.address, self.seed,
+                                       cleanup_dir=self.runtime_dir)
+            self.router.set_faults(**self.faults)
+            for i in self.ids:
+                self._spawn(i)
+            self.wait_for_leader(self.start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("cluster of %d nodes up (seed %d, dir %s)", self.n, self.seed, self.runtime_dir)
+        return self
+
+    def stop(self) -> None:
+        """Stop every process (bounded waits, then SIGKILL) and remove temporary data."""
+        for c in self._clients:
+            c.close()
+        self._clients = []
+        for i in list(self.procs):
+            try:
+                self.ctls[i].send("stop")
+            except OSError:
+                pass
+        deadline = time.monotonic() + 3.0
+        for i in list(self.procs):
+            self._reap(i, max(0.0, deadline - time.monotonic()))
+        if self.router is not None:
+            self.router.stop()
+        if self.runtime_dir is not None:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            self.runtime_dir = None
+
+    def __enter__(self) -> "Cluster":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- control
+
+    def client(self, *, history: Any = None, timing: Optional[Timing] = None) -> Client:
+        """A new client endpoint (closed with the cluster)."""
+        self._need_started()
+        c = Client(self.address, self.ids, timing=timing or self.timing, limits=self.limits,
+                   history=history)
+        self._clients.append(c)
+        return c
+
+    def kill(self, i: int) -> None:
+        """SIGKILL node ``i`` (its data dir stays for ``restart``)."""
+        self._check_node(i)
+        p = self.procs.get(i)
+        if p is None:
+            raise RaftmpError(f"node {i} is not running")
+        os.kill(p.pid, signal.SIGKILL)
+        self._reap(i, 5.0)
+
+    def restart(self, i: int) -> None:
+        """Start node ``i`` again from its data dir."""
+        self._check_node(i)
+        if i in self.procs:
+            raise RaftmpError(f"node {i} is running; kill it first")
+        self._spawn(i)
+
+    def partition(self, *groups: Iterable[int]) -> None:
+        """Nodes in different groups cannot reach each other (clients reach everyone)."""
+        self._need_started()
+        for g in groups:
+            for i in g:
+                self._check_node(i)
+        self.router.partition(*[list(g) for g in groups])
+
+    def cut(self, src: int, dst: int) -> None:
+        """Drop every packet from node ``src`` to node ``dst`` (one way) until ``heal()``."""
+        self._need_started()
+        self.router.cut(src, dst)
+
+    def heal(self) -> None:
+        self._need_started()
+        self.router.heal()
+
+    def set_faults(self, **faults: Any) -> dict:
+        """Change drop, client_drop, delay=(lo, hi), duplicate at run time."""
+        self._need_started()
+        self.faults = self.router.set_faults(**faults)
+        return self.faults
+
+    def alive(self) -> list[int]:
+        return sorted(self.procs)
+
+    def node_status(self, i: int, timeout: float = 2.0) -> dict:
+        """Role, term, commit, applied, log length, threads... of node ``i``."""
+        return self._ask(i, "status", timeout) or {"node": i, "alive": False}
+
+    def dump(self, i: int, timeout: float = 5.0) -> Optional[dict]:
+        """Node ``i``'s whole key-value map (for checks), or None if it is down."""
+        return self._ask(i, "dump", timeout)
+
+    def stats(self) -> dict:
+        """Router counters plus each node's status."""
+        self._need_started()
+        return {"seed": self.seed, "router": self.router.stats(),
+                "nodes": [self.node_status(i) for i in self.ids]}
+
+    def leader(self) -> Optional[int]:
+        """The node that leads the newest term among live nodes, or None."""
+        best = None
+        for i in self.alive():
+            s = self.node_status(i)
+            if s.get("role") == LEADER and (best is None or s["term"] > best[0]):
+                best = (s["term"], i)
+        return best[1] if best else None
+
+    def wait_for_leader(self, timeout: float = 10.0) -> int:
+        """Poll until some node leads; its number. Raises RaftmpError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = self.leader()
+            if leader is not None:
+                return leader
+            if time.monotonic() > deadline:
+                raise RaftmpError(f"no leader elected within {timeout} s")
+            time.sleep(0.01)
+
+    @property
+    def pids(self) -> dict[str, Any]:
+        return {"router": self.router.pid if self.router else None,
+                "workers": {i: p.pid for i, p in self.procs.items()}}
+
+    # ---------------------------------------------------------------- helpers
+
+    def _spawn(self, i: int) -> None:
+        self.starts[i] += 1
+        parent_end, child_end = self.ctx.Pipe(duplex=True)
+        p = self.ctx.Process(
+            target=worker_main, name=f"raftmp-node{i}",
+            args=(i, self.ids, self.address, self.data_dir, child_end,
+                  f"{self.seed}/{i}/{self.starts[i]}", self.config, self.limits, self.sync,
+                  os.getpid()))
+        self.ctls[i] = parent_end  # registered first: the at-fork hook closes it in the child
+        p.start()
+        child_end.close()
+        self.procs[i] = p
+
+    def _reap(self, i: int, timeout: float) -> None:
+        p = self.procs.pop(i)
+        p.join(timeout)
+        if p.is_alive():
+            log.warning("node %d did not stop; killing it", i)
+            p.kill()
+            p.join(5.0)
+        self.ctls.pop(i).close()
+
+    def _ask(self, i: int, request: str, timeout: float) -> Any:
+        ctl = self.ctls.get(i)
+        if ctl is None:
+            return None
+        try:
+            ctl.send(request)
+            if not ctl.poll(timeout):
+                return None
+            reply = ctl.recv()
+        except (OSError, EOFError):
+            return None
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def _check_node(self, i: Any) -> None:
+        if not isinstance(i, int) or i not in self.ids:
+            raise ValueError(f"no node {i!r}: nodes are 0..{self.n - 1}")
+
+    def _need_started(self) -> None:
+        if not self._started or self.router is None:
+            raise RaftmpError("the cluster is not started (use start() or a with block)")
+
+
+def _close_in_child(ref: "weakref.ref[Cluster]") -> None:
+    cluster = ref()
+    if cluster is None:
+        return
+    for conn in cluster.ctls.values():
+        try:
+            conn.close()
+        except OSError:
+            pass
+    cluster.ctls = {}
+    cluster.procs = {}
+    cluster._clients = []
+    cluster.router = None
+    cluster.runtime_dir = None  # a child never removes the launcher's directory
+
+
+def _stop_at_exit(ref: "weakref.ref[Cluster]") -> None:
+    cluster = ref()
+    if cluster is not None and cluster.procs:
+        cluster.stop()

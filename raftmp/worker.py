@@ -1,0 +1,184 @@
+"""The worker process: one replica's single-threaded event loop.
+
+    loop:
+        wait on the router link (and the launcher's control pipe) until the
+            core's next deadline
+        drain every packet that is ready; node.step(...) for each message
+        node.tick(now)
+        rd = node.ready(now)
+        storage.save(rd.hard_state, rd.entries)     # one fsync, before any send
+        send one packet per destination with every message for it
+
+No threads (``threading.active_count() == 1`` always): the links are plain
+``multiprocessing`` connections read with ``connection.wait``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections import defaultdict
+from multiprocessing.connection import Client as connect
+from multiprocessing.connection import Connection, wait
+from typing import Any, Optional
+
+from . import wire
+from .kv import Limits
+from .messages import RAFT_MESSAGES, ClientRequest
+from .node import Node
+from .raft import Config
+from .storage import FileStorage
+
+log = logging.getLogger("raftmp.worker")
+
+MAX_PACKETS_PER_TURN = 512  # drain at most this many before ticking: timers stay on time
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: get SIGKILL when the launcher dies, however it dies (even SIGKILL)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: pipe EOF still ends the worker
+        pass
+    if os.getppid() != parent_pid:  # the launcher died before prctl took effect
+        os._exit(1)
+
+
+def connect_router(address: str, requested_id: int) -> tuple[Connection, int]:
+    """Open a link to the router and say hello; (link, endpoint id)."""
+    link = connect(address, family="AF_UNIX")
+    link.send_bytes(wire.hello(requested_id))
+    return link, wire.HELLO_ID.unpack(link.recv_bytes())[0]
+
+
+class Worker:
+    def __init__(self, node_id: int, nodes: list[int], address: str, data_dir: str,
+                 ctl: Connection, seed: Any, config: Optional[Config] = None,
+                 limits: Optional[Limits] = None, sync: bool = True) -> None:
+        self.id = node_id
+        self.ids = set(nodes)
+        self.ctl = ctl
+        self.storage = FileStorage(os.path.join(data_dir, f"node{node_id}"), sync=sync)
+        self.node = Node(node_id, nodes, self.storage.load(), random.Random(seed),
+                         time.monotonic(), config, limits)
+        self.link, _ = connect_router(address, node_id)
+        self.bad_packets = 0
+        self.running = True
+
+    def run(self) -> None:
+        node, link = self.node, self.link
+        while self.running:
+            timeout = max(0.0, node.next_deadline() - time.monotonic())
+            for conn in wait([link, self.ctl], timeout):
+                if conn is link:
+                    self.drain()
+                else:
+                    self.control()
+            now = time.monotonic()
+            node.tick(now)
+            rd = node.ready(now)
+            self.storage.save(rd.hard_state, rd.entries)
+            if rd.messages:
+                self.send(rd.messages)
+
+    def drain(self) -> None:
+        node, link = self.node, self.link
+        now = time.monotonic()
+        for _ in range(MAX_PACKETS_PER_TURN):
+            try:
+                packet = link.recv_bytes()
+            except EOFError:
+                log.info("node %d: router gone, exiting", self.id)
+                self.running = False
+                return
+            try:
+                src, _, messages = wire.decode(packet)
+            except ValueError as exc:
+                self.reject(f"undecodable packet: {exc}")
+            else:
+                for m in messages:
+                    self.step(src, m, now)
+            if not link.poll(0):
+                return
+
+    def step(self, src: int, m: Any, now: float) -> None:
+        t = type(m)
+        if t is ClientRequest or (t in RAFT_MESSAGES and src in self.ids and src != self.id):
+            try:
+                self.node.step(src, m, now)
+            except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+                # A well-typed message with ill-typed fields: remote misbehaviour.
+                # (A broken invariant is an AssertionError and stops the worker.)
+                self.reject(f"bad {t.__name__} from {src}: {exc!r}")
+        else:
+            self.reject(f"unexpected {t.__name__} from {src}")
+
+    def reject(self, why: str) -> None:
+        self.bad_packets += 1
+        if self.bad_packets <= 10 or self.bad_packets % 1000 == 0:
+            log.warning("node %d: dropped (%d so far): %s", self.id, self.bad_packets, why)
+
+    def send(self, messages: list[tuple[int, Any]]) -> None:
+        by_dst: dict[int, list] = defaultdict(list)
+        for dst, m in messages:
+            by_dst[dst].append(m)
+        for dst, batch in by_dst.items():
+            try:
+                self.link.send_bytes(wire.encode(self.id, dst, batch))
+            except (BrokenPipeError, ConnectionResetError):
+                self.running = False
+                return
+
+    def control(self) -> None:
+        try:
+            request = self.ctl.recv()
+        except (EOFError, OSError):
+            log.info("node %d: launcher gone, exiting", self.id)
+            self.running = False
+            return
+        if request == "stop":
+            self.running = False
+            reply: Any = None
+        elif request == "status":
+            reply = self.status()
+        elif request == "dump":
+            reply = dict(self.node.kv.data)
+        else:
+            reply = ValueError(f"unknown control request {request!r}")
+        self.ctl.send(reply)
+
+    def status(self) -> dict:
+        raft, kv = self.node.raft, self.node.kv
+        digest = hashlib.sha256(repr(sorted(kv.data.items())).encode()).hexdigest()[:16]
+        return {
+            "node": self.id, "pid": os.getpid(), "alive": True,
+            "role": raft.role, "term": raft.term, "vote": raft.vote, "leader": raft.leader,
+            "commit": raft.commit, "applied": raft.applied, "log": raft.log.last_index,
+            "keys": len(kv.data), "kv_digest": digest,
+            "threads": threading.active_count(), "bad_packets": self.bad_packets,
+        }
+
+    def close(self) -> None:
+        self.link.close()
+        self.storage.close()
+
+
+def worker_main(node_id: int, nodes: list[int], address: str, data_dir: str,
+                ctl: Connection, seed: Any, config: Optional[Config], limits: Optional[Limits],
+                sync: bool, parent_pid: int) -> None:
+    """Process entry point (forked by the launcher)."""
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
+    worker = Worker(node_id, nodes, address, data_dir, ctl, seed, config, limits, sync)
+    try:
+        worker.run()
+    finally:
+        worker.close()
