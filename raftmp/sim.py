@@ -362,9 +362,7 @@ class Simulation:
         if lost:
             raise Violation(f"acknowledged writes missing from live nodes: {sorted(lost)[:5]}")
         if self.cfg.check_history:
-            from .checker import check
-
-            verdict = check(history_records(self.result.history))
+            verdict = check_history(self.result.history)
             if not verdict.ok:
                 raise Violation(f"history not linearizable: {verdict.explanation}")
 
@@ -382,8 +380,13 @@ class Simulation:
                 self._turn(i, node)
 
 
-def history_records(history: list[Outcome]) -> list[dict]:
-    return [o.record() for o in history]
+def check_history(outcomes: list[Outcome]):
+    """Linearizability verdict (``raftmp.checker``) of a list of client outcomes."""
+    import json
+
+    from .checker import check, load_history
+
+    return check(load_history(json.dumps(o.record()) for o in outcomes))
 
 
 def run_seed(args: tuple[int, SimConfig]) -> SimResult:

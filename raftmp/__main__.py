@@ -1,0 +1,129 @@
+"""``python -m raftmp``: the main job, and the subcommands.
+
+    python -m raftmp                      the main job: a 5-node cluster on a lossy network,
+                                          a workload, the leader killed and restarted, a summary
+    python -m raftmp run ...              a cluster with an interactive console
+    python -m raftmp sim ...              seeded fault schedules in the simulator
+    python -m raftmp scenario FILE.json   a CS3700-style fault scenario
+    python -m raftmp check HISTORY.jsonl  check a recorded history for linearizability
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import random
+import sys
+import time
+from typing import Optional
+
+SUBCOMMANDS = ("run", "sim", "scenario", "check")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    if argv and argv[0] in SUBCOMMANDS:
+        cmd, rest = argv[0], argv[1:]
+        if cmd == "run":
+            from .console import main as run_main
+            return run_main(rest)
+        if cmd == "sim":
+            from .sim import main as sim_main
+            return sim_main(rest)
+        if cmd == "check":
+            from .checker import main as check_main
+            return check_main(rest)
+        from .scenario import main as scenario_main
+        return scenario_main(rest)
+    return main_job(argv)
+
+
+def main_job(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m raftmp",
+        description="Run a raftmp cluster on a lossy network under a mixed workload, kill and "
+                    "restart its leader part-way, and print a summary. Subcommands: "
+                    + ", ".join(SUBCOMMANDS) + " (each with --help).")
+    p.add_argument("--nodes", type=int, default=5)
+    p.add_argument("--drop", type=float, default=0.2, help="replica-link packet loss (0.2)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of workload (10)")
+    p.add_argument("--concurrency", type=int, default=32, help="operations in flight (32)")
+    p.add_argument("--keys", type=int, default=100)
+    p.add_argument("--reads", type=float, default=0.5, help="read fraction (0.5)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--history", default=None, help="also write the history (JSON lines) here")
+    a = p.parse_args(argv)
+    if a.nodes < 1 or not 0 <= a.drop < 1 or a.duration <= 0 or a.concurrency < 1:
+        p.error("need nodes >= 1, 0 <= drop < 1, duration > 0, concurrency >= 1")
+
+    from tabulate import tabulate
+
+    from .cluster import Cluster
+    from .sim import check_history
+    from .workload import Workload, drive, summarize
+
+    seed = a.seed if a.seed is not None else random.SystemRandom().randrange(2**31)
+    print(f"raftmp main job: {a.nodes} nodes, drop={a.drop}, {a.duration:g} s, "
+          f"concurrency={a.concurrency}, keys={a.keys}, reads={a.reads}, seed={seed}")
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{platform.system()} {platform.machine()}")
+    workload = Workload(keys=a.keys, read_fraction=a.reads, concurrency=a.concurrency)
+    rng = random.Random(seed)
+    events: list[str] = []
+    with Cluster(a.nodes, drop=a.drop, seed=seed) as cluster:
+        kv = cluster.client(history=a.history)
+        state = {"killed": None, "leaders": [cluster.leader()], "done": 0}
+        kill_at, restart_at = 0.4 * a.duration, 0.6 * a.duration
+
+        def on_tick(elapsed: float) -> None:
+            if state["killed"] is None and elapsed >= kill_at and a.nodes > 1:
+                victim = cluster.leader()
+                if victim is not None:
+                    cluster.kill(victim)
+                    state["killed"] = victim
+                    events.append(f"{elapsed:5.1f}s  killed leader {victim}")
+            elif state["killed"] not in (None, -1) and elapsed >= restart_at:
+                cluster.restart(state["killed"])
+                events.append(f"{elapsed:5.1f}s  restarted node {state['killed']}")
+                state["killed"] = -1
+            leader = cluster.leader()
+            if leader is not None and leader != state["leaders"][-1]:
+                state["leaders"].append(leader)
+                events.append(f"{elapsed:5.1f}s  node {leader} leads")
+            if sys.stdout.isatty():
+                print(f"\r  {elapsed:5.1f}s  leader={leader}  in flight={kv.in_flight}   ",
+                      end="", flush=True)
+
+        start = time.monotonic()
+        outcomes = drive(kv, workload, a.duration, rng, on_tick=on_tick, tick=0.25)
+        elapsed = time.monotonic() - start
+        if sys.stdout.isatty():
+            print()
+        stats = cluster.stats()
+    for e in events:
+        print(e)
+    total = stats["router"]["total"]
+    s = summarize(outcomes, elapsed)
+    verdict = check_history(outcomes)
+    terms = max((n.get("term", 0) for n in stats["nodes"]), default=0)
+    rows = [
+        ("operations committed", s["ops"]),
+        ("throughput (ops/s)", f"{s['ops/s']:.0f}"),
+        ("latency p50 / p99 (ms)", f"{s['p50 ms']:.2f} / {s['p99 ms']:.2f}"),
+        ("failed / unknown outcome", f"{s['failed']} / {s['unknown']}"),
+        ("messages per op", f"{total['messages'] / max(1, s['ops']):.2f}"),
+        ("packets per op", f"{total['packets'] / max(1, s['ops']):.2f}"),
+        ("packets dropped", total["dropped"]),
+        ("elections (terms)", terms),
+        ("leader changes seen", len(state["leaders"]) - 1),
+        ("linearizable", "yes" if verdict.ok else f"NO: {verdict.explanation}"),
+    ]
+    print(tabulate(rows, headers=("summary", f"seed {seed}")))
+    return 0 if verdict.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
