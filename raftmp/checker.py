@@ -160,6 +160,7 @@ def load_history(source: str | os.PathLike[str] | Iterable[str]) -> list[Op]:
 # ---------------------------------------------------------------- the model
 
 _GET, _PUT, _DELETE, _CAS = range(4)
+_FORCED = 2  # stack frame mode, see _check_key
 
 
 def _step(spec: tuple, state: str | None) -> tuple[bool, str | None]:
@@ -190,7 +191,12 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
     ops = [o for o in ops if not (o.outcome == "unknown" and o.op == "get")]
     n = len(ops)
     specs = [(OPS.index(o.op), o.value, o.expected, o.result, o.outcome == "ok") for o in ops]
-    is_ok = [1 if o.outcome == "ok" else 0 for o in ops]
+    is_ok = [o.outcome == "ok" for o in ops]
+    # Ops that, whenever their recorded result is possible, leave the value unchanged.
+    # (A put of the current value does not qualify: elsewhere in the order it changes it.)
+    read_only = [o.outcome == "ok" and (o.op == "get" or o.result is False
+                                        or (o.op == "cas" and o.expected == o.value))
+                 for o in ops]
     n_ok = sum(is_ok)
     if n_ok == 0:  # unknown ops alone can always be left out
         return _KeyVerdict("ok", 0, "")
@@ -213,14 +219,34 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
     prv = [p - 1 for p in range(m)] + [-1]
     prv[0] = head
 
-    # Stack frames: (call entry, state before, ok count before, path before). The path
-    # is a cons list (op, parent) so the deepest prefix can be reported without copying.
-    stack: list[tuple[int, str | None, int, tuple | None]] = []
+    def lift(e: int) -> None:  # take a call entry and its return out of the list
+        r = match[e]
+        nxt[prv[e]] = nxt[e]
+        prv[nxt[e]] = prv[e]  # a call always has a successor: its own return
+        nxt[prv[r]] = nxt[r]
+        if nxt[r] != -1:
+            prv[nxt[r]] = prv[r]
+
+    def unlift(e: int) -> None:  # exact inverse of lift, undone in reverse order
+        r = match[e]
+        nxt[prv[r]] = r
+        if nxt[r] != -1:
+            prv[nxt[r]] = r
+        nxt[prv[e]] = e
+        prv[nxt[e]] = e
+
+    # Stack frames: (call entry, state before, ok count before, path before, mode).
+    # Mode 0 or 1 is the pass that chose the entry (0 tries ok ops, 1 unknown ops, so
+    # an unknown op is only placed where no ok op fits); the scan resumes there on
+    # backtrack. Mode _FORCED marks a move that was the only one worth trying, so its
+    # failure fails the configuration below it too. The path is a cons list
+    # (op, parent) so the deepest prefix can be reported without copying.
+    stack: list[tuple[int, str | None, bool, tuple | None, int]] = []
     cache: set[tuple[int, str | None]] = set()
     lin, state, done_ok, path = 0, None, 0, None
     best_lin, best_state, best_depth, best_path = 0, None, 0, None  # deepest point reached
     blocker = -1  # op whose return stopped the search at the deepest point
-    entry = nxt[head]
+    entry, mode = -1, 0  # entry -1: just entered a new configuration
     steps = 0
     while done_ok < n_ok:
         steps += 1
@@ -228,48 +254,67 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
             return _KeyVerdict("gave up", len(cache),
                                f"key {key!r}: search gave up at the time limit after "
                                f"{len(cache)} states; this key was NOT verified")
-        if is_call[entry]:
+        move, new_state, dead = -1, None, False
+        if entry == -1:
+            # Partial-order reduction: a minimal read-only op that is legal now (a get
+            # that matches, a cas or delete returning False) can be moved to the front
+            # of any linearization from here: everything that must precede it is
+            # linearized already, and it changes the value neither here nor where it
+            # was. So take it without branching; this stops concurrent reads from
+            # multiplying the states.
+            e = nxt[head]
+            while e != -1 and is_call[e]:
+                if read_only[opid[e]] and _step(specs[opid[e]], state)[0]:
+                    break
+                e = nxt[e]
+            if e != -1 and is_call[e]:
+                if (lin | bits[opid[e]], state) in cache:
+                    dead = True  # explored before, and it failed
+                else:
+                    move, new_state, mode = e, state, _FORCED
+            else:
+                entry, mode = nxt[head], 0
+        elif is_call[entry]:
             i = opid[entry]
-            legal, new_state = _step(specs[i], state)
-            if legal:
-                new_lin = lin | bits[i]
-                if (new_lin, new_state) not in cache:
-                    cache.add((new_lin, new_state))
-                    if len(cache) > max_states:
-                        return _KeyVerdict("gave up", len(cache),
-                                           f"key {key!r}: search gave up after {max_states} "
-                                           f"states (max_states); this key was NOT verified")
-                    stack.append((entry, state, done_ok, path))
-                    lin, state, done_ok, path = new_lin, new_state, done_ok + is_ok[i], (i, path)
-                    # Lift the call and its return out of the list.
-                    r = match[entry]
-                    nxt[prv[entry]] = nxt[entry]
-                    prv[nxt[entry]] = prv[entry]
-                    nxt[prv[r]] = nxt[r]
-                    if nxt[r] != -1:
-                        prv[nxt[r]] = prv[r]
-                    if len(stack) > best_depth:
-                        best_lin, best_state, best_depth, best_path = lin, state, len(stack), path
-                        blocker = -1
-                    entry = nxt[head]
-                    continue
-            entry = nxt[entry]
+            if is_ok[i] == (mode == 0):
+                legal, ns = _step(specs[i], state)
+                if legal and (lin | bits[i], ns) not in cache:
+                    move, new_state = entry, ns
+            if move == -1:
+                entry = nxt[entry]
+        elif mode == 0:
+            entry, mode = nxt[head], 1  # no ok op fits before this return: try unknown ops
         else:
-            # A return before its call was linearized: this prefix is a dead end.
+            # An ok op returns here and no linearized order could include it in time.
             if blocker == -1 and lin == best_lin:
                 blocker = opid[entry]
-            if not stack:
-                return _KeyVerdict("fail", len(cache), _explain(
-                    key, ops, specs, pos, best_lin, best_state, best_path, blocker, len(cache)))
-            entry, state, done_ok, path = stack.pop()
-            lin ^= bits[opid[entry]]
-            # Unlift in the reverse order of lifting.
-            r = match[entry]
-            nxt[prv[r]] = r
-            if nxt[r] != -1:
-                prv[nxt[r]] = r
-            nxt[prv[entry]] = entry
-            prv[nxt[entry]] = entry
+            dead = True
+        if move != -1:
+            i = opid[move]
+            stack.append((move, state, done_ok, path, mode))
+            lin |= bits[i]
+            state, done_ok, path = new_state, done_ok + is_ok[i], (i, path)
+            cache.add((lin, state))
+            if len(cache) > max_states:
+                return _KeyVerdict("gave up", len(cache),
+                                   f"key {key!r}: search gave up after {max_states} "
+                                   f"states (max_states); this key was NOT verified")
+            lift(move)
+            if len(stack) > best_depth:
+                best_lin, best_state, best_depth, best_path = lin, state, len(stack), path
+                blocker = -1
+            entry = -1
+        elif dead:
+            while True:
+                if not stack:
+                    return _KeyVerdict("fail", len(cache), _explain(
+                        key, ops, specs, pos, best_lin, best_state, best_path, blocker,
+                        len(cache)))
+                entry, state, done_ok, path, mode = stack.pop()
+                lin ^= bits[opid[entry]]
+                unlift(entry)
+                if mode != _FORCED:
+                    break
             entry = nxt[entry]
     return _KeyVerdict("ok", len(cache), "")
 

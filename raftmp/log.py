@@ -2,12 +2,14 @@
 
 Invariant: ``entries[i].index == i + 1`` for every i (no gaps, 1-based).
 Terms never decrease along the log, which lets the term lookups bisect.
+``ends[i]`` is the approximate byte size of entries 1..i+1 (a running sum,
+computed once per entry), so batching by bytes is a bisection.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import Iterable
+from typing import Any, Iterable
 
 from .messages import Entry
 
@@ -16,11 +18,19 @@ def _term(entry: Entry) -> int:
     return entry.term
 
 
+def approx_size(command: Any) -> int:
+    """A cheap size estimate of a command, for batching (its strings dominate)."""
+    if command is None:
+        return 16
+    return 48 + sum(len(f) for f in command if isinstance(f, str))
+
+
 class RaftLog:
     def __init__(self, entries: Iterable[Entry] = ()) -> None:
-        self.entries: list[Entry] = list(entries)
-        for i, e in enumerate(self.entries):
-            assert e.index == i + 1, f"log entry {e} at position {i + 1}"
+        self.entries: list[Entry] = []
+        self.ends: list[int] = []
+        for e in entries:
+            self.append(e)
 
     @property
     def last_index(self) -> int:
@@ -43,12 +53,24 @@ class RaftLog:
         return self.entries[lo - 1:hi - 1]
 
     def append(self, entry: Entry) -> None:
-        assert entry.index == len(self.entries) + 1
+        assert entry.index == len(self.entries) + 1, f"log entry {entry} after {len(self.entries)}"
         self.entries.append(entry)
+        self.ends.append((self.ends[-1] if self.ends else 0) + approx_size(entry.command))
 
     def truncate(self, index: int) -> None:
         """Drop every entry from ``index`` on (§5.3: a conflicting suffix)."""
         del self.entries[index - 1:]
+        del self.ends[index - 1:]
+
+    def batch(self, lo: int, max_entries: int, max_bytes: int) -> tuple:
+        """Entries from ``lo`` on, at most ``max_entries`` of them and about
+        ``max_bytes`` (always at least one, however large)."""
+        hi = min(lo - 1 + max_entries, len(self.entries))
+        if hi < lo:
+            return ()
+        base = self.ends[lo - 2] if lo > 1 else 0
+        fit = bisect_right(self.ends, base + max_bytes, lo - 1, hi)
+        return tuple(self.entries[lo - 1:max(fit, lo)])
 
     def is_up_to_date(self, last_index: int, last_term: int) -> bool:
         """§5.4.1: a log ending in (last_term, last_index) is at least as up to date as ours."""

@@ -55,13 +55,6 @@ class Ready:
     reads: list[tuple[Any, int]]
 
 
-def approx_size(command: Any) -> int:
-    """A cheap size estimate of a command, for batching (strings dominate)."""
-    if command is None:
-        return 16
-    return 48 + sum(len(f) for f in command if isinstance(f, str))
-
-
 class Progress:
     """The leader's view of one follower (thesis §3.5; etcd's tracker.Progress).
 
@@ -361,22 +354,13 @@ class Raft:
 
     def send_append(self, peer: int, pr: Progress) -> None:
         prev = pr.next - 1
-        entries = self._batch(pr.next)
+        cfg = self.config
+        entries = self.log.batch(pr.next, cfg.max_batch_entries, cfg.max_batch_bytes)
         self._send(peer, AppendEntries(self.term, self.id, prev, self.log.term(prev),
                                        entries, self.commit, self.round))
         if entries and not pr.probing:
             pr.next = entries[-1].index + 1
             pr.inflight.append(entries[-1].index)
-
-    def _batch(self, lo: int) -> tuple:
-        cfg = self.config
-        entries = self.log.slice(lo, lo + cfg.max_batch_entries)
-        size = 0
-        for i, e in enumerate(entries):
-            size += approx_size(e.command)
-            if size > cfg.max_batch_bytes and i > 0:
-                return tuple(entries[:i])
-        return tuple(entries)
 
     def handle_append(self, src: int, m: AppendEntries, now: float) -> None:
         if self.role != FOLLOWER:

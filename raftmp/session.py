@@ -8,6 +8,7 @@ table applies it exactly once wherever the retries land.
 
 from __future__ import annotations
 
+import heapq
 import random
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -66,6 +67,8 @@ class ClientSession:
         self.pending: dict[int, Pending] = {}
         self.outbox: list[tuple[int, ClientRequest]] = []
         self.finished: list[Outcome] = []
+        self.duplicates = 0
+        self.timers: list[tuple[float, int]] = []   # (time, seq), stale ones skipped (a heap)
 
     def submit(self, op: str, key: str, value: Optional[str], expected: Optional[str],
                now: float) -> int:
@@ -75,13 +78,16 @@ class ClientSession:
         cmd = Command(self.client_id, seq, self._acked(), op, key, value, expected)
         target = self.leader if self.leader is not None else self.rng.choice(self.nodes)
         p = self.pending[seq] = Pending(cmd, now, target, now)
+        heapq.heappush(self.timers, (now + self.timing.op_timeout, seq))
         self._send(p, now)
         return seq
 
     def step(self, src: int, reply: ClientReply, now: float) -> None:
         p = self.pending.get(reply.seq)
         if p is None or reply.client_id != self.client_id:
-            return  # a duplicate, or the answer to an operation already finished
+            if reply.client_id == self.client_id and reply.seq < self.next_seq:
+                self.duplicates += 1  # CS3700's "duplicates": answers to a finished request
+            return
         if reply.status == OK:
             # A result is final whichever attempt it answers.
             self.leader = src
@@ -103,14 +109,19 @@ class ClientSession:
             self._back_off(p, now)
 
     def tick(self, now: float) -> None:
-        for seq, p in list(self.pending.items()):
-            if now >= p.invoke + self.timing.op_timeout:
+        timers, op_timeout = self.timers, self.timing.op_timeout
+        while timers and timers[0][0] <= now:
+            t, seq = heapq.heappop(timers)
+            p = self.pending.get(seq)
+            if p is None:
+                continue
+            if now >= p.invoke + op_timeout:
                 if p.command.op != "get" and (p.maybe_applied or p.sent):
                     self._finish(seq, UNKNOWN, "timed out: the operation may or may not have "
                                  "been applied", now)
                 else:
                     self._finish(seq, FAILED, "no leader answered", now)
-            elif now >= p.deadline:
+            elif t == p.deadline:
                 if p.sent:  # no answer: the node may be dead or cut off; ask the next one
                     p.maybe_applied = True
                     if self.leader == p.target:
@@ -119,10 +130,14 @@ class ClientSession:
                 self._send(p, now)
 
     def next_deadline(self) -> float:
-        if not self.pending:
-            return float("inf")
-        op_timeout = self.timing.op_timeout
-        return min(min(p.deadline, p.invoke + op_timeout) for p in self.pending.values())
+        timers, op_timeout = self.timers, self.timing.op_timeout
+        while timers:  # drop timers that no longer matter
+            t, seq = timers[0]
+            p = self.pending.get(seq)
+            if p is not None and (t == p.deadline or t == p.invoke + op_timeout):
+                return t
+            heapq.heappop(timers)
+        return float("inf")
 
     def take_messages(self) -> list[tuple[int, ClientRequest]]:
         out, self.outbox = self.outbox, []
@@ -135,19 +150,24 @@ class ClientSession:
     # ----------------------------------------------------------------- helpers
 
     def _acked(self) -> int:
-        return min(self.pending) if self.pending else self.next_seq
+        # pending is ordered by seq (insertion order), so its first key is the lowest
+        return next(iter(self.pending)) if self.pending else self.next_seq
 
     def _send(self, p: Pending, now: float) -> None:
         cmd = p.command._replace(acked=self._acked())
         p.command = cmd
         p.sent = True
-        p.deadline = now + self.timing.attempt_timeout
+        self._set_deadline(p, now + self.timing.attempt_timeout)
         self.outbox.append((p.target, ClientRequest(cmd)))
+
+    def _set_deadline(self, p: Pending, t: float) -> None:
+        p.deadline = t
+        heapq.heappush(self.timers, (t, p.command.seq))
 
     def _back_off(self, p: Pending, now: float) -> None:
         p.sent = False
         p.target = self.leader if self.leader is not None else self._next_node(p.target)
-        p.deadline = now + self.timing.backoff * (1 + self.rng.random())
+        self._set_deadline(p, now + self.timing.backoff * (1 + self.rng.random()))
 
     def _next_node(self, node: int) -> int:
         i = self.nodes.index(node) if node in self.nodes else -1
