@@ -16,7 +16,11 @@ implemented in Porcupine: walk a time-sorted doubly linked list of call/return
 events, linearize any call that comes before the first pending return, and
 memoize ``(set of linearized ops, register value)`` so that no configuration
 is explored twice. The search is iterative (an explicit stack), so long
-histories do not hit Python's recursion limit.
+histories do not hit Python's recursion limit. Two refinements keep it near
+linear on real histories: a read-only op (a matching get, a cas or delete
+returning False) that is legal at a configuration is taken without branching
+(moving it to the front never breaks a linearization), and unknown ops are
+tried only where no ok op fits.
 
 Outcomes: ``ok`` ops must take effect inside ``[invoke, complete]``;
 ``unknown`` ops (the client gave up) may take effect at any time after
@@ -39,7 +43,8 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 __all__ = ["BadHistory", "CheckResult", "Op", "check", "check_file", "load_history", "main"]
 
@@ -329,7 +334,8 @@ def _show(v: object) -> str:
 def _describe(o: Op) -> str:
     args = {"get": "", "put": repr(o.value), "delete": "",
             "cas": f"{_show(o.expected)} -> {o.value!r}"}[o.op]
-    res = f" -> {_show(o.result) if o.op == 'get' else o.result}" if o.outcome == "ok" else ""
+    res = "" if o.outcome != "ok" or o.op == "put" else \
+        f" -> {_show(o.result) if o.op == 'get' else o.result}"
     end = "?" if o.outcome != "ok" or o.complete is None else f"{o.complete:.6f}"
     where = f"line {o.line}: " if o.line else ""
     return f"{where}client {o.client} {o.op}({args}){res} [{o.invoke:.6f}, {end}] {o.outcome}"
@@ -355,10 +361,25 @@ def _explain(key: str, ops: list[Op], specs: list[tuple], pos: list[list[int]], 
         lines.extend(f"    {_describe(ops[i])}" for i in reversed(tail))
     else:
         lines.append(f"No op can even go first: the value starts {_show(best_state)}.")
+    if blocker == -1:  # cannot happen (see _check_key); keep the report anyway
+        return "\n".join(lines)
     pending = [i for i in range(len(ops))
                if not best_lin >> i & 1 and pos[i][0] < pos[blocker][1]]
+    stuck = ops[blocker]
     lines.append(f"Then this op must take effect before it returns, but cannot:\n"
-                 f"    {_describe(ops[blocker])}")
+                 f"    {_describe(stuck)}")
+    if stuck.op == "get" and stuck.result is not None:
+        # A read of a value nobody wrote in time is the most common report: show the
+        # writes of that value nearest in time, e.g. a put the history dates too late.
+        writers = sorted((abs(o.invoke - stuck.invoke), i) for i, o in enumerate(ops)
+                         if o.op in ("put", "cas") and o.value == stuck.result
+                         and o.result is not False)
+        if not writers:
+            lines.append(f"No op on this key ever writes {stuck.result!r}.")
+        else:
+            lines.append(f"Writes of {stuck.result!r} nearest in time:")
+            near = sorted((i for _, i in writers[:3]), key=lambda i: ops[i].invoke)
+            lines.extend(f"    {_describe(ops[i])}" for i in near)
     lines.append("Ops that could go next at that point, and why none works:")
     for i in pending[:12]:
         legal, after = _step(specs[i], best_state)
@@ -401,9 +422,9 @@ def check(ops: Iterable[Op], *, max_states: int = DEFAULT_MAX_STATES,
     elapsed = time.monotonic() - t0
     bad_key = failed[0] if failed else gave_up[0] if gave_up else None
     explanation = notes.get(bad_key, "")
-    if failed and len(failed) > 1:
-        explanation += f"\n({len(failed)} keys are not linearizable: {', '.join(map(repr, failed[:10]))}" \
-                       f"{', ...' if len(failed) > 10 else ''})"
+    if len(failed) > 1:
+        names = ", ".join(map(repr, failed[:10])) + (", ..." if len(failed) > 10 else "")
+        explanation += f"\n({len(failed)} keys are not linearizable: {names})"
     if gave_up and bad_key != gave_up[0]:
         explanation += f"\n(the search also gave up on {len(gave_up)} key(s))"
     return CheckResult(bad_key is None, bad_key, explanation, count, len(by_key), elapsed,
@@ -419,7 +440,8 @@ def main(argv: list[str]) -> int:
     """CLI body of ``python -m raftmp check``.
 
     Exit status: 0 linearizable, 1 not linearizable *or search gave up* (the verdict
-    line says which), 2 bad input or unreadable file.
+    line says which), 2 bad input or unreadable file. Usage errors and ``--help`` raise
+    ``SystemExit`` (2 and 0) from argparse, as usual.
     """
     parser = argparse.ArgumentParser(
         prog="python -m raftmp check",
