@@ -62,7 +62,7 @@ def main_job(argv: list[str]) -> int:
     from tabulate import tabulate
 
     from .cluster import Cluster
-    from .sim import check_history
+    from .checker import check_outcomes
     from .workload import Workload, drive, summarize
 
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(2**31)
@@ -107,7 +107,7 @@ def main_job(argv: list[str]) -> int:
         print(e)
     total = stats["router"]["total"]
     s = summarize(outcomes, elapsed)
-    verdict = check_history(outcomes)
+    verdict = check_outcomes(outcomes)
     terms = max((n.get("term", 0) for n in stats["nodes"]), default=0)
     rows = [
         ("operations committed", s["ops"]),

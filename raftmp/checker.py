@@ -44,9 +44,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-__all__ = ["BadHistory", "CheckResult", "Op", "check", "check_file", "load_history", "main"]
+__all__ = ["BadHistory", "CheckResult", "Op", "check", "check_file", "check_outcomes", "load_history",
+           "main"]
 
 FIELDS = ("client", "op", "key", "value", "expected", "invoke", "complete", "outcome", "result")
 OPS = ("get", "put", "delete", "cas")
@@ -429,6 +430,11 @@ def check(ops: Iterable[Op], *, max_states: int = DEFAULT_MAX_STATES,
         explanation += f"\n(the search also gave up on {len(gave_up)} key(s))"
     return CheckResult(bad_key is None, bad_key, explanation, count, len(by_key), elapsed,
                        states, failed, gave_up)
+
+
+def check_outcomes(outcomes: Iterable[Any], **kwargs: Any) -> CheckResult:
+    """:func:`check` a client's outcomes (``raftmp.session.Outcome``) directly."""
+    return check([Op(**o.record()) for o in outcomes], **kwargs)
 
 
 def check_file(path: str | os.PathLike[str], **kwargs: object) -> CheckResult:

@@ -22,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .checker import check_outcomes
 from .messages import ClientReply
 from .node import Node
 from .raft import LEADER, Config
@@ -362,7 +363,7 @@ class Simulation:
         if lost:
             raise Violation(f"acknowledged writes missing from live nodes: {sorted(lost)[:5]}")
         if self.cfg.check_history:
-            verdict = check_history(self.result.history)
+            verdict = check_outcomes(self.result.history)
             if not verdict.ok:
                 raise Violation(f"history not linearizable: {verdict.explanation}")
 
@@ -378,15 +379,6 @@ class Simulation:
         for i, node in list(self.nodes.items()):
             if node.next_deadline() <= self.now:
                 self._turn(i, node)
-
-
-def check_history(outcomes: list[Outcome]):
-    """Linearizability verdict (``raftmp.checker``) of a list of client outcomes."""
-    import json
-
-    from .checker import check, load_history
-
-    return check(load_history(json.dumps(o.record()) for o in outcomes))
 
 
 def run_seed(args: tuple[int, SimConfig]) -> SimResult:
