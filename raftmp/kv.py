@@ -36,24 +36,27 @@ def check_command(cmd: Any, limits: Limits) -> Optional[str]:
     """Why ``cmd`` is not a valid command, or None if it is."""
     if type(cmd) is not Command:
         return f"not a Command: {type(cmd).__name__}"
-    if type(cmd.client_id) is not int or type(cmd.seq) is not int or type(cmd.acked) is not int:
+    client_id, seq, acked, op, key, value, expected = cmd
+    if type(client_id) is not int or type(seq) is not int or type(acked) is not int:
         return "client_id, seq and acked must be int"
-    if cmd.op not in OPS:
-        return f"unknown operation {cmd.op!r} (expected one of {', '.join(OPS)})"
-    if type(cmd.key) is not str:
-        return f"key must be str, not {type(cmd.key).__name__}"
-    if _too_long(cmd.key, limits.max_key_bytes):
+    if op not in OPS:
+        return f"unknown operation {op!r} (expected one of {', '.join(OPS)})"
+    if type(key) is not str:
+        return f"key must be str, not {type(key).__name__}"
+    if _too_long(key, limits.max_key_bytes):
         return f"key longer than {limits.max_key_bytes} bytes"
-    needs_value = cmd.op in ("put", "cas")
-    for name, v in (("value", cmd.value), ("expected", cmd.expected)):
-        if v is None:
-            continue
-        if type(v) is not str:
-            return f"{name} must be str, not {type(v).__name__}"
-        if _too_long(v, limits.max_value_bytes):
-            return f"{name} longer than {limits.max_value_bytes} bytes"
-    if needs_value and cmd.value is None:
-        return f"{cmd.op} needs a value"
+    if value is None:
+        if op == "put" or op == "cas":
+            return f"{op} needs a value"
+    elif type(value) is not str:
+        return f"value must be str, not {type(value).__name__}"
+    elif _too_long(value, limits.max_value_bytes):
+        return f"value longer than {limits.max_value_bytes} bytes"
+    if expected is not None:
+        if type(expected) is not str:
+            return f"expected must be str, not {type(expected).__name__}"
+        if _too_long(expected, limits.max_value_bytes):
+            return f"expected longer than {limits.max_value_bytes} bytes"
     return None
 
 
@@ -98,8 +101,8 @@ class KVStore:
         result = self._execute(cmd)
         s.results[cmd.seq] = result
         if cmd.acked > s.floor:
-            s.floor = cmd.acked
-            for seq in [q for q in s.results if q < s.floor]:
+            s.floor = floor = cmd.acked
+            for seq in [q for q in s.results if q < floor]:
                 del s.results[seq]
         return OK, result
 

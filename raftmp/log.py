@@ -22,7 +22,11 @@ def approx_size(command: Any) -> int:
     """A cheap size estimate of a command, for batching (its strings dominate)."""
     if command is None:
         return 16
-    return 48 + sum(len(f) for f in command if isinstance(f, str))
+    n = 48
+    for f in command:
+        if f.__class__ is str:
+            n += len(f)
+    return n
 
 
 class RaftLog:
