@@ -1,0 +1,243 @@
+"""The key-value state machine: semantics, exactly-once sessions, validation, and
+a model check against a plain dict."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raftmp.kv import KVStore, Limits, check_command
+from raftmp.messages import INVALID, OK, Command
+
+
+def cmd(op, key, value=None, expected=None, client=1, seq=1, acked=None):
+    return Command(client, seq, seq if acked is None else acked, op, key, value, expected)
+
+
+class Seq:
+    """A client issuing one command after another (acked = its own seq)."""
+
+    def __init__(self, kv: KVStore, client: int = 1) -> None:
+        self.kv, self.client, self.seq = kv, client, 0
+
+    def __call__(self, op, key, value=None, expected=None):
+        self.seq += 1
+        status, result = self.kv.apply(cmd(op, key, value, expected, self.client, self.seq))
+        assert status == OK, result
+        return result
+
+
+# ------------------------------------------------------------------ semantics
+
+
+def test_get_put_delete():
+    kv = KVStore()
+    c = Seq(kv)
+    assert c("get", "x") is None
+    assert c("put", "x", "1") is None
+    assert c("get", "x") == "1"
+    assert kv.get("x") == "1"
+    assert c("put", "x", "2") is None
+    assert c("get", "x") == "2"
+    assert c("delete", "x") is True          # existed
+    assert c("delete", "x") is False         # did not
+    assert c("get", "x") is None
+    assert kv.data == {}
+
+
+def test_cas():
+    kv = KVStore()
+    c = Seq(kv)
+    assert c("cas", "x", "1", None) is True          # expected None: only if absent
+    assert kv.data == {"x": "1"}
+    assert c("cas", "x", "2", None) is False         # present: no swap
+    assert c("cas", "x", "2", "0") is False          # wrong expectation
+    assert kv.data == {"x": "1"}
+    assert c("cas", "x", "2", "1") is True
+    assert kv.data == {"x": "2"}
+    assert c("cas", "y", "1", "2") is False          # absent key, non-None expectation
+    assert "y" not in kv.data
+    assert c("put", "e", "") is None                  # the empty string is a value
+    assert c("cas", "e", "z", None) is False
+    assert c("cas", "e", "z", "") is True
+
+
+def test_empty_and_unicode_keys():
+    kv = KVStore()
+    c = Seq(kv)
+    c("put", "", "empty key")
+    c("put", "ключ", "значение")
+    assert c("get", "") == "empty key" and c("get", "ключ") == "значение"
+
+
+# --------------------------------------------------------------- exactly-once
+
+
+def test_same_request_applied_twice_returns_first_result_and_changes_nothing():
+    kv = KVStore()
+    first = kv.apply(cmd("delete", "x", client=7, seq=1))
+    kv.apply(cmd("put", "x", "1", client=8, seq=1))
+    assert first == (OK, False)
+    # The retry of (7, 1) must not delete the key 8 wrote; it answers False again.
+    assert kv.apply(cmd("delete", "x", client=7, seq=1, acked=1)) == (OK, False)
+    assert kv.data == {"x": "1"}
+
+    put = cmd("put", "n", "a", client=7, seq=2, acked=1)
+    assert kv.apply(put) == (OK, None)
+    kv.apply(cmd("put", "n", "b", client=8, seq=2))
+    assert kv.apply(put) == (OK, None)
+    assert kv.data["n"] == "b"                      # the retry did not re-put "a"
+
+    swap = cmd("cas", "c", "1", None, client=9, seq=1)
+    assert kv.apply(swap) == (OK, True)
+    assert kv.apply(swap) == (OK, True)             # the first result, not a fresh False
+    assert kv.cached(9, 1) == (True, True)
+    assert kv.cached(9, 2) == (False, None)
+
+
+def test_results_below_acked_are_forgotten_and_stale_commands_ignored():
+    kv = KVStore()
+    for seq in (1, 2, 3):
+        kv.apply(cmd("put", "k", f"v{seq}", client=1, seq=seq, acked=1))
+    assert all(kv.cached(1, s)[0] for s in (1, 2, 3))
+    kv.apply(cmd("put", "j", "x", client=1, seq=4, acked=3))   # 1 and 2 acknowledged
+    assert kv.cached(1, 1) == (False, None) and kv.cached(1, 2) == (False, None)
+    assert kv.cached(1, 3) == (True, None) and kv.cached(1, 4) == (True, None)
+    before = copy.deepcopy(kv.data)
+    # A very late duplicate of seq 1 (acknowledged, forgotten) is not applied again.
+    assert kv.apply(cmd("put", "k", "v1", client=1, seq=1, acked=1)) == (None, None)
+    assert kv.apply(cmd("delete", "j", client=1, seq=2, acked=1)) == (None, None)
+    assert kv.data == before
+    # Sessions are per client: client 2's seq 1 is new.
+    assert kv.apply(cmd("put", "k", "other", client=2, seq=1)) == (OK, None)
+    assert kv.data["k"] == "other"
+
+
+def test_acked_never_moves_the_floor_backwards():
+    kv = KVStore()
+    kv.apply(cmd("put", "a", "1", client=1, seq=5, acked=5))
+    kv.apply(cmd("put", "a", "2", client=1, seq=6, acked=2))   # an older acked value
+    assert kv.apply(cmd("put", "a", "3", client=1, seq=4, acked=2)) == (None, None)
+    assert kv.data["a"] == "2"
+
+
+# ----------------------------------------------------------------- validation
+
+
+LIMITS = Limits(max_key_bytes=8, max_value_bytes=16)
+
+
+@pytest.mark.parametrize("bad,why", [
+    ("not a command", "not a Command"),
+    (("put", "x", "1"), "not a Command"),
+    (None, "not a Command"),
+    (Command("1", 1, 1, "put", "x", "1"), "int"),
+    (Command(1, 1.0, 1, "put", "x", "1"), "int"),
+    (Command(1, 1, None, "put", "x", "1"), "int"),
+    (Command(True, 1, 1, "put", "x", "1"), "int"),
+    (Command(1, 1, 1, "incr", "x"), "unknown operation"),
+    (Command(1, 1, 1, "PUT", "x", "1"), "unknown operation"),
+    (Command(1, 1, 1, "put", 5, "1"), "key must be str"),
+    (Command(1, 1, 1, "put", b"x", "1"), "key must be str"),
+    (Command(1, 1, 1, "put", "x", 1), "value must be str"),
+    (Command(1, 1, 1, "cas", "x", "1", 0), "expected must be str"),
+    (Command(1, 1, 1, "put", "x"), "needs a value"),
+    (Command(1, 1, 1, "cas", "x", None, "1"), "needs a value"),
+    (Command(1, 1, 1, "put", "k" * 9, "1"), "key longer than 8 bytes"),
+    (Command(1, 1, 1, "put", "é" * 5, "1"), "key longer than 8 bytes"),      # 10 bytes
+    (Command(1, 1, 1, "put", "😀" * 3, "1"), "key longer than 8 bytes"),      # 12 bytes
+    (Command(1, 1, 1, "put", "x", "v" * 17), "value longer than 16 bytes"),
+    (Command(1, 1, 1, "put", "x", "ж" * 9), "value longer than 16 bytes"),    # 18 bytes
+    (Command(1, 1, 1, "cas", "x", "1", "v" * 17), "expected longer than 16 bytes"),
+])
+def test_invalid_commands_rejected_without_effect(bad, why):
+    kv = KVStore(LIMITS)
+    kv.apply(Command(1, 1, 1, "put", "x", "orig"))
+    before = (copy.deepcopy(kv.data), copy.deepcopy(kv.sessions))
+    err = check_command(bad, LIMITS)
+    assert err is not None and why in err
+    status, result = kv.apply(bad)
+    assert status == INVALID and result == err
+    assert (kv.data, kv.sessions) == before
+
+
+@pytest.mark.parametrize("good", [
+    Command(1, 1, 1, "put", "k" * 8, "v" * 16),                # exactly at the limits
+    Command(1, 1, 1, "put", "é" * 4, "ж" * 8),                 # 8 and 16 bytes
+    Command(1, 1, 1, "get", "x"),
+    Command(1, 1, 1, "delete", "x"),
+    Command(1, 1, 1, "cas", "x", "1", None),
+])
+def test_valid_commands_at_the_limits_accepted(good):
+    assert check_command(good, LIMITS) is None
+    assert KVStore(LIMITS).apply(good)[0] == OK
+
+
+def test_default_limits_are_generous_but_finite():
+    assert check_command(cmd("put", "k" * 1024, "v"), Limits()) is None
+    assert "key longer" in check_command(cmd("put", "k" * 1025, "v"), Limits())
+    assert check_command(cmd("put", "k", "v" * 65536), Limits()) is None
+    assert "value longer" in check_command(cmd("put", "k", "v" * 65537), Limits())
+
+
+# ---------------------------------------------------------------- model check
+
+
+ops = st.one_of(
+    st.tuples(st.just("get"), st.sampled_from("abc"), st.none(), st.none()),
+    st.tuples(st.just("put"), st.sampled_from("abc"), st.sampled_from(["1", "2", ""]), st.none()),
+    st.tuples(st.just("delete"), st.sampled_from("abc"), st.none(), st.none()),
+    st.tuples(st.just("cas"), st.sampled_from("abc"), st.sampled_from(["1", "2", ""]),
+              st.sampled_from([None, "1", "2", ""])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3), ops, st.integers(0, 3)), max_size=60))
+def test_kvstore_matches_dict_model_with_retries(script):
+    """Random commands from three clients, each retried 0-3 times (interleaved
+    with other clients' commands, as a client resends after a timeout): the store
+    behaves like a dict where every (client, seq) takes effect once and every
+    retry returns the first answer."""
+    kv = KVStore()
+    model: dict[str, str] = {}
+    answers: dict[tuple[int, int], object] = {}
+    next_seq = {1: 1, 2: 1, 3: 1}
+    outstanding: list[tuple[Command, int]] = []
+    for client, (op, key, value, expected), retries in script:
+        seq = next_seq[client]
+        next_seq[client] += 1
+        # acked: the lowest seq this client may still retry.
+        acked = min([o.seq for o, n in outstanding if o.client_id == client and n] + [seq])
+        c = Command(client, seq, acked, op, key, value, expected)
+        # The model.
+        if op == "get":
+            want = model.get(key)
+        elif op == "put":
+            model[key] = value
+            want = None
+        elif op == "delete":
+            want = model.pop(key, None) is not None
+        else:
+            want = model.get(key) == expected
+            if want:
+                model[key] = value
+        answers[(client, seq)] = want
+        assert kv.apply(c) == (OK, want)
+        outstanding.append((c, retries))
+        # Replay a pending retry of some earlier command (same seq: exactly-once).
+        for old, n in list(outstanding):
+            if n and old.client_id != client:
+                outstanding.remove((old, n))
+                outstanding.append((old, n - 1))
+                status, result = kv.apply(old)
+                assert (status, result) == (OK, answers[(old.client_id, old.seq)])
+                break
+        # A retry that arrives after the client moved on is never applied.
+        for o, n in outstanding:
+            if o.seq < kv.sessions[o.client_id].floor:
+                assert kv.apply(o) == (None, None)
+        assert kv.data == model
