@@ -115,6 +115,8 @@ class Simulation:
             self._final_checks()
         except Violation as v:
             self.result.violations.append(f"t={self.now:.4f}: {v}")
+        except Exception as exc:  # a bug in the simulator itself: report it against the seed
+            self.result.violations.append(f"t={self.now:.4f}: simulator error {exc!r}")
         self.result.end_time = self.now
         return self.result
 
