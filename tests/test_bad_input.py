@@ -1,0 +1,261 @@
+"""Bad input at every door of a running cluster: garbage on router links, packets
+for nowhere, spoofed Raft messages, invalid client requests, console typos.
+
+In each case the garbage is counted where it lands (router ``malformed`` /
+``unroutable``, or the receiving worker's ``bad_packets``) and dropped, the
+cluster keeps serving, and nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import time
+from multiprocessing.connection import Client as connect
+
+import pytest
+from conftest import WAIT, assert_readable, assert_same_state, put_all, wait_until
+
+import raftmp
+from raftmp import wire
+from raftmp.console import Console
+from raftmp.messages import INVALID, AppendEntries, ClientReply, ClientRequest, Command, RequestVote
+
+
+def raw_link(cluster, requested: int = wire.ANY):
+    conn = connect(cluster.address, family="AF_UNIX")
+    conn.send_bytes(wire.hello(requested))
+    assert conn.poll(WAIT), "the router did not answer the hello"
+    return conn, wire.HELLO_ID.unpack(conn.recv_bytes())[0]
+
+
+def router_total(cluster) -> dict:
+    return cluster.stats()["router"]["total"]
+
+
+def bad_packets(cluster) -> dict[int, int]:
+    return {i: cluster.node_status(i)["bad_packets"] for i in cluster.alive()}
+
+
+@pytest.fixture
+def cluster(seed):
+    with raftmp.Cluster(3, seed=seed) as c:
+        yield c
+
+
+@pytest.fixture
+def data(cluster, seed):
+    """Some acknowledged writes made before the garbage arrives."""
+    kv = cluster.client()
+    expected = {f"k{i}": str(i) for i in range(30)}
+    put_all(kv, expected, seed)
+    return kv, expected
+
+
+def still_serving(cluster, kv, expected, seed) -> None:
+    kv.put("after", "garbage")
+    expected["after"] = "garbage"
+    assert_readable(kv, expected, seed)
+    assert_same_state(cluster, seed, expected=expected)
+    assert len(cluster.alive()) == cluster.n
+    assert all(s["alive"] for s in cluster.stats()["nodes"])
+
+
+# --------------------------------------------------------------- router links
+
+
+def test_garbage_frames_are_counted_and_dropped(cluster, data, seed):
+    kv, expected = data
+    before = router_total(cluster)
+    bad_before = bad_packets(cluster)
+    conn, eid = raw_link(cluster)
+    try:
+        # Frames shorter than a header: the router counts them.
+        for frame in (b"", b"x", b"abc", b"\x00" * (wire.HEADER.size - 1)):
+            conn.send_bytes(frame)
+        wait_until(lambda: router_total(cluster)["malformed"] == before["malformed"] + 4, WAIT,
+                   f"4 short frames counted as malformed (seed {seed})")
+        # A good header for worker 0 with garbage payloads: forwarded (the router does
+        # not look inside), then counted and dropped by the worker.
+        garbage = [
+            b"\x00garbage\xff" * 10,                           # not a pickle
+            pickle.dumps({"not": "a list"}),                   # not a list
+            pickle.dumps([1, 2]),                              # count says 1, list has 2
+            pickle.dumps(["a str, not a message"]),            # not a message
+            pickle.dumps([RequestVote("x", "y", None, [])]),   # a Raft message from a client
+            pickle.dumps([ClientRequest(Command(eid, 1, 1, "put", "k", "v"))])[:-3],  # torn
+        ]
+        for payload in garbage:
+            conn.send_bytes(wire.HEADER.pack(eid, 0, 1) + payload)
+        wait_until(lambda: bad_packets(cluster)[0] == bad_before[0] + len(garbage), WAIT,
+                   f"node 0 to count {len(garbage)} bad packets (seed {seed}): "
+                   f"{bad_packets(cluster)}")
+        after = router_total(cluster)
+        assert after["malformed"] == before["malformed"] + 4, after
+        assert cluster.stats()["router"]["links"][(eid, 0)]["delivered"] == len(garbage)
+        # The link still works after all that: a real request on it gets a real answer.
+        cmd = Command(eid, 1, 1, "get", "k0")
+        conn.send_bytes(wire.encode(eid, cluster.leader(), [ClientRequest(cmd)]))
+        assert conn.poll(WAIT), f"seed {seed}: no answer on the raw link"
+        _, dst, msgs = wire.decode(conn.recv_bytes())
+        assert dst == eid and isinstance(msgs[0], ClientReply)
+    finally:
+        conn.close()
+    still_serving(cluster, kv, expected, seed)
+
+
+def test_bad_hello_and_absurd_lengths_close_only_that_link(cluster, data, seed):
+    kv, expected = data
+    before = router_total(cluster)["malformed"]
+    # Not a hello as the first frame.
+    c1 = connect(cluster.address, family="AF_UNIX")
+    c1.send_bytes(b"GET / HTTP/1.0\r\n\r\n")
+    # A hello asking for an invalid id.
+    c2 = connect(cluster.address, family="AF_UNIX")
+    c2.send_bytes(wire.HELLO + wire.HELLO_ID.pack(-7))
+    # A valid hello, then a negative frame length.
+    c3, _ = raw_link(cluster)
+    c3._send(struct.pack("!i", -5) + b"junk")  # raw bytes under the framing
+    # A valid hello, then a frame announcing 2 GiB (long form).
+    c4, _ = raw_link(cluster)
+    c4._send(struct.pack("!iQ", -1, 2**31) + b"junk")
+    try:
+        wait_until(lambda: router_total(cluster)["malformed"] == before + 4, WAIT,
+                   f"4 malformed links counted (seed {seed})")
+        for c in (c1, c2, c3, c4):   # the router closed each of them
+            assert c.poll(WAIT)
+            with pytest.raises(EOFError):
+                c.recv_bytes()
+    finally:
+        for c in (c1, c2, c3, c4):
+            c.close()
+    still_serving(cluster, kv, expected, seed)
+
+
+def test_unknown_destinations_are_counted(cluster, data, seed):
+    kv, expected = data
+    before = router_total(cluster)
+    conn, eid = raw_link(cluster)
+    try:
+        payload = pickle.dumps([ClientRequest(Command(eid, 1, 1, "get", "k"))])
+        for dst in (-5, 999_999, wire.FIRST_CLIENT_ID + 10_000):   # can never exist
+            conn.send_bytes(wire.HEADER.pack(eid, dst, 1) + payload)
+        conn.send_bytes(wire.HEADER.pack(eid, 7, 1) + payload)      # no such worker (yet)
+        wait_until(lambda: router_total(cluster)["unroutable"] == before["unroutable"] + 3,
+                   WAIT, f"3 unroutable packets counted (seed {seed})")
+        wait_until(lambda: router_total(cluster)["dropped_no_link"]
+                   == before["dropped_no_link"] + 1, WAIT, f"the packet to node 7 dropped "
+                   f"(seed {seed})")
+        assert not conn.poll(0.2), "nobody may answer a packet that went nowhere"
+    finally:
+        conn.close()
+    still_serving(cluster, kv, expected, seed)
+
+
+def test_spoofed_raft_messages_from_a_client_are_rejected(cluster, data, seed):
+    """A client endpoint cannot speak for a node: the router stamps src with the link's
+    id, so a RequestVote with a huge term (claiming src 1 in its header) is dropped
+    by the worker, and no term moves."""
+    kv, expected = data
+    terms = {i: cluster.node_status(i)["term"] for i in cluster.ids}
+    bad_before = bad_packets(cluster)
+    conn, _ = raw_link(cluster)
+    try:
+        for dst in cluster.ids:
+            rv = RequestVote(terms[dst] + 100, 1, 10**6, terms[dst] + 99)
+            ae = AppendEntries(terms[dst] + 100, 1, 0, 0, (), 10**6, 1)
+            conn.send_bytes(wire.HEADER.pack(1, dst, 2) + pickle.dumps([rv, ae]))
+        wait_until(lambda: all(bad_packets(cluster)[i] == bad_before[i] + 2
+                               for i in cluster.ids), WAIT,
+                   f"every node to reject 2 spoofed messages (seed {seed})")
+    finally:
+        conn.close()
+    for i in cluster.ids:
+        assert cluster.node_status(i)["term"] < terms[i] + 100, f"seed {seed}: node {i}"
+    still_serving(cluster, kv, expected, seed)
+
+
+def test_ill_typed_client_request_gets_an_invalid_reply(cluster, data, seed):
+    """A request that bypasses the client's checks is refused by the node, not applied."""
+    kv, expected = data
+    conn, eid = raw_link(cluster)
+    try:
+        leader = cluster.leader()
+        bad = [Command(eid, 1, 1, "put", 42, "v"), Command(eid, 2, 1, "explode", "k", "v"),
+               Command(eid, 3, 1, "put", "k0", "x" * (cluster.limits.max_value_bytes + 1))]
+        conn.send_bytes(wire.encode(eid, leader, [ClientRequest(c) for c in bad]))
+        replies = []
+        deadline = time.monotonic() + WAIT
+        while len(replies) < len(bad) and conn.poll(max(0.0, deadline - time.monotonic())):
+            replies += wire.decode(conn.recv_bytes())[2]
+        assert sorted((r.seq, r.status) for r in replies) == [(1, INVALID), (2, INVALID),
+                                                              (3, INVALID)], replies
+        assert all(isinstance(r.result, str) and r.result for r in replies), replies
+    finally:
+        conn.close()
+    still_serving(cluster, kv, expected, seed)
+
+
+# ------------------------------------------------------------ client requests
+
+
+def client_packets(cluster, endpoint: int) -> int:
+    links = cluster.stats()["router"]["links"]
+    return sum(c["packets"] for (src, _), c in links.items() if src == endpoint)
+
+
+def test_invalid_requests_raise_before_sending(seed):
+    limits = raftmp.Limits(max_key_bytes=16, max_value_bytes=100)
+    with raftmp.Cluster(3, seed=seed, limits=limits) as cluster:
+        kv = cluster.client()
+        kv.put("k", "v")
+        sent = client_packets(cluster, kv.endpoint)
+        assert sent >= 1
+        cases = [
+            (lambda: kv.put("k", "x" * 101), "value longer than 100 bytes"),
+            (lambda: kv.put("k", "é" * 51), "value longer than 100 bytes"),   # bytes, not chars
+            (lambda: kv.put("k" * 17, "v"), "key longer than 16 bytes"),
+            (lambda: kv.put(5, "v"), "key must be str, not int"),
+            (lambda: kv.get(b"k"), "key must be str, not bytes"),
+            (lambda: kv.get(None), "key must be str, not NoneType"),
+            (lambda: kv.put("k", 1), "value must be str, not int"),
+            (lambda: kv.put("k", None), "put needs a value"),
+            (lambda: kv.cas("k", 1, "v"), "expected must be str, not int"),
+            (lambda: kv.cas("k", "v", "x" * 101), "value longer than 100 bytes"),
+            (lambda: kv.delete(["k"]), "key must be str, not list"),
+        ]
+        for call, message in cases:
+            with pytest.raises(raftmp.InvalidRequest, match=message):
+                call()
+        # Nothing left the client, and nothing is pending.
+        assert kv.in_flight == 0
+        time.sleep(0.1)
+        assert client_packets(cluster, kv.endpoint) == sent, f"seed {seed}"
+        # Within the limits it works, and the refused operations changed nothing.
+        assert isinstance(raftmp.InvalidRequest("x"), (ValueError, raftmp.RaftmpError))
+        kv.put("k" * 16, "é" * 50)
+        assert kv.get("k" * 16) == "é" * 50
+        assert kv.get("k") == "v"
+
+
+def test_console_reports_errors_and_keeps_going(cluster, data, seed):
+    kv, expected = data
+    lines: list[str] = []
+    console = Console(cluster, out=lines.append)
+    script = ["frobnicate", "put onlykey", "get a b c", "kill x", "kill 17", "restart 0",
+              "partition 0", "faults drop", "faults nosuch=1", "faults delay=a,b",
+              "put 'open", "put k" + "x" * 2000 + " v", "", "   ", "PUT upper case",
+              "get upper"]
+    for cmd in script:
+        assert console.execute(cmd) is True, f"console stopped at {cmd!r}"
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 12, f"seed {seed}: {lines}"
+    assert errors[0] == "error: unknown command 'frobnicate' (try 'help')"
+    assert all("Traceback" not in ln for ln in lines)
+    assert "InvalidRequest" in errors[11] and "longer than" in errors[11], errors[11]
+    assert "quotation" in errors[10].lower(), errors[10]
+    assert "running" in errors[5] and "no node 17" in errors[4], errors
+    assert lines[-2:] == ["ok", "case"], lines      # commands are case-insensitive
+    expected["upper"] = "case"
+    assert console.execute("quit") is False
+    still_serving(cluster, kv, expected, seed)
