@@ -1,0 +1,89 @@
+"""Smoke tests of the benchmark scripts: each runs with --quick as a subprocess.
+
+They check that a script exits 0, prints its table and writes a JSON file with
+the expected fields. No timing assertions: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks")
+
+
+def run_quick(script: str, tmp_path, *extra: str, timeout: float = 60.0) -> tuple[str, dict]:
+    out = tmp_path / f"{script}.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, f"{script}.py"), "--quick", "--seed", "7",
+         "--json", str(out), *extra],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert "== " in proc.stdout and "|---" in proc.stdout, proc.stdout   # the table
+    for word in ("cores", "python", "seed"):
+        assert word in proc.stdout, proc.stdout
+    assert "7" in proc.stdout
+    with open(out) as f:
+        data = json.load(f)
+    meta = data["meta"]
+    assert meta["seed"] == 7 and meta["quick"] is True
+    assert {"cores", "python", "platform"} <= set(meta["machine"])
+    return proc.stdout, data
+
+
+def test_throughput_quick(tmp_path):
+    _, data = run_quick("throughput", tmp_path, "--drops", "0,0.3")
+    rows = data["rows"]
+    assert [r["drop"] for r in rows] == [0.0, 0.3]
+    for r in rows:
+        assert {"ops/s", "p50 ms", "p99 ms", "p99.9 ms", "pkts/op", "msgs/op", "dropped",
+                "elections", "unknown", "failed"} <= set(r)
+
+
+def test_latency_quick(tmp_path):
+    stdout, data = run_quick("latency", tmp_path)
+    assert "put p50 / router RTT p50" in stdout
+    assert [r["nodes"] for r in data["results"]] == [3, 5]
+    for r in data["results"]:
+        for what in ("put", "get", "rtt"):
+            assert {"p50", "p90", "p99", "n"} <= set(r[what])
+        assert "put_p50_over_rtt_p50" in r
+
+
+def test_failover_quick(tmp_path):
+    _, data = run_quick("failover", tmp_path)
+    assert {(r["drop"], r["mode"]) for r in data["rows"]} == \
+        {(0.0, "kill"), (0.0, "restart"), (0.2, "kill"), (0.2, "restart")}
+    for r in data["rows"]:
+        assert {"trials", "first write p50 ms", "p99 ms", "max ms", "elected p50 ms",
+                "no write", "unknown ops", "failed ops"} <= set(r)
+    for t in data["trials"]:
+        assert {"old_leader", "first_write_s", "elected_s", "answered_by"} <= set(t)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pysyncobj") is None,
+                    reason="pysyncobj is not installed (pip install 'raftmp[compare]')")
+def test_compare_quick(tmp_path):
+    stdout, data = run_quick("compare", tmp_path)
+    assert "cannot drop packets" in stdout
+    assert data["pysyncobj_available"] is True
+    assert {r["system"] for r in data["runs"]} == {"raftmp", "pysyncobj", "pysyncobj-nobatch"}
+    assert data["load"]
+    for r in data["rows"]:
+        assert {"metric", "raftmp", "pysyncobj", "pysyncobj-nobatch",
+                "raftmp / best pysyncobj"} <= set(r)
+
+
+def test_help():
+    for script in ("throughput", "latency", "failover", "compare"):
+        proc = subprocess.run([sys.executable, os.path.join(BENCH, f"{script}.py"), "--help"],
+                              capture_output=True, text=True, timeout=30, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        for opt in ("--seed", "--json", "--quick"):
+            assert opt in proc.stdout
