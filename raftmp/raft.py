@@ -34,6 +34,10 @@ class Config:
     max_batch_entries: int = 256        # per AppendEntries
     max_batch_bytes: int = 1 << 20      # per AppendEntries (approximate)
     max_inflight: int = 4               # unacknowledged AppendEntries per follower
+    # Retransmission timeout bounds; in between it follows the measured round
+    # trip (3 x smoothed RTT), so a lost append is resent in a few round trips.
+    min_rto: float = 0.002
+    max_rto: float = 0.1
 
 
 @dataclass
@@ -60,20 +64,26 @@ class Progress:
 
     Invariant: match < next. While ``probing`` the leader does not know where
     the follower's log diverges and keeps one AppendEntries outstanding;
-    otherwise it pipelines up to ``max_inflight`` of them, ``inflight``
-    holding the last index each one carried.
+    otherwise it pipelines up to ``max_inflight`` of them. ``inflight`` holds
+    (last index carried, time sent) of each unacknowledged one, oldest first:
+    when the oldest is older than ``rto``, everything after ``match`` is sent
+    again (go-back-N) — nothing may depend on a single packet arriving.
     """
 
-    __slots__ = ("match", "next", "probing", "inflight", "acked", "round", "active")
+    __slots__ = ("match", "next", "probing", "inflight", "srtt", "rto", "round", "active")
 
-    def __init__(self, next_index: int) -> None:
+    def __init__(self, next_index: int, rto: float) -> None:
         self.match = 0
         self.next = next_index
         self.probing = True
-        self.inflight: deque[int] = deque()
-        self.acked = False    # a success reply arrived since the last heartbeat
+        self.inflight: deque[tuple[int, float]] = deque()
+        self.srtt = 0.0       # smoothed round trip of acknowledged appends (0: no sample yet)
+        self.rto = rto
         self.round = 0        # highest round the follower has answered (ReadIndex)
         self.active = False   # answered since the last quorum check (thesis §6.2)
+
+    def retransmit_at(self) -> float:
+        return self.inflight[0][1] + self.rto if self.inflight else INF
 
 
 class Raft:
@@ -109,6 +119,7 @@ class Raft:
         self.reads: list[tuple[Any, int]] = []          # (ctx, round needed)
         self.reads_waiting_commit: list[Any] = []       # before the leader's no-op commits
         self.read_bcast = False
+        self.read_deadline = INF
         # Timers (absolute times on the caller's clock).
         self.election_deadline = now + self._election_timeout()
         self.heartbeat_deadline = INF
@@ -149,8 +160,15 @@ class Raft:
         if self.role == LEADER:
             if now >= self.quorum_deadline:
                 self.check_quorum(now)
-            if self.role == LEADER and now >= self.heartbeat_deadline:
+            if self.role != LEADER:
+                return
+            for peer, pr in self.progress.items():
+                if now >= pr.retransmit_at():
+                    self.retransmit(peer, pr, now)
+            if now >= self.heartbeat_deadline:
                 self.bcast_append(now, heartbeat=True)
+            elif self.reads and now >= self.read_deadline:
+                self.bcast_append(now, heartbeat=False)  # the round's answers were lost: ask again
         elif now >= self.election_deadline:
             self.become_pre_candidate(now)
         elif self.role != FOLLOWER and now >= self.resend_deadline:
@@ -159,7 +177,13 @@ class Raft:
     def next_deadline(self) -> float:
         """The earliest time at which ``tick`` has something to do."""
         if self.role == LEADER:
-            return min(self.heartbeat_deadline, self.quorum_deadline)
+            t = min(self.heartbeat_deadline, self.quorum_deadline)
+            if self.reads:
+                t = min(t, self.read_deadline)
+            for pr in self.progress.values():
+                if pr.inflight:
+                    t = min(t, pr.retransmit_at())
+            return t
         if self.role == FOLLOWER:
             return self.election_deadline
         return min(self.election_deadline, self.resend_deadline)
@@ -195,7 +219,7 @@ class Raft:
                 self.bcast_append(now, heartbeat=False)
             for peer, pr in self.progress.items():
                 if not pr.probing:
-                    self.maybe_send_append(peer, pr)
+                    self.maybe_send_append(peer, pr, now)
         reads = self._released_reads()
         hard = (self.term, self.vote) if self.hard_dirty else None
         entries = self.log.slice(self.unstable_from, self.log.last_index + 1)
@@ -256,7 +280,8 @@ class Raft:
         self.role = LEADER
         self.leader = self.id
         last = self.log.last_index
-        self.progress = {p: Progress(last + 1) for p in self.peers}
+        rto = self.config.max_rto / 4
+        self.progress = {p: Progress(last + 1, rto) for p in self.peers}
         self.round = 0
         # §8 / thesis §6.4: a no-op from the new term lets the leader commit,
         # and so learn the commit index, without waiting for a client.
@@ -271,6 +296,7 @@ class Raft:
         self.reads_waiting_commit = []
         self.read_bcast = False
         self.heartbeat_deadline = self.quorum_deadline = self.resend_deadline = INF
+        self.read_deadline = INF
 
     # --------------------------------------------------------------- elections
 
@@ -314,29 +340,22 @@ class Raft:
 
     def bcast_append(self, now: float, heartbeat: bool) -> None:
         """One AppendEntries to every peer, stamped with a new round (ReadIndex
-        counts the replies). On the heartbeat timer (§5.2) it also retransmits:
-        a follower that acknowledged nothing since the last heartbeat gets
-        everything after its match again (go-back-N), and a probe is resent.
-        Nothing may depend on a single packet arriving."""
+        counts the replies): new entries where the window allows, else an
+        empty one. On the heartbeat timer (§5.2) this is the heartbeat."""
         self.round += 1
         self.read_bcast = False
-        last = self.log.last_index
+        last, window = self.log.last_index, self.config.max_inflight
+        rto = 0.0
         for peer, pr in self.progress.items():
-            if pr.probing:
-                if heartbeat:
-                    self.send_append(peer, pr)
-                else:
-                    self.send_ping(peer, pr)
-                continue
-            if heartbeat:
-                if not pr.acked and pr.match < last:
-                    pr.next = pr.match + 1
-                    pr.inflight.clear()
-                pr.acked = False
-            if pr.next <= last and (heartbeat or len(pr.inflight) < self.config.max_inflight):
-                self.send_append(peer, pr)
+            if pr.probing and not pr.inflight:
+                self.send_append(peer, pr, now)  # a probe, where none is outstanding
+            elif not pr.probing and pr.next <= last and len(pr.inflight) < window:
+                self.send_append(peer, pr, now)
             else:
                 self.send_ping(peer, pr)
+            rto = max(rto, pr.rto)
+        if self.reads:
+            self.read_deadline = now + rto
         if heartbeat:
             self.heartbeat_deadline = now + self.config.heartbeat_interval
 
@@ -347,20 +366,34 @@ class Raft:
         self._send(peer, AppendEntries(self.term, self.id, pr.match, self.log.term(pr.match),
                                        (), self.commit, self.round))
 
-    def maybe_send_append(self, peer: int, pr: Progress) -> None:
+    def retransmit(self, peer: int, pr: Progress, now: float) -> None:
+        """The oldest unacknowledged append timed out: resend the probe, or
+        everything after ``match`` (go-back-N), and back off."""
+        pr.inflight.clear()
+        pr.rto = min(2 * pr.rto, self.config.max_rto)
+        if not pr.probing:
+            pr.next = pr.match + 1
+        self.send_append(peer, pr, now)
+        if not pr.probing:
+            self.maybe_send_append(peer, pr, now)
+
+    def maybe_send_append(self, peer: int, pr: Progress, now: float) -> None:
         """Pipeline new entries to a follower in replicate mode, within the window."""
         while pr.next <= self.log.last_index and len(pr.inflight) < self.config.max_inflight:
-            self.send_append(peer, pr)
+            self.send_append(peer, pr, now)
 
-    def send_append(self, peer: int, pr: Progress) -> None:
+    def send_append(self, peer: int, pr: Progress, now: float) -> None:
         prev = pr.next - 1
         cfg = self.config
         entries = self.log.batch(pr.next, cfg.max_batch_entries, cfg.max_batch_bytes)
         self._send(peer, AppendEntries(self.term, self.id, prev, self.log.term(prev),
                                        entries, self.commit, self.round))
-        if entries and not pr.probing:
+        if pr.probing:
+            pr.inflight.clear()  # one probe outstanding; its reply or its timeout moves on
+            pr.inflight.append((prev + len(entries), now))
+        elif entries:
             pr.next = entries[-1].index + 1
-            pr.inflight.append(entries[-1].index)
+            pr.inflight.append((entries[-1].index, now))
 
     def handle_append(self, src: int, m: AppendEntries, now: float) -> None:
         if self.role != FOLLOWER:
@@ -408,15 +441,17 @@ class Raft:
         if m.round > pr.round:
             pr.round = m.round
         if m.success:
-            while pr.inflight and pr.inflight[0] <= m.index:
-                pr.inflight.popleft()
+            if pr.inflight and pr.inflight[0][0] <= m.index:
+                self._sample_rtt(pr, now - pr.inflight[0][1])
+                while pr.inflight and pr.inflight[0][0] <= m.index:
+                    pr.inflight.popleft()
             if pr.probing and m.index >= pr.next - 1:
                 # The probe landed: the follower matches through m.index.
                 pr.probing = False
                 pr.next = m.index + 1
+                pr.inflight.clear()
             if m.index > pr.match:
                 pr.match = m.index
-                pr.acked = True
                 if pr.next <= m.index:
                     pr.next = m.index + 1
                 self.maybe_commit()
@@ -433,8 +468,12 @@ class Raft:
                 nxt = last + 1
         pr.next = max(pr.match + 1, min(nxt, m.index))
         pr.probing = True
-        pr.inflight.clear()
-        self.send_append(src, pr)
+        self.send_append(src, pr, now)
+
+    def _sample_rtt(self, pr: Progress, rtt: float) -> None:
+        pr.srtt = rtt if pr.srtt == 0 else 0.875 * pr.srtt + 0.125 * rtt
+        cfg = self.config
+        pr.rto = min(cfg.max_rto, max(cfg.min_rto, 3 * pr.srtt))
 
     def maybe_commit(self) -> bool:
         """§5.3/§5.4.2: commit the highest index a quorum holds — but only by
