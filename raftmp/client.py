@@ -79,9 +79,8 @@ class Client:
             raise InvalidRequest(err)
         if self.closed:
             raise Unavailable("the client is closed")
-        seq = self.session.submit(op, key, value, expected, time.monotonic())
-        self._flush()
-        return seq
+        # Sent by the next poll, with every other request of this turn in one packet.
+        return self.session.submit(op, key, value, expected, time.monotonic())
 
     @property
     def in_flight(self) -> int:
@@ -93,6 +92,7 @@ class Client:
         Returns as soon as at least one operation finished."""
         end = time.monotonic() + timeout
         session = self.session
+        self._flush()
         while True:
             now = time.monotonic()
             wait = min(end, session.next_deadline()) - now
