@@ -58,9 +58,10 @@ def drive(client: Client, workload: Workload, duration: float, rng: random.Rando
             outcomes.extend(client.poll(min(0.05, max(0.0, next_tick - now))))
         except Unavailable:
             return outcomes
-        if on_tick is not None and time.monotonic() >= next_tick:
+        if time.monotonic() >= next_tick:
             next_tick += tick
-            on_tick(time.monotonic() - start)
+            if on_tick is not None:
+                on_tick(time.monotonic() - start)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
