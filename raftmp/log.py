@@ -3,7 +3,8 @@
 Invariant: ``entries[i].index == i + 1`` for every i (no gaps, 1-based).
 Terms never decrease along the log, which lets the term lookups bisect.
 ``ends[i]`` is the approximate byte size of entries 1..i+1 (a running sum,
-computed once per entry), so batching by bytes is a bisection.
+extended only when a leader batches, so followers never pay for it), so
+batching by bytes is a bisection.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ class RaftLog:
     def append(self, entry: Entry) -> None:
         assert entry.index == len(self.entries) + 1, f"log entry {entry} after {len(self.entries)}"
         self.entries.append(entry)
-        self.ends.append((self.ends[-1] if self.ends else 0) + approx_size(entry.command))
 
     def truncate(self, index: int) -> None:
         """Drop every entry from ``index`` on (§5.3: a conflicting suffix)."""
@@ -72,6 +72,12 @@ class RaftLog:
         hi = min(lo - 1 + max_entries, len(self.entries))
         if hi < lo:
             return ()
+        ends = self.ends
+        if len(ends) < hi:
+            total = ends[-1] if ends else 0
+            for e in self.entries[len(ends):hi]:
+                total += approx_size(e.command)
+                ends.append(total)
         base = self.ends[lo - 2] if lo > 1 else 0
         fit = bisect_right(self.ends, base + max_bytes, lo - 1, hi)
         return tuple(self.entries[lo - 1:max(fit, lo)])

@@ -6,23 +6,27 @@ and hands out what must be made durable in each ``Ready``. A worker calls
 
 Interface (both classes):
     load() -> (term, vote, entries)         # entries are Entry(term, index, command), index 1..
-    save(hard_state, entries) -> None        # durable when it returns
+    save(hard_state, entries, pickled=None) -> None   # durable when it returns
         hard_state: (term, vote) or None when unchanged
         entries:    [] or contiguous entries; entries[0].index may be <= the
                     last stored index, and then every stored entry from
                     entries[0].index on is replaced (Raft's truncation, §5.3).
+        pickled:    optionally, pickles of entry sequences that concatenate to
+                    exactly ``entries`` (as they arrived on the wire): written
+                    as they are, so a follower does not pickle what it received.
 """
 
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import logging
 import os
 import pickle
 import struct
 import zlib
-from typing import Optional
+from typing import Optional, Sequence
 
 from .errors import RaftmpError
 from .messages import Entry
@@ -39,7 +43,8 @@ class MemoryStorage:
     def load(self) -> tuple[int, Optional[int], list[Entry]]:
         return self.term, self.vote, list(self.entries)
 
-    def save(self, hard_state: Optional[tuple[int, Optional[int]]], entries: list[Entry]) -> None:
+    def save(self, hard_state: Optional[tuple[int, Optional[int]]], entries: Sequence[Entry],
+             pickled: Optional[list[bytes]] = None) -> None:
         if hard_state is not None:
             self.term, self.vote = hard_state
         if entries:
@@ -74,6 +79,18 @@ class CorruptStorage(RaftmpError):
     """
 
 
+def _load_all(body: memoryview) -> list[Entry]:
+    """The entries of a record body: one or more pickled sequences, back to back."""
+    f = io.BytesIO(body)
+    entries: list[Entry] = []
+    while f.tell() < len(body):
+        part = pickle.load(f)
+        if not isinstance(part, (list, tuple)):
+            raise ValueError(f"a record holds a {type(part).__name__}, not entries")
+        entries.extend(part)
+    return entries
+
+
 def _frame(body: bytes) -> bytes:
     assert 0 < len(body) <= _MAX_BODY, "record body empty or over 4 GiB"
     return _HEADER.pack(len(body), zlib.crc32(body)) + body
@@ -86,8 +103,8 @@ class FileStorage:
 
     ``log``
         Records ``length:uint32 | crc32(body):uint32 | body``, one per ``save``
-        that had entries; ``body`` is the pickle of a non-empty list of
-        contiguous ``Entry``. A record whose first index is <= the last stored
+        that had entries; ``body`` is one or more pickles, back to back, of
+        sequences of ``Entry`` that together are contiguous. A record whose first index is <= the last stored
         index replaces the stored suffix from that index on (§5.3), so replay
         is ``MemoryStorage.save`` applied to each record in order. A torn or
         corrupt record (short header, short body, CRC mismatch, unpicklable
@@ -175,9 +192,10 @@ class FileStorage:
     def load(self) -> tuple[int, Optional[int], list[Entry]]:
         return self.term, self.vote, list(self.entries)
 
-    def save(self, hard_state: Optional[tuple[int, Optional[int]]], entries: list[Entry]) -> None:
+    def save(self, hard_state: Optional[tuple[int, Optional[int]]], entries: Sequence[Entry],
+             pickled: Optional[list[bytes]] = None) -> None:
         if entries:
-            self._append(entries)
+            self._append(entries, pickled)
         if hard_state is not None and hard_state != (self.term, self.vote):
             self._write_state(*hard_state)
 
@@ -198,15 +216,16 @@ class FileStorage:
 
     # -- log ------------------------------------------------------------------
 
-    def _append(self, entries: list[Entry]) -> None:
+    def _append(self, entries: Sequence[Entry], pickled: Optional[list[bytes]] = None) -> None:
         assert self._log_fd is not None, "save after close"
         first = entries[0].index
         # A bug must stop loudly: a hole in the log would be replayed as data.
         assert 1 <= first <= len(self.entries) + 1, (
             f"entries start at {first}, the stored log ends at {len(self.entries)}"
         )
-        assert all(e.index == first + i for i, e in enumerate(entries)), "entries not contiguous"
-        record = _frame(pickle.dumps(list(entries), pickle.HIGHEST_PROTOCOL))
+        assert entries[-1].index == first + len(entries) - 1, "entries not contiguous"
+        body = b"".join(pickled) if pickled else pickle.dumps(tuple(entries), pickle.HIGHEST_PROTOCOL)
+        record = _frame(body)
         self._write_all(self._log_fd, record)
         if self.sync:
             _datasync(self._log_fd)
@@ -251,13 +270,13 @@ class FileStorage:
                 problem = "CRC mismatch"
                 break
             try:
-                entries = pickle.loads(body)
+                entries = _load_all(body)
             except Exception as e:  # noqa: BLE001 — any unpickling failure means a bad record
                 problem = f"unpicklable body ({e!r})"
                 break
             # A CRC-valid record that breaks the log's shape was written by a
             # bug, not torn by a crash: stop, don't repair.
-            if not (isinstance(entries, list) and entries
+            if not (entries
                     and all(isinstance(e, Entry) for e in entries)
                     and 1 <= entries[0].index <= len(self.entries) + 1
                     and all(e.index == entries[0].index + i for i, e in enumerate(entries))):

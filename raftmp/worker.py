@@ -11,6 +11,11 @@
 
 No threads (``threading.active_count() == 1`` always): the links are plain
 ``multiprocessing`` connections read with ``connection.wait``.
+
+Entries are pickled once: on the wire an AppendEntries carries its entries as
+one pickle (``bytes``), cached by range, so a leader pickles a batch once for
+its log file and every follower, and a follower writes the pickles it received
+to its log file as they are.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import pickle
 import random
 import signal
 import threading
@@ -30,7 +36,7 @@ from typing import Any, Optional
 
 from . import wire
 from .kv import Limits
-from .messages import RAFT_MESSAGES, ClientRequest
+from .messages import RAFT_MESSAGES, AppendEntries, ClientRequest, Entry
 from .node import Node
 from .raft import Config
 from .storage import FileStorage
@@ -38,6 +44,7 @@ from .storage import FileStorage
 log = logging.getLogger("raftmp.worker")
 
 MAX_PACKETS_PER_TURN = 512  # drain at most this many before ticking: timers stay on time
+PICKLE_CACHE = 64           # pickled entry batches kept for reuse
 _PR_SET_PDEATHSIG = 1
 
 
@@ -72,6 +79,8 @@ class Worker:
         self.link, _ = connect_router(address, node_id)
         self.bad_packets = 0
         self.running = True
+        self.pickles: dict[tuple[int, int, int], bytes] = {}   # (first, last, last term) -> pickle
+        self.received: list[tuple[tuple, bytes]] = []          # this turn's (entries, pickle)
 
     def run(self) -> None:
         node, link = self.node, self.link
@@ -85,7 +94,11 @@ class Worker:
             now = time.monotonic()
             node.tick(now)
             rd = node.ready(now)
-            self.storage.save(rd.hard_state, rd.entries)
+            if rd.entries:
+                self.storage.save(rd.hard_state, rd.entries, self.pickled(rd.entries))
+            elif rd.hard_state is not None:
+                self.storage.save(rd.hard_state, ())
+            self.received.clear()
             if rd.messages:
                 self.send(rd.messages)
 
@@ -113,8 +126,11 @@ class Worker:
         t = type(m)
         if t is ClientRequest or (t in RAFT_MESSAGES and src in self.ids and src != self.id):
             try:
+                if t is AppendEntries and type(m.entries) is bytes:
+                    m = m._replace(entries=self.unpickle_entries(m.entries))
                 self.node.step(src, m, now)
-            except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            except (TypeError, ValueError, AttributeError, KeyError, IndexError,
+                    pickle.UnpicklingError, EOFError) as exc:
                 # A well-typed message with ill-typed fields: remote misbehaviour.
                 # (A broken invariant is an AssertionError and stops the worker.)
                 self.reject(f"bad {t.__name__} from {src}: {exc!r}")
@@ -126,9 +142,44 @@ class Worker:
         if self.bad_packets <= 10 or self.bad_packets % 1000 == 0:
             log.warning("node %d: dropped (%d so far): %s", self.id, self.bad_packets, why)
 
+    def unpickle_entries(self, blob: bytes) -> tuple:
+        entries = pickle.loads(blob)
+        if type(entries) is not tuple or not entries or type(entries[0]) is not Entry:
+            raise ValueError("AppendEntries entries are not a tuple of Entry")
+        self.received.append((entries, blob))
+        return entries
+
+    def pickled(self, entries: list[Entry]) -> list[bytes]:
+        """Pickles whose entries concatenate to ``entries``: what arrived this turn
+        when it lines up exactly (the usual case on a follower), else one new one."""
+        want, out = entries[0].index, []
+        first, last = entries[0].index, entries[-1].index
+        for got, blob in self.received:
+            hi = got[-1].index
+            if got[0].index == want and hi <= last and entries[hi - first].term == got[-1].term:
+                out.append(blob)
+                want = hi + 1
+        if want == last + 1:
+            return out
+        return [self.pickle_batch(tuple(entries))]
+
+    def pickle_batch(self, entries: tuple) -> bytes:
+        """One pickle per batch of entries, shared by the log file and every
+        follower it goes to. Equal (index, term) at the end means equal entries
+        throughout (Log Matching, §5.3), so that is the cache key."""
+        key = (entries[0].index, entries[-1].index, entries[-1].term)
+        blob = self.pickles.get(key)
+        if blob is None:
+            blob = self.pickles[key] = pickle.dumps(entries, pickle.HIGHEST_PROTOCOL)
+            if len(self.pickles) > PICKLE_CACHE:
+                del self.pickles[next(iter(self.pickles))]
+        return blob
+
     def send(self, messages: list[tuple[int, Any]]) -> None:
         by_dst: dict[int, list] = defaultdict(list)
         for dst, m in messages:
+            if type(m) is AppendEntries and m.entries:
+                m = m._replace(entries=self.pickle_batch(m.entries))
             by_dst[dst].append(m)
         for dst, batch in by_dst.items():
             try:
