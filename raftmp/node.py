@@ -21,6 +21,11 @@ from .kv import KVStore, Limits, check_command
 from .messages import INVALID, OK, REDIRECT, RETRY, ClientReply, ClientRequest, Command
 from .raft import LEADER, Config, Raft, Ready
 
+# A client waits this long for an answer before it asks another node
+# (session.Timing.attempt_timeout). Telling it "retry" later would only be a
+# duplicate answer to a request it has already taken elsewhere.
+RETRY_WINDOW = 0.25
+
 
 class Node:
     def __init__(self, node_id: int, nodes: list[int], state: tuple, rng: random.Random,
@@ -31,8 +36,9 @@ class Node:
         self.kv = KVStore(limits)
         # Requests this node accepted as leader of ``serving_term`` and owes an answer.
         self.serving_term: Optional[int] = None
-        self.writes: dict[tuple[int, int], int] = {}       # (client_id, seq) -> endpoint
-        self.reads: dict[int, tuple[int, Command]] = {}    # read ctx -> (endpoint, command)
+        # (client_id, seq) -> (endpoint, when it asked); read ctx -> (endpoint, command, when)
+        self.writes: dict[tuple[int, int], tuple[int, float]] = {}
+        self.reads: dict[int, tuple[int, Command, float]] = {}
         self.next_read = 0
         self.replies: list[tuple[int, ClientReply]] = []
 
@@ -40,7 +46,7 @@ class Node:
 
     def step(self, src: int, msg: Any, now: float) -> None:
         if type(msg) is ClientRequest:
-            self.handle_client(src, msg.command)
+            self.handle_client(src, msg.command, now)
         else:
             self.raft.step(src, msg, now)
 
@@ -50,7 +56,7 @@ class Node:
     def next_deadline(self) -> float:
         return self.raft.next_deadline()
 
-    def handle_client(self, src: int, cmd: Any) -> None:
+    def handle_client(self, src: int, cmd: Any, now: float) -> None:
         err = check_command(cmd, self.kv.limits)
         if err is not None:
             cid, seq = (getattr(cmd, "client_id", 0), getattr(cmd, "seq", 0))
@@ -60,11 +66,11 @@ class Node:
         if raft.role != LEADER:
             self._reply(src, cmd, REDIRECT, None)
             return
-        self._start_serving()
+        self._start_serving(now)
         if cmd.op == "get":
             ctx = self.next_read
             self.next_read += 1
-            self.reads[ctx] = (src, cmd)
+            self.reads[ctx] = (src, cmd, now)
             raft.read_index(ctx)
             return
         key = (cmd.client_id, cmd.seq)
@@ -72,9 +78,9 @@ class Node:
         if done:                      # a retry of an applied request: its first answer
             self._reply(src, cmd, OK, result)
         elif key in self.writes:      # a retry of a request still in the log: answer once
-            self.writes[key] = src
+            self.writes[key] = (src, now)
         else:
-            self.writes[key] = src
+            self.writes[key] = (src, now)
             raft.propose(cmd)
 
     # ----------------------------------------------------------------- output
@@ -86,37 +92,40 @@ class Node:
             if cmd is None:
                 continue  # a leader's no-op
             status, result = self.kv.apply(cmd)
-            src = self.writes.pop((cmd.client_id, cmd.seq), None)
-            if src is not None and status is not None:
-                self._reply(src, cmd, status, result)
+            waiting = self.writes.pop((cmd.client_id, cmd.seq), None)
+            if waiting is not None and status is not None:
+                self._reply(waiting[0], cmd, status, result)
         for ctx, index in rd.reads:
             # Reads are released with the commit index, and everything up to
             # it was applied just above.
             assert index <= self.raft.applied
-            src, cmd = self.reads.pop(ctx)
+            src, cmd, _ = self.reads.pop(ctx)
             self._reply(src, cmd, OK, self.kv.get(cmd.key))
         raft = self.raft
         if self.serving_term is not None and (raft.role != LEADER or raft.term != self.serving_term):
-            self._stop_serving()
+            self._stop_serving(now)
         rd.messages.extend(self.replies)
         self.replies = []
         return rd
 
     # ---------------------------------------------------------------- helpers
 
-    def _start_serving(self) -> None:
+    def _start_serving(self, now: float) -> None:
         if self.serving_term != self.raft.term:
-            self._stop_serving()
+            self._stop_serving(now)
             self.serving_term = self.raft.term
 
-    def _stop_serving(self) -> None:
+    def _stop_serving(self, now: float) -> None:
         """Leadership ended: whatever is still pending may or may not commit
-        under the next leader. Tell the clients to retry (exactly-once makes
-        a retry safe) instead of letting them wait for a timeout."""
-        for (cid, seq), src in self.writes.items():
-            self.replies.append((src, ClientReply(cid, seq, RETRY, None, self.raft.leader)))
-        for src, cmd in self.reads.values():
-            self._reply(src, cmd, RETRY, None)
+        under the next leader. Tell the clients still waiting to retry
+        (exactly-once makes a retry safe) instead of letting them time out."""
+        leader = self.raft.leader
+        for (cid, seq), (src, asked) in self.writes.items():
+            if now - asked < RETRY_WINDOW:
+                self.replies.append((src, ClientReply(cid, seq, RETRY, None, leader)))
+        for src, cmd, asked in self.reads.values():
+            if now - asked < RETRY_WINDOW:
+                self._reply(src, cmd, RETRY, None)
         self.writes = {}
         self.reads = {}
         self.serving_term = None

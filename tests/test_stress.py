@@ -221,11 +221,11 @@ def _serve_stale_reads(monkeypatch: pytest.MonkeyPatch) -> None:
 
     honest = Node.handle_client
 
-    def handle_client(self, src, cmd):
+    def handle_client(self, src, cmd, now):
         if getattr(cmd, "op", None) == "get" and self.raft.role == LEADER:
             self._reply(src, cmd, OK, self.kv.get(cmd.key))
             return
-        return honest(self, src, cmd)
+        return honest(self, src, cmd, now)
 
     monkeypatch.setattr(Node, "handle_client", handle_client)
 
