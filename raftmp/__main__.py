@@ -61,8 +61,8 @@ def main_job(argv: list[str]) -> int:
 
     from tabulate import tabulate
 
-    from .cluster import Cluster
     from .checker import check_outcomes
+    from .cluster import Cluster
     from .workload import Workload, drive, summarize
 
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(2**31)

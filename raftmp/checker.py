@@ -42,12 +42,12 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["BadHistory", "CheckResult", "Op", "check", "check_file", "check_outcomes", "load_history",
-           "main"]
+__all__ = ["BadHistory", "CheckResult", "Op", "check", "check_file", "check_outcomes",
+           "load_history", "main"]
 
 FIELDS = ("client", "op", "key", "value", "expected", "invoke", "complete", "outcome", "result")
 OPS = ("get", "put", "delete", "cas")

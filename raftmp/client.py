@@ -35,13 +35,15 @@ class Client:
                  limits: Optional[Limits] = None, history: Union[str, IO[str], None] = None,
                  seed: Optional[int] = None) -> None:
         self.link, self.endpoint = connect_router(address, wire.ANY)
+        self.poller = wire.Poller(self.link)
         client_id = int.from_bytes(os.urandom(8), "big") >> 1   # unique across runs and restarts
         rng = random.Random(seed if seed is not None else client_id)
         self.session = ClientSession(client_id, nodes, rng, timing)
         self.limits = limits or Limits()
         self.finished: dict[int, Outcome] = {}   # seq -> outcome, for blocking calls
         self._own_history = isinstance(history, str)
-        self.history: Optional[IO[str]] = open(history, "a") if isinstance(history, str) else history
+        self.history: Optional[IO[str]] = (open(history, "a") if isinstance(history, str)
+                                           else history)
         self.closed = False
 
     # ------------------------------------------------------------ blocking API
@@ -96,7 +98,7 @@ class Client:
         while True:
             now = time.monotonic()
             wait = min(end, session.next_deadline()) - now
-            if self.link.poll(max(0.0, wait)):
+            if self.poller.wait(wait):
                 self._drain()
             now = time.monotonic()
             session.tick(now)
@@ -140,16 +142,18 @@ class Client:
             for m in messages:
                 if type(m) is ClientReply:
                     self.session.step(src, m, now)
-            if not self.link.poll(0):
+            if not self.poller.wait(0):
                 return
 
     def _flush(self) -> None:
         by_dst: dict[int, list] = defaultdict(list)
         for dst, m in self.session.take_messages():
             by_dst[dst].append(m)
+        if not by_dst:
+            return
         try:
-            for dst, batch in by_dst.items():
-                self.link.send_bytes(wire.encode(self.endpoint, dst, batch))
+            wire.send_packets(self.link, [wire.encode(self.endpoint, dst, batch)
+                                          for dst, batch in by_dst.items()])
         except OSError:
             self.closed = True
             raise Unavailable("the router is gone (cluster stopped?)") from None

@@ -125,7 +125,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--nodes", type=int, default=5)
     p.add_argument("--drop", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--data-dir", default=None, help="keep the nodes' data here (default: temporary)")
+    p.add_argument("--data-dir", default=None,
+                   help="keep the nodes' data here (default: a temporary directory)")
     a = p.parse_args(argv)
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(2**31)
     interactive = sys.stdin.isatty()

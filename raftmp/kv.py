@@ -32,8 +32,10 @@ def _too_long(s: str, limit: int) -> bool:
     return len(s) * 4 > limit and len(s.encode("utf-8", "surrogatepass")) > limit
 
 
-def check_command(cmd: Any, limits: Limits) -> Optional[str]:
-    """Why ``cmd`` is not a valid command, or None if it is."""
+def check_command(cmd: Any, limits: Optional[Limits]) -> Optional[str]:
+    """Why ``cmd`` is not a valid command, or None if it is. Sizes are checked
+    only against ``limits`` (None: a committed command, admitted by a leader
+    whose limits may differ from ours — every node must apply it alike)."""
     if type(cmd) is not Command:
         return f"not a Command: {type(cmd).__name__}"
     client_id, seq, acked, op, key, value, expected = cmd
@@ -43,19 +45,19 @@ def check_command(cmd: Any, limits: Limits) -> Optional[str]:
         return f"unknown operation {op!r} (expected one of {', '.join(OPS)})"
     if type(key) is not str:
         return f"key must be str, not {type(key).__name__}"
-    if _too_long(key, limits.max_key_bytes):
+    if limits is not None and _too_long(key, limits.max_key_bytes):
         return f"key longer than {limits.max_key_bytes} bytes"
     if value is None:
         if op == "put" or op == "cas":
             return f"{op} needs a value"
     elif type(value) is not str:
         return f"value must be str, not {type(value).__name__}"
-    elif _too_long(value, limits.max_value_bytes):
+    elif limits is not None and _too_long(value, limits.max_value_bytes):
         return f"value longer than {limits.max_value_bytes} bytes"
     if expected is not None:
         if type(expected) is not str:
             return f"expected must be str, not {type(expected).__name__}"
-        if _too_long(expected, limits.max_value_bytes):
+        if limits is not None and _too_long(expected, limits.max_value_bytes):
             return f"expected longer than {limits.max_value_bytes} bytes"
     return None
 
@@ -88,7 +90,7 @@ class KVStore:
         status is OK or INVALID, or None for a request the client has already
         acknowledged (a stale duplicate: nobody waits for its answer).
         """
-        err = check_command(cmd, self.limits)
+        err = check_command(cmd, None)
         if err is not None:
             return INVALID, err
         s = self.sessions.get(cmd.client_id)

@@ -47,7 +47,8 @@ class Ready:
     1. persist ``hard_state`` (if not None) and ``entries`` (which replace
        any stored entries from ``entries[0].index`` on), durably;
     2. only then send ``messages`` — votes and acknowledgements promise what
-       was just persisted (§5.1, Figure 2 "before responding to RPCs");
+       was just persisted (Figure 2: "updated on stable storage before
+       responding to RPCs");
     3. apply ``committed`` in order; answer each read in ``reads`` as
        ``(ctx, index)`` once the state machine has applied ``index``.
     """
@@ -63,11 +64,12 @@ class Progress:
     """The leader's view of one follower (thesis §3.5; etcd's tracker.Progress).
 
     Invariant: match < next. While ``probing`` the leader does not know where
-    the follower's log diverges and keeps one AppendEntries outstanding;
-    otherwise it pipelines up to ``max_inflight`` of them. ``inflight`` holds
-    (last index carried, time sent) of each unacknowledged one, oldest first:
-    when the oldest is older than ``rto``, everything after ``match`` is sent
-    again (go-back-N) — nothing may depend on a single packet arriving.
+    the follower's log diverges and keeps one AppendEntries with entries
+    outstanding (heartbeat pings aside); otherwise it pipelines up to
+    ``max_inflight`` of them. ``inflight`` holds (last index carried, time
+    sent) of each unacknowledged one, oldest first: when the oldest is older
+    than ``rto``, the leader probes again from ``match + 1`` (go-back-N) —
+    nothing may depend on a single packet arriving.
     """
 
     __slots__ = ("match", "next", "probing", "inflight", "srtt", "rto", "round", "active")
@@ -136,8 +138,8 @@ class Raft:
                 # Thesis §4.2.3: while a leader is known to be alive, ignore vote
                 # requests, so a server that was cut off cannot depose it.
                 return
-            if t is RequestVote and m.pre or t is RequestVoteReply and m.pre and m.granted:
-                pass  # pre-votes use a future term but change nobody's term (§9.6)
+            if (t is RequestVote and m.pre) or (t is RequestVoteReply and m.pre and m.granted):
+                pass  # pre-votes use a future term but change nobody's term (thesis §9.6)
             else:
                 # §5.1: a newer term makes us a follower of that term (leader
                 # unknown unless the message comes from it).
@@ -204,7 +206,7 @@ class Raft:
         if self.role != LEADER:
             return False
         if self.log.term(self.commit) != self.term:
-            # §6.4 step 1: until its no-op commits, a new leader does not know
+            # Thesis §6.4 step 1: until its no-op commits, a new leader does not know
             # the commit index of the previous term.
             self.reads_waiting_commit.append(ctx)
         else:
@@ -280,7 +282,7 @@ class Raft:
         self.role = LEADER
         self.leader = self.id
         last = self.log.last_index
-        rto = self.config.max_rto / 4
+        rto = self.config.heartbeat_interval  # until a round trip is measured
         self.progress = {p: Progress(last + 1, rto) for p in self.peers}
         self.round = 0
         # §8 / thesis §6.4: a no-op from the new term lets the leader commit,
@@ -328,10 +330,10 @@ class Raft:
 
     def handle_vote_reply(self, src: int, m: RequestVoteReply, now: float) -> None:
         pre = self.role == PRE_CANDIDATE
-        if self.role not in (PRE_CANDIDATE, CANDIDATE) or m.pre != pre or m.term != self.term + pre:
+        if self.role not in (PRE_CANDIDATE, CANDIDATE) or m.pre != pre:
             return
-        self.answered.add(src)
-        if m.granted:
+        self.answered.add(src)  # granted or not: stop asking this voter
+        if m.granted and m.term == self.term + pre:
             self.votes.add(src)
             if len(self.votes) >= self.quorum:
                 self._won(now)
@@ -367,15 +369,14 @@ class Raft:
                                        (), self.commit, self.round))
 
     def retransmit(self, peer: int, pr: Progress, now: float) -> None:
-        """The oldest unacknowledged append timed out: resend the probe, or
-        everything after ``match`` (go-back-N), and back off."""
-        pr.inflight.clear()
+        """The oldest unacknowledged append timed out: back off, and probe from
+        ``match + 1`` (go-back-N) with one message until the follower answers —
+        a dead follower costs one probe per RTO, not a window of them."""
         pr.rto = min(2 * pr.rto, self.config.max_rto)
         if not pr.probing:
+            pr.probing = True
             pr.next = pr.match + 1
         self.send_append(peer, pr, now)
-        if not pr.probing:
-            self.maybe_send_append(peer, pr, now)
 
     def maybe_send_append(self, peer: int, pr: Progress, now: float) -> None:
         """Pipeline new entries to a follower in replicate mode, within the window."""
@@ -441,7 +442,9 @@ class Raft:
         if m.round > pr.round:
             pr.round = m.round
         if m.success:
-            if pr.inflight and pr.inflight[0][0] <= m.index:
+            if pr.inflight and pr.inflight[0][0] <= m.index and not pr.probing:
+                # Karn: no samples while probing, where the reply may answer an
+                # earlier copy of what was resent.
                 self._sample_rtt(pr, now - pr.inflight[0][1])
                 while pr.inflight and pr.inflight[0][0] <= m.index:
                     pr.inflight.popleft()
@@ -492,8 +495,11 @@ class Raft:
         return True
 
     def check_quorum(self, now: float) -> None:
-        """Thesis §6.2: a leader that has not heard from a majority within a
-        while steps down, so clients stuck with it in a minority move on."""
+        """Thesis §6.2: a leader that has not heard from a majority steps down,
+        so clients stuck with it in a minority move on. The thesis checks every
+        election timeout; we allow two (``quorum_deadline``) so that heavy loss
+        (50% each way leaves 1 heartbeat in 4 answered) does not depose a
+        healthy leader. Safety does not depend on it: reads use ReadIndex."""
         active = 1 + sum(pr.active for pr in self.progress.values())
         if active < self.quorum:
             self.become_follower(self.term, None, now)

@@ -618,8 +618,8 @@ class _Router:
         links = {}
         for src, row in self.rows.items():
             for dst, counters in row.items():
-                links[(src, dst)] = dict(zip(_COUNTER_NAMES, counters))
-                for name, value in zip(_COUNTER_NAMES, counters):
+                links[(src, dst)] = dict(zip(_COUNTER_NAMES, counters, strict=True))
+                for name, value in zip(_COUNTER_NAMES, counters, strict=True):
                     total[name] += value
         total.update(
             malformed=self.malformed,
@@ -801,7 +801,8 @@ def start_router(
     process.start()
     child_end.close()
     handle = RouterHandle(process, parent_end, address)
-    os.register_at_fork(after_in_child=lambda ref=weakref.ref(handle): _close_in_child(ref))
+    ref = weakref.ref(handle)
+    os.register_at_fork(after_in_child=lambda: _close_in_child(ref))
     try:
         if not parent_end.poll(timeout):
             raise TimeoutError(f"router did not listen on {address} within {timeout} s")

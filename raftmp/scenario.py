@@ -292,7 +292,7 @@ def tier(value: float, thresholds: tuple[float, float, float]) -> str:
     """CS3700's grade of one benchmark: <= bonus, <= passed, <= partial, else failed."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "failed"
-    for name, limit in zip(TIERS, thresholds):
+    for name, limit in zip(TIERS[:3], thresholds, strict=True):
         if value <= limit:
             return name
     return "failed"

@@ -13,12 +13,12 @@ import random
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .messages import INVALID, OK, REDIRECT, RETRY, ClientReply, ClientRequest, Command
+from .messages import INVALID, OK, REDIRECT, ClientReply, ClientRequest, Command
 
 # Outcomes of a finished operation (also the ``outcome`` field of a history line).
 DONE = "ok"            # completed with a result
 UNKNOWN = "unknown"    # gave up after it may have been applied
-FAILED = "fail"        # gave up, and it was certainly not applied (or it was invalid)
+FAILED = "fail"        # certainly not applied: invalid, or a read nobody answered
 
 
 @dataclass
@@ -35,7 +35,6 @@ class Pending:
     target: int
     deadline: float                 # of the current attempt, or of the backoff
     sent: bool = False              # False while backing off
-    maybe_applied: bool = False     # some attempt may have reached a leader
 
 
 @dataclass
@@ -75,7 +74,7 @@ class ClientSession:
         """Start an operation; its seq. (Validate before calling: see kv.check_command.)"""
         seq = self.next_seq
         self.next_seq += 1
-        cmd = Command(self.client_id, seq, self._acked(), op, key, value, expected)
+        cmd = Command(self.client_id, seq, seq, op, key, value, expected)  # acked: set by _send
         target = self.leader if self.leader is not None else self.rng.choice(self.nodes)
         p = self.pending[seq] = Pending(cmd, now, target, now)
         heapq.heappush(self.timers, (now + self.timing.op_timeout, seq))
@@ -103,8 +102,6 @@ class ClientSession:
         else:
             # REDIRECT without a leader (an election is on), or RETRY (the leader
             # lost its term after accepting the request, so it may yet commit).
-            if reply.status == RETRY:
-                p.maybe_applied = True
             self.leader = reply.leader if reply.leader != src else None
             self._back_off(p, now)
 
@@ -116,14 +113,15 @@ class ClientSession:
             if p is None:
                 continue
             if now >= p.invoke + op_timeout:
-                if p.command.op != "get" and (p.maybe_applied or p.sent):
+                # Every write was sent at least once, and a copy may still be in
+                # the network (delayed, duplicated): its outcome is unknown.
+                if p.command.op != "get":
                     self._finish(seq, UNKNOWN, "timed out: the operation may or may not have "
                                  "been applied", now)
                 else:
                     self._finish(seq, FAILED, "no leader answered", now)
             elif t == p.deadline:
                 if p.sent:  # no answer: the node may be dead or cut off; ask the next one
-                    p.maybe_applied = True
                     if self.leader == p.target:
                         self.leader = None
                     p.target = self._next_node(p.target)

@@ -103,7 +103,8 @@ class Simulation:
         self.result = SimResult(seed)
         # Safety bookkeeping (what every node must agree on).
         self.leader_of: dict[int, int] = {}                       # term -> leader
-        self.entry_at: dict[tuple[int, int], tuple[Any, int]] = {}  # (index, term) -> (cmd, prev term)
+        # (index, term) -> (command, term of the entry before)
+        self.entry_at: dict[tuple[int, int], tuple[Any, int]] = {}
         self.applied_at: dict[int, tuple[int, Any]] = {}           # index -> (term, cmd)
         self.heal_time = 0.0 if self.healed else cfg.fault_period
 
@@ -130,7 +131,7 @@ class Simulation:
                 raise Violation("operations still pending long after the faults healed "
                                 f"({sum(len(c.pending) for c in self.clients.values())} left)")
             t_net = self.net[0][0] if self.net else float("inf")
-            t_node = min(n.next_deadline() for n in self.nodes.values()) if self.nodes else float("inf")
+            t_node = min((n.next_deadline() for n in self.nodes.values()), default=float("inf"))
             t_client = min(c.next_deadline() for c in self.clients.values())
             t_heal = self.heal_time if not self.healed else float("inf")
             self.now = max(self.now, min(t_net, t_node, t_client, self.next_fault, t_heal,
@@ -160,7 +161,8 @@ class Simulation:
         if self.submitted >= self.cfg.ops:
             return False
         # Spread roughly 70% of the operations over the fault period, the rest after.
-        if not self.healed and self.submitted >= 0.7 * self.cfg.ops * self.now / self.cfg.fault_period:
+        quota = 0.7 * self.cfg.ops * self.now / self.cfg.fault_period
+        if not self.healed and self.submitted >= quota:
             return False
         return any(len(c.pending) < self.cfg.in_flight for c in self.clients.values())
 
@@ -314,8 +316,9 @@ class Simulation:
         """Log matching (§5.3): an (index, term) pair names one command and one
         predecessor term everywhere, so equal pairs mean equal prefixes."""
         for e in entries:
-            seen = self.entry_at.setdefault((e.index, e.term), (e.command, raft.log.term(e.index - 1)))
-            if seen != (e.command, raft.log.term(e.index - 1)):
+            here = (e.command, raft.log.term(e.index - 1))
+            seen = self.entry_at.setdefault((e.index, e.term), here)
+            if seen != here:
                 raise Violation(f"log matching: node {i} has {e} after term "
                                 f"{raft.log.term(e.index - 1)}, another node {seen}")
 
@@ -335,7 +338,7 @@ class Simulation:
         if leader == i and getattr(raft, "_sim_checked_term", None) != raft.term:
             raft._sim_checked_term = raft.term
             self.result.elections += 1
-            for index, (term, cmd) in self.applied_at.items():
+            for index, (term, _) in self.applied_at.items():
                 if raft.log.term(index) != term:
                     raise Violation(f"leader completeness: leader {i} of term {raft.term} "
                                     f"lacks committed entry {index} (term {term})")

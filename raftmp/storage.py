@@ -104,9 +104,10 @@ class FileStorage:
     ``log``
         Records ``length:uint32 | crc32(body):uint32 | body``, one per ``save``
         that had entries; ``body`` is one or more pickles, back to back, of
-        sequences of ``Entry`` that together are contiguous. A record whose first index is <= the last stored
-        index replaces the stored suffix from that index on (§5.3), so replay
-        is ``MemoryStorage.save`` applied to each record in order. A torn or
+        sequences of ``Entry`` that together are contiguous. A record whose
+        first index is <= the last stored index replaces the stored suffix
+        from that index on (§5.3), so replay is ``MemoryStorage.save``
+        applied to each record in order. A torn or
         corrupt record (short header, short body, CRC mismatch, unpicklable
         body) ends the log: the file is truncated there, with a warning.
     ``state``
@@ -224,7 +225,10 @@ class FileStorage:
             f"entries start at {first}, the stored log ends at {len(self.entries)}"
         )
         assert entries[-1].index == first + len(entries) - 1, "entries not contiguous"
-        body = b"".join(pickled) if pickled else pickle.dumps(tuple(entries), pickle.HIGHEST_PROTOCOL)
+        if pickled:
+            body = b"".join(pickled)
+        else:
+            body = pickle.dumps(tuple(entries), pickle.HIGHEST_PROTOCOL)
         record = _frame(body)
         self._write_all(self._log_fd, record)
         if self.sync:

@@ -31,7 +31,7 @@ import threading
 import time
 from collections import defaultdict
 from multiprocessing.connection import Client as connect
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any, Optional
 
 from . import wire
@@ -77,6 +77,8 @@ class Worker:
         self.node = Node(node_id, nodes, self.storage.load(), random.Random(seed),
                          time.monotonic(), config, limits)
         self.link, _ = connect_router(address, node_id)
+        self.poller = wire.Poller(self.link, ctl)
+        self.link_only = wire.Poller(self.link)
         self.bad_packets = 0
         self.running = True
         self.pickles: dict[tuple[int, int, int], bytes] = {}   # (first, last, last term) -> pickle
@@ -86,7 +88,7 @@ class Worker:
         node, link = self.node, self.link
         while self.running:
             timeout = max(0.0, node.next_deadline() - time.monotonic())
-            for conn in wait([link, self.ctl], timeout):
+            for conn in self.poller.wait(timeout):
                 if conn is link:
                     self.drain()
                 else:
@@ -103,7 +105,7 @@ class Worker:
                 self.send(rd.messages)
 
     def drain(self) -> None:
-        node, link = self.node, self.link
+        link = self.link
         now = time.monotonic()
         for _ in range(MAX_PACKETS_PER_TURN):
             try:
@@ -119,7 +121,7 @@ class Worker:
             else:
                 for m in messages:
                     self.step(src, m, now)
-            if not link.poll(0):
+            if not self.link_only.wait(0):
                 return
 
     def step(self, src: int, m: Any, now: float) -> None:
@@ -144,8 +146,10 @@ class Worker:
 
     def unpickle_entries(self, blob: bytes) -> tuple:
         entries = pickle.loads(blob)
-        if type(entries) is not tuple or not entries or type(entries[0]) is not Entry:
-            raise ValueError("AppendEntries entries are not a tuple of Entry")
+        if (type(entries) is not tuple or not entries
+                or not all(type(e) is Entry for e in entries)
+                or entries[-1].index - entries[0].index != len(entries) - 1):
+            raise ValueError("AppendEntries entries are not a run of Entry")
         self.received.append((entries, blob))
         return entries
 
@@ -181,12 +185,11 @@ class Worker:
             if type(m) is AppendEntries and m.entries:
                 m = m._replace(entries=self.pickle_batch(m.entries))
             by_dst[dst].append(m)
-        for dst, batch in by_dst.items():
-            try:
-                self.link.send_bytes(wire.encode(self.id, dst, batch))
-            except (BrokenPipeError, ConnectionResetError):
-                self.running = False
-                return
+        try:
+            wire.send_packets(self.link, [wire.encode(self.id, dst, batch)
+                                          for dst, batch in by_dst.items()])
+        except (BrokenPipeError, ConnectionResetError):
+            self.running = False
 
     def control(self) -> None:
         try:

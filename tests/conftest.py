@@ -135,7 +135,7 @@ def assert_readable(client, expected: dict, seed: int, concurrency: int = 32) ->
     """Read every key back (linearizable gets); each must have its acknowledged value."""
     keys = list(expected)
     outs = run_ops(client, [("get", k) for k in keys], concurrency)
-    wrong = [(k, expected[k], o.outcome, o.result) for k, o in zip(keys, outs)
+    wrong = [(k, expected[k], o.outcome, o.result) for k, o in zip(keys, outs, strict=True)
              if o.outcome != DONE or o.result != expected[k]]
     assert not wrong, f"seed {seed}: {len(wrong)} of {len(keys)} acknowledged writes not " \
         f"read back, e.g. (key, wanted, outcome, got) {wrong[:5]}"

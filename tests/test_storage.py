@@ -294,7 +294,9 @@ def test_one_fsync_per_save(tmp_path, monkeypatch):
     s = FileStorage(tmp_path)
     calls = []
     for name in ("fsync", "fdatasync"):
-        def counted(fd, real=getattr(os, name), name=name):
+        real = getattr(os, name)
+
+        def counted(fd, real=real, name=name):
             calls.append(name)
             real(fd)
 

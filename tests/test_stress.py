@@ -267,7 +267,7 @@ def test_checker_catches_stale_leader_reads_in_a_real_cluster(monkeypatch):
             writer = cluster.client()
             reader = cluster.client()
 
-            def do(client, op, key, value=None):
+            def do(client, op, key, value=None, outcomes=outcomes):
                 seq = client.submit(op, key, value)
                 while True:
                     for o in client.poll(1.0):
