@@ -36,6 +36,7 @@ class Client:
                  seed: Optional[int] = None) -> None:
         self.link, self.endpoint = connect_router(address, wire.ANY)
         self.poller = wire.Poller(self.link)
+        self.reader = wire.Reader(self.link)
         client_id = int.from_bytes(os.urandom(8), "big") >> 1   # unique across runs and restarts
         rng = random.Random(seed if seed is not None else client_id)
         self.session = ClientSession(client_id, nodes, rng, timing)
@@ -129,12 +130,12 @@ class Client:
 
     def _drain(self) -> None:
         now = time.monotonic()
-        while True:
-            try:
-                packet = self.link.recv_bytes()
-            except (EOFError, OSError):
-                self.closed = True
-                raise Unavailable("the router is gone (cluster stopped?)") from None
+        try:
+            packets = self.reader.read()
+        except (EOFError, OSError):
+            self.closed = True
+            raise Unavailable("the router is gone (cluster stopped?)") from None
+        for packet in packets:
             try:
                 src, _, messages = wire.decode(packet)
             except ValueError:
@@ -142,8 +143,6 @@ class Client:
             for m in messages:
                 if type(m) is ClientReply:
                     self.session.step(src, m, now)
-            if not self.poller.wait(0):
-                return
 
     def _flush(self) -> None:
         by_dst: dict[int, list] = defaultdict(list)

@@ -102,7 +102,8 @@ class Node:
             src, cmd, _ = self.reads.pop(ctx)
             self._reply(src, cmd, OK, self.kv.get(cmd.key))
         raft = self.raft
-        if self.serving_term not in (None, raft.term) or raft.role != LEADER:
+        serving = self.serving_term
+        if serving is not None and (raft.role != LEADER or raft.term != serving):
             self._stop_serving(now)
         rd.messages.extend(self.replies)
         self.replies = []

@@ -62,6 +62,36 @@ def send_packets(link: Connection, packets: list[bytes]) -> None:
         view = view[os.write(fd, view):]
 
 
+class Reader:
+    """Reads every whole frame that has arrived on a connection, with one
+    system call (``Connection.recv_bytes`` costs two per frame). Call ``read``
+    only when the connection is readable: it blocks otherwise."""
+
+    def __init__(self, link: Connection) -> None:
+        self._fd = link.fileno()
+        self._buf = bytearray()
+
+    def read(self) -> list[bytes]:
+        """The frames that arrived; raises EOFError when the other end closed."""
+        data = os.read(self._fd, 1 << 16)  # more waits for the next turn (and stays below
+        # malloc's mmap threshold: a 1 MiB read buffer costs 15 us to allocate)
+        if not data:
+            raise EOFError("the link is closed")
+        buf = self._buf
+        buf += data
+        frames, pos, end = [], 0, len(buf)
+        while end - pos >= 4:
+            size = _LENGTH.unpack_from(buf, pos)[0]
+            if size < 0:  # Connection's "-1 then 8-byte length" form: never sent to us
+                raise EOFError(f"unsupported frame length {size}")
+            if end - pos - 4 < size:
+                break
+            frames.append(bytes(buf[pos + 4:pos + 4 + size]))
+            pos += 4 + size
+        del buf[:pos]
+        return frames
+
+
 class Poller:
     """A reusable readiness check on connections (``connection.wait`` builds a
     new selector on every call; an event loop calls it every turn)."""

@@ -3,14 +3,15 @@
     loop:
         wait on the router link (and the launcher's control pipe) until the
             core's next deadline
-        drain every packet that is ready; node.step(...) for each message
+        drain every packet that has arrived (one read); node.step(...) for each message
         node.tick(now)
         rd = node.ready(now)
-        storage.save(rd.hard_state, rd.entries)     # one fsync, before any send
-        send one packet per destination with every message for it
+        storage.save(rd.hard_state, rd.entries)     # durable before any send (but a
+        send one packet per destination             #   leader's AppendEntries, §10.2.1)
 
 No threads (``threading.active_count() == 1`` always): the links are plain
-``multiprocessing`` connections read with ``connection.wait``.
+``multiprocessing`` connections, polled (``wire.Poller``) and read a whole
+turn's worth at a time (``wire.Reader``).
 
 Entries are pickled once: on the wire an AppendEntries carries its entries as
 one pickle (``bytes``), cached by range, so a leader pickles a batch once for
@@ -38,12 +39,11 @@ from . import wire
 from .kv import Limits
 from .messages import RAFT_MESSAGES, AppendEntries, ClientRequest, Entry
 from .node import Node
-from .raft import Config
+from .raft import LEADER, Config
 from .storage import FileStorage
 
 log = logging.getLogger("raftmp.worker")
 
-MAX_PACKETS_PER_TURN = 512  # drain at most this many before ticking: timers stay on time
 PICKLE_CACHE = 64           # pickled entry batches kept for reuse
 _PR_SET_PDEATHSIG = 1
 
@@ -78,7 +78,7 @@ class Worker:
                          time.monotonic(), config, limits)
         self.link, _ = connect_router(address, node_id)
         self.poller = wire.Poller(self.link, ctl)
-        self.link_only = wire.Poller(self.link)
+        self.reader = wire.Reader(self.link)
         self.bad_packets = 0
         self.running = True
         self.pickles: dict[tuple[int, int, int], bytes] = {}   # (first, last, last term) -> pickle
@@ -96,24 +96,32 @@ class Worker:
             now = time.monotonic()
             node.tick(now)
             rd = node.ready(now)
+            messages = rd.messages
+            if rd.entries and rd.hard_state is None and node.raft.role == LEADER:
+                # Thesis §10.2.1: a leader may write its log while it replicates
+                # it. It counts itself toward a commit only when acknowledgements
+                # come back, in a later turn, after this one's save.
+                # (Only to peers that get nothing else: one packet per peer per turn.)
+                later = {dst for dst, m in messages if type(m) is not AppendEntries}
+                self.send([x for x in messages if x[0] not in later])
+                messages = [x for x in messages if x[0] in later]
             if rd.entries:
                 self.storage.save(rd.hard_state, rd.entries, self.pickled(rd.entries))
             elif rd.hard_state is not None:
                 self.storage.save(rd.hard_state, ())
             self.received.clear()
-            if rd.messages:
-                self.send(rd.messages)
+            if messages:
+                self.send(messages)
 
     def drain(self) -> None:
-        link = self.link
         now = time.monotonic()
-        for _ in range(MAX_PACKETS_PER_TURN):
-            try:
-                packet = link.recv_bytes()
-            except EOFError:
-                log.info("node %d: router gone, exiting", self.id)
-                self.running = False
-                return
+        try:
+            packets = self.reader.read()
+        except (EOFError, OSError):
+            log.info("node %d: router gone, exiting", self.id)
+            self.running = False
+            return
+        for packet in packets:
             try:
                 src, _, messages = wire.decode(packet)
             except ValueError as exc:
@@ -121,8 +129,6 @@ class Worker:
             else:
                 for m in messages:
                     self.step(src, m, now)
-            if not self.link_only.wait(0):
-                return
 
     def step(self, src: int, m: Any, now: float) -> None:
         t = type(m)
