@@ -159,7 +159,8 @@ def main() -> int:
                    help="comma-separated drop rates (default 0,0.1,0.2,0.3,0.4,0.5)")
     p.add_argument("--nodes", type=int, default=5)
     p.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
-    p.add_argument("--concurrency", type=int, default=16, help="ops in flight per client")
+    p.add_argument("--concurrency", type=int, default=200,
+                   help="ops in flight per client (default 200)")
     p.add_argument("--keys", type=int, default=1000)
     p.add_argument("--value-size", type=int, default=16)
     p.add_argument("--reads", type=float, default=0.5, help="fraction of gets (default 0.5)")

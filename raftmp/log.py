@@ -32,10 +32,12 @@ def approx_size(command: Any) -> int:
 
 class RaftLog:
     def __init__(self, entries: Iterable[Entry] = ()) -> None:
-        self.entries: list[Entry] = []
+        self.entries: list[Entry] = list(entries)
         self.ends: list[int] = []
-        for e in entries:
-            self.append(e)
+        # Storage hands over a contiguous log (it checks on load); a restart of a
+        # long log should not pay a Python-level check per entry.
+        assert not self.entries or (self.entries[0].index == 1
+                                    and self.entries[-1].index == len(self.entries))
 
     @property
     def last_index(self) -> int:

@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 from .messages import INVALID, OK, REDIRECT, ClientReply, ClientRequest, Command
 
+INF = float("inf")
+
 # Outcomes of a finished operation (also the ``outcome`` field of a history line).
 DONE = "ok"            # completed with a result
 UNKNOWN = "unknown"    # gave up after it may have been applied
@@ -23,7 +25,9 @@ FAILED = "fail"        # certainly not applied: invalid, or a read nobody answer
 
 @dataclass
 class Timing:
-    attempt_timeout: float = 0.25   # no answer from a node within this: ask the next one
+    # No answer from a node within this (or 3 x the smoothed answer time, if
+    # longer: a deep queue is not a dead leader): ask the next one.
+    attempt_timeout: float = 0.25
     backoff: float = 0.02           # pause before retrying when no leader is known
     op_timeout: float = 5.0         # give up on an operation after this long
 
@@ -35,6 +39,7 @@ class Pending:
     target: int
     deadline: float                 # of the current attempt, or of the backoff
     sent: bool = False              # False while backing off
+    sent_at: float = 0.0            # when the current attempt left
 
 
 @dataclass
@@ -67,6 +72,8 @@ class ClientSession:
         self.outbox: list[tuple[int, ClientRequest]] = []
         self.finished: list[Outcome] = []
         self.duplicates = 0
+        self.srtt = 0.0   # smoothed time from sending an attempt to its result
+        self.heard: dict[int, float] = {}   # node -> when it last answered anything
         self.timers: list[tuple[float, int]] = []   # (time, seq), stale ones skipped (a heap)
 
     def submit(self, op: str, key: str, value: Optional[str], expected: Optional[str],
@@ -75,13 +82,16 @@ class ClientSession:
         seq = self.next_seq
         self.next_seq += 1
         cmd = Command(self.client_id, seq, seq, op, key, value, expected)  # acked: set by _send
-        target = self.leader if self.leader is not None else self.rng.choice(self.nodes)
+        if self.leader is None:  # guess once, so a burst does not scatter over every node
+            self.leader = self.rng.choice(self.nodes)
+        target = self.leader
         p = self.pending[seq] = Pending(cmd, now, target, now)
         heapq.heappush(self.timers, (now + self.timing.op_timeout, seq))
         self._send(p, now)
         return seq
 
     def step(self, src: int, reply: ClientReply, now: float) -> None:
+        self.heard[src] = now
         p = self.pending.get(reply.seq)
         if p is None or reply.client_id != self.client_id:
             if reply.client_id == self.client_id and reply.seq < self.next_seq:
@@ -89,6 +99,9 @@ class ClientSession:
             return
         if reply.status == OK:
             # A result is final whichever attempt it answers.
+            if p.sent:
+                sample = now - p.sent_at
+                self.srtt = sample if self.srtt == 0 else 0.875 * self.srtt + 0.125 * sample
             self.leader = src
             self._finish(reply.seq, DONE, reply.result, now)
         elif src != p.target or not p.sent:
@@ -121,6 +134,18 @@ class ClientSession:
                 else:
                     self._finish(seq, FAILED, "no leader answered", now)
             elif t == p.deadline:
+                patience = self._patience()
+                if p.sent and now < p.sent_at + patience:
+                    # Answers got slower since this attempt left (a deep queue,
+                    # not a dead node): wait by the current estimate.
+                    self._set_deadline(p, p.sent_at + patience)
+                    continue
+                if p.sent and now - self.heard.get(p.target, -INF) < patience:
+                    # The node answers others: it is alive and busy. Ask it again
+                    # (this request or its answer may have been lost) rather than
+                    # send a deep queue's worth of requests around the cluster.
+                    self._send(p, now)
+                    continue
                 if p.sent:  # no answer: the node may be dead or cut off; ask the next one
                     if self.leader == p.target:
                         self.leader = None
@@ -155,8 +180,12 @@ class ClientSession:
         cmd = p.command._replace(acked=self._acked())
         p.command = cmd
         p.sent = True
-        self._set_deadline(p, now + self.timing.attempt_timeout)
+        p.sent_at = now
+        self._set_deadline(p, now + self._patience())
         self.outbox.append((p.target, ClientRequest(cmd)))
+
+    def _patience(self) -> float:
+        return max(self.timing.attempt_timeout, 3 * self.srtt)
 
     def _set_deadline(self, p: Pending, t: float) -> None:
         p.deadline = t

@@ -89,7 +89,8 @@ class Simulation:
         self.storage = {i: MemoryStorage() for i in self.ids}
         self.incarnation = defaultdict(int)
         self.nodes: dict[int, Node] = {i: self._boot(i) for i in self.ids}
-        self.timing = Timing(attempt_timeout=0.25, backoff=0.02, op_timeout=10.0)
+        # Generous: at 50% loss a read may need many tries (liveness, not speed, is checked).
+        self.timing = Timing(attempt_timeout=0.25, backoff=0.02, op_timeout=30.0)
         self.clients = {CLIENT_BASE + c: ClientSession(CLIENT_BASE + c, self.ids,
                                                        random.Random(self.rng.random()),
                                                        self.timing)
@@ -123,7 +124,7 @@ class Simulation:
 
     def _loop(self) -> None:
         cfg = self.cfg
-        limit = cfg.fault_period + 60.0
+        limit = cfg.fault_period + 120.0
         while True:
             if self.submitted >= cfg.ops and all(not c.pending for c in self.clients.values()):
                 return
@@ -418,8 +419,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     seeds = [a.seed] if a.seed is not None else list(range(a.first_seed, a.first_seed + a.seeds))
     print(f"raftmp sim: {len(seeds)} seeds from {seeds[0]}, nodes={a.nodes} drop={a.drop} "
           f"faults={','.join(faults) or 'none'} ops={a.ops}", flush=True)
+    start = time.monotonic()
     results = run_many(seeds, cfg, a.jobs, progress=sys.stderr.isatty())
     print_table(results, cfg)
+    print(f"{len(results)} seeds in {time.monotonic() - start:.1f} s on {a.jobs} processes")
     bad = [r for r in results if r.violations]
     for r in bad[:5]:
         print(f"\nseed {r.seed} violated: {r.violations[0]}")
