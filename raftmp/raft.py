@@ -486,13 +486,16 @@ class Raft:
         n = matches[self.quorum - 1]
         if n <= self.commit or self.log.term(n) != self.term:
             return False
+        self._commit_to(n)
+        return True
+
+    def _commit_to(self, n: int) -> None:
         self.commit = n
         if self.reads_waiting_commit:
             for ctx in self.reads_waiting_commit:
                 self.reads.append((ctx, self.round + 1))
             self.reads_waiting_commit = []
             self.read_bcast = True
-        return True
 
     def check_quorum(self, now: float) -> None:
         """Thesis §6.2: a leader that has not heard from a majority steps down,

@@ -98,12 +98,7 @@ def broken_maybe_commit(self) -> bool:
     n = matches[self.quorum - 1]
     if n <= self.commit:
         return False
-    self.commit = n
-    if self.reads_waiting_commit:
-        for ctx in self.reads_waiting_commit:
-            self.reads.append((ctx, self.round + 1))
-        self.reads_waiting_commit = []
-        self.read_bcast = True
+    self._commit_to(n)
     return True
 
 
