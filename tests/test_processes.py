@@ -105,8 +105,11 @@ def test_stop_leaves_no_process_and_no_tempdir(seed):
 
 
 LAUNCHER = textwrap.dedent("""
-    import json, sys, time
+    import json, signal, sys, time
     import raftmp
+    # Ctrl-C as in a terminal, even when this test runs as a background job
+    # (whose children start with SIGINT ignored, so Python would keep ignoring it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with raftmp.Cluster(3, seed={seed}) as cluster:
         cluster.client().put("x", "1")
         print(json.dumps({{"pids": cluster.pids, "dir": cluster.runtime_dir}}), flush=True)
