@@ -15,6 +15,7 @@ import time
 from multiprocessing.connection import Client
 
 import pytest
+from conftest import wait_until
 
 from raftmp import wire
 from raftmp.messages import RequestVote
@@ -61,26 +62,12 @@ def header(packet: bytes) -> tuple[int, int, int]:
     return wire.HEADER.unpack_from(packet)
 
 
-def wait_for(predicate, timeout: float = WAIT, what: str = "condition"):
-    """Poll ``predicate`` until it returns a truthy value (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-
-
 def link_stats(router, src: int, dst: int, **expected: int) -> dict:
     """Wait until the counters of (src, dst) include ``expected``; return them."""
     def check():
         row = router.stats()["links"].get((src, dst), {})
         return row if all(row.get(k) == v for k, v in expected.items()) else None
-    return wait_for(check, what=f"link ({src}, {dst}) counters {expected}")
+    return wait_until(check, what=f"link ({src}, {dst}) counters {expected}")
 
 
 @pytest.fixture
@@ -291,7 +278,7 @@ def test_malformed_and_unroutable_are_counted(router, connect, address):
     w0.send(wire.FIRST_CLIENT_ID + 5000, b"never assigned")
     w0.send(1, b"still served")
     assert w1.recv()[wire.HEADER.size:] == b"still served"
-    total = wait_for(lambda: (t := router.stats()["total"])["unroutable"] == 2 and t,
+    total = wait_until(lambda: (t := router.stats()["total"])["unroutable"] == 2 and t,
                      what="unroutable == 2")
     assert total["malformed"] == 2
     assert total["packets"] == 1  # unroutable packets belong to no link
@@ -305,7 +292,7 @@ def test_malformed_and_unroutable_are_counted(router, connect, address):
             bad.recv_bytes()
     finally:
         bad.close()
-    wait_for(lambda: router.stats()["total"]["malformed"] == 3, what="malformed == 3")
+    wait_until(lambda: router.stats()["total"]["malformed"] == 3, what="malformed == 3")
     w1.send(0, b"alive")
     assert w0.recv()[wire.HEADER.size:] == b"alive"
     assert router.stats()["endpoints"] == [0, 1]
@@ -337,7 +324,7 @@ def test_absurd_frame_length_closes_only_that_link(router, connect, address, len
         assert sock.recv(1) == b""  # EOF: the router closed this link
     finally:
         sock.close()
-    wait_for(lambda: router.stats()["endpoints"] == [0], what="link 5 gone")
+    wait_until(lambda: router.stats()["endpoints"] == [0], what="link 5 gone")
     assert router.stats()["total"]["malformed"] == 1
     w1 = connect(1)
     w1.send(0, b"fine")
@@ -374,7 +361,7 @@ def test_eof_drops_link_and_reconnect_works(router, connect):
     w0 = connect(0)
     w1 = connect(1)
     w1.close()
-    wait_for(lambda: router.stats()["endpoints"] == [0], what="link 1 gone")
+    wait_until(lambda: router.stats()["endpoints"] == [0], what="link 1 gone")
     w0.send(1, b"vanishes")
     link_stats(router, 0, 1, packets=1, dropped=1)
     assert router.stats()["total"]["dropped_no_link"] == 1
@@ -404,7 +391,7 @@ def test_faults_invariant_holds(router, connect):
     for _ in range(300):
         w0.send(1, b"p")
     link_stats(router, 0, 1, packets=300)
-    stats = wait_for(lambda: (s := router.stats())["total"]["in_flight"] == 0 and s)
+    stats = wait_until(lambda: (s := router.stats())["total"]["in_flight"] == 0 and s)
     row = stats["links"][(0, 1)]
     assert row["packets"] + row["duplicated"] == row["delivered"] + row["dropped"]
     assert 0 < row["dropped"] < 300 and 0 < row["duplicated"] < 300
