@@ -81,6 +81,7 @@ class Cluster:
         self.starts: dict[int, int] = {i: 0 for i in self.ids}
         self._clients: list[Client] = []
         self._started = False
+        self._asked = 0  # numbers control requests
 
     # --------------------------------------------------------------- lifecycle
 
@@ -117,7 +118,7 @@ class Cluster:
         self._clients = []
         for i in list(self.procs):
             try:
-                self.ctls[i].send("stop")
+                self.ctls[i].send((0, "stop"))
             except OSError:
                 pass
         deadline = time.monotonic() + 3.0
@@ -205,7 +206,7 @@ class Cluster:
         """The node that leads the newest term among live nodes, or None."""
         best = None
         for i in self.alive():
-            s = self.node_status(i)
+            s = self.node_status(i, timeout=0.25)  # a node busy replaying its log can wait
             if s.get("role") == LEADER and (best is None or s["term"] > best[0]):
                 best = (s["term"], i)
         return best[1] if best else None
@@ -251,14 +252,22 @@ class Cluster:
         self.ctls.pop(i).close()
 
     def _ask(self, i: int, request: str, timeout: float) -> Any:
+        """Node ``i``'s answer to ``request``, or None if it is down or busier
+        than ``timeout``. Requests are numbered, so an answer that comes after
+        its asker gave up is skipped, never taken for the next one's."""
         ctl = self.ctls.get(i)
         if ctl is None:
             return None
+        self._asked += 1
+        number, deadline = self._asked, time.monotonic() + timeout
         try:
-            ctl.send(request)
-            if not ctl.poll(timeout):
-                return None
-            reply = ctl.recv()
+            ctl.send((number, request))
+            while True:
+                if not ctl.poll(max(0.0, deadline - time.monotonic())):
+                    return None
+                answered, reply = ctl.recv()
+                if answered == number:
+                    break
         except (OSError, EOFError):
             return None
         if isinstance(reply, BaseException):

@@ -199,7 +199,7 @@ class Worker:
 
     def control(self) -> None:
         try:
-            request = self.ctl.recv()
+            number, request = self.ctl.recv()   # numbered: a late answer is recognised
         except (EOFError, OSError):
             log.info("node %d: launcher gone, exiting", self.id)
             self.running = False
@@ -213,7 +213,7 @@ class Worker:
             reply = dict(self.node.kv.data)
         else:
             reply = ValueError(f"unknown control request {request!r}")
-        self.ctl.send(reply)
+        self.ctl.send((number, reply))
 
     def status(self) -> dict:
         raft, kv = self.node.raft, self.node.kv
