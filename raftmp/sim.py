@@ -333,11 +333,11 @@ class Simulation:
 
     def _check_leader(self, i: int, raft) -> None:
         """Election safety (§5.2) and leader completeness (§5.4)."""
-        leader = self.leader_of.setdefault(raft.term, i)
-        if leader != i:
+        leader = self.leader_of.get(raft.term)
+        if leader is not None and leader != i:
             raise Violation(f"election safety: nodes {leader} and {i} both lead term {raft.term}")
-        if leader == i and getattr(raft, "_sim_checked_term", None) != raft.term:
-            raft._sim_checked_term = raft.term
+        if leader is None:  # a new leader: it must hold everything committed so far
+            self.leader_of[raft.term] = i
             self.result.elections += 1
             for index, (term, _) in self.applied_at.items():
                 if raft.log.term(index) != term:
