@@ -131,7 +131,7 @@ def ask_probe(probe: Any, after: float, old: Optional[int], old_ok_after: Option
 def leader_term(cluster: raftmp.Cluster) -> tuple[Optional[int], int]:
     best: tuple[Optional[int], int] = (None, -1)
     for i in cluster.alive():
-        s = cluster.node_status(i)
+        s = cluster.node_status(i, timeout=0.25)  # a node replaying its log must not stall us
         if s.get("role") == "leader" and s["term"] > best[1]:
             best = (i, s["term"])
     return best
