@@ -64,7 +64,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 import raftmp  # noqa: E402
-from raftmp.session import DONE  # noqa: E402
+from raftmp.core.session import DONE  # noqa: E402
 
 try:
     import pysyncobj

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 import raftmp  # noqa: E402
-from raftmp.session import DONE, UNKNOWN  # noqa: E402
+from raftmp.core.session import DONE, UNKNOWN  # noqa: E402
 from raftmp.workload import Workload  # noqa: E402
 
 OK, UNK, FAIL = 0, 1, 2

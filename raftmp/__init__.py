@@ -9,10 +9,10 @@
 
 from .client import Client
 from .cluster import Cluster
-from .errors import InvalidRequest, RaftmpError, Timeout, Unavailable
-from .kv import Limits
-from .raft import Config
-from .session import Timing
+from .core.errors import InvalidRequest, RaftmpError, Timeout, Unavailable
+from .core.kv import Limits
+from .core.raft import Config
+from .core.session import Timing
 
 __all__ = ["Client", "Cluster", "Config", "InvalidRequest", "Limits", "RaftmpError", "Timeout",
            "Timing", "Unavailable"]

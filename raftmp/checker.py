@@ -433,7 +433,7 @@ def check(ops: Iterable[Op], *, max_states: int = DEFAULT_MAX_STATES,
 
 
 def check_outcomes(outcomes: Iterable[Any], **kwargs: Any) -> CheckResult:
-    """:func:`check` a client's outcomes (``raftmp.session.Outcome``) directly."""
+    """:func:`check` a client's outcomes (``raftmp.core.session.Outcome``) directly."""
     return check([Op(**o.record()) for o in outcomes], **kwargs)
 
 

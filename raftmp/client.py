@@ -15,10 +15,10 @@ from collections import defaultdict
 from typing import IO, Any, Optional, Union
 
 from . import wire
-from .errors import InvalidRequest, Timeout, Unavailable
-from .kv import Limits, check_command
-from .messages import ClientReply, Command
-from .session import DONE, UNKNOWN, ClientSession, Outcome, Timing
+from .core.errors import InvalidRequest, Timeout, Unavailable
+from .core.kv import Limits, check_command
+from .core.messages import ClientReply, Command
+from .core.session import DONE, UNKNOWN, ClientSession, Outcome, Timing
 from .worker import connect_router
 
 _INVALID = "invalid"

@@ -29,11 +29,11 @@ from multiprocessing.connection import Connection
 from typing import Any, Iterable, Optional
 
 from .client import Client
-from .errors import RaftmpError
-from .kv import Limits
-from .raft import LEADER, Config
+from .core.errors import RaftmpError
+from .core.kv import Limits
+from .core.raft import LEADER, Config
 from .router import RouterHandle, start_router
-from .session import Timing
+from .core.session import Timing
 from .worker import worker_main
 
 log = logging.getLogger("raftmp.cluster")

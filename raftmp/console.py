@@ -11,7 +11,7 @@ from typing import Callable, Optional
 from tabulate import tabulate
 
 from .cluster import Cluster
-from .errors import RaftmpError
+from .core.errors import RaftmpError
 
 HELP = """commands:
   put KEY VALUE            get KEY              del KEY

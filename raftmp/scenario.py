@@ -367,7 +367,7 @@ def _count_duplicates(session: Any, by_status: dict[str, int]) -> None:
 
 def _client_loop(client: Any, ops: list[_Op], t0: float, hard_end: float,
                  stop: threading.Event, out: list) -> None:
-    from .errors import Unavailable
+    from .core.errors import Unavailable
 
     i = 0
     try:
@@ -464,7 +464,7 @@ def run_scenario(sc: Scenario, *, seed: Optional[int] = None, time_scale: float 
     ``result["outcomes"]`` (``session.Outcome``; dropped by ``--json``)."""
     from .checker import check, load_history
     from .cluster import Cluster
-    from .session import DONE
+    from .core.session import DONE
 
     if time_scale <= 0:
         raise ValueError("time_scale must be > 0")

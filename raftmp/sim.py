@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .checker import check_outcomes
-from .messages import ClientReply
-from .node import Node
-from .raft import LEADER, Config
-from .session import DONE, ClientSession, Outcome, Timing
+from .core.messages import ClientReply
+from .core.node import Node
+from .core.raft import LEADER, Config
+from .core.session import DONE, ClientSession, Outcome, Timing
 from .storage import MemoryStorage
 
 FAULTS = ("crash", "restart", "partition", "duplicate", "delay")

@@ -28,8 +28,8 @@ import struct
 import zlib
 from typing import Optional, Sequence
 
-from .errors import RaftmpError
-from .messages import Entry
+from .core.errors import RaftmpError
+from .core.messages import Entry
 
 
 class MemoryStorage:

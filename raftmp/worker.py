@@ -36,10 +36,10 @@ from multiprocessing.connection import Connection
 from typing import Any, Optional
 
 from . import wire
-from .kv import Limits
-from .messages import RAFT_MESSAGES, AppendEntries, ClientRequest, Entry
-from .node import Node
-from .raft import LEADER, Config
+from .core.kv import Limits
+from .core.messages import RAFT_MESSAGES, AppendEntries, ClientRequest, Entry
+from .core.node import Node
+from .core.raft import LEADER, Config
 from .storage import FileStorage
 
 log = logging.getLogger("raftmp.worker")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .client import Client
-from .errors import Unavailable
-from .session import DONE, UNKNOWN, Outcome
+from .core.errors import Unavailable
+from .core.session import DONE, UNKNOWN, Outcome
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from raftmp.session import DONE
+from raftmp.core.session import DONE
 
 WAIT = 10.0  # default bound of a wait, seconds
 

@@ -27,9 +27,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from raftmp.log import RaftLog
-from raftmp.messages import Entry
-from raftmp.raft import LEADER, Config, Raft
+from raftmp.core.log import RaftLog
+from raftmp.core.messages import Entry
+from raftmp.core.raft import LEADER, Config, Raft
 from raftmp.storage import MemoryStorage
 
 

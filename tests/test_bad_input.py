@@ -19,7 +19,7 @@ from conftest import WAIT, assert_readable, assert_same_state, put_all, wait_unt
 import raftmp
 from raftmp import wire
 from raftmp.console import Console
-from raftmp.messages import INVALID, AppendEntries, ClientReply, ClientRequest, Command, RequestVote
+from raftmp.core.messages import INVALID, AppendEntries, ClientReply, ClientRequest, Command, RequestVote
 
 
 def raw_link(cluster, requested: int = wire.ANY):

@@ -25,8 +25,8 @@ from conftest import (
 )
 
 import raftmp
-from raftmp.raft import LEADER
-from raftmp.session import DONE
+from raftmp.core.raft import LEADER
+from raftmp.core.session import DONE
 
 
 def leaders_by_term(ss: list[dict]) -> dict[int, list[int]]:

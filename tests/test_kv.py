@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftmp.kv import KVStore, Limits, check_command
-from raftmp.messages import INVALID, OK, Command
+from raftmp.core.kv import KVStore, Limits, check_command
+from raftmp.core.messages import INVALID, OK, Command
 
 
 def cmd(op, key, value=None, expected=None, client=1, seq=1, acked=None):

@@ -19,7 +19,7 @@ from conftest import WAIT, all_pids, gone, proc_state, put_all, run_ops, wait_un
 
 import raftmp
 from raftmp import wire
-from raftmp.session import DONE
+from raftmp.core.session import DONE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

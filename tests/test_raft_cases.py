@@ -8,8 +8,8 @@ import random
 import pytest
 from raftnet import Network, make_log
 
-from raftmp.messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
-from raftmp.raft import FOLLOWER, LEADER, Config
+from raftmp.core.messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
+from raftmp.core.raft import FOLLOWER, LEADER, Config
 
 
 def appends(net: Network, src: int, dst: int) -> list[AppendEntries]:

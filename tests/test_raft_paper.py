@@ -13,8 +13,8 @@ import random
 import pytest
 from raftnet import Network, make_log, terms_of
 
-from raftmp.messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
-from raftmp.raft import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, Config, Raft
+from raftmp.core.messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
+from raftmp.core.raft import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, Config, Raft
 
 
 def msgs_to(net: Network, dst: int, t: type) -> list:

@@ -18,7 +18,7 @@ import pytest
 from conftest import wait_until
 
 from raftmp import wire
-from raftmp.messages import RequestVote
+from raftmp.core.messages import RequestVote
 from raftmp.router import start_router
 
 CTX = multiprocessing.get_context("fork")

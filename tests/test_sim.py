@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from raftmp import raft as raft_module
+from raftmp.core import raft as raft_module
 from raftmp import sim
-from raftmp.log import RaftLog
-from raftmp.messages import AppendEntries
-from raftmp.raft import FOLLOWER, Config, Raft
+from raftmp.core.log import RaftLog
+from raftmp.core.messages import AppendEntries
+from raftmp.core.raft import FOLLOWER, Config, Raft
 from raftmp.sim import SimConfig, Simulation, run_many
 
 JOBS = os.cpu_count() or 1

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftmp.errors import RaftmpError
-from raftmp.messages import Entry
+from raftmp.core.errors import RaftmpError
+from raftmp.core.messages import Entry
 from raftmp.storage import CorruptStorage, FileStorage, MemoryStorage
 
 

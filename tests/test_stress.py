@@ -29,7 +29,7 @@ import pytest
 
 from raftmp import scenario
 from raftmp.checker import check, load_history
-from raftmp.session import DONE, Outcome
+from raftmp.core.session import DONE, Outcome
 
 SETTLE = 15.0   # seconds: bound of every end-of-run wait
 
@@ -215,9 +215,9 @@ def test_shipped_scenario_full_scale(path):
 
 def _serve_stale_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     """A leader answers get from its local state at once: no ReadIndex round."""
-    from raftmp.messages import OK
-    from raftmp.node import Node
-    from raftmp.raft import LEADER
+    from raftmp.core.messages import OK
+    from raftmp.core.node import Node
+    from raftmp.core.raft import LEADER
 
     honest = Node.handle_client
 
@@ -256,7 +256,7 @@ def test_checker_catches_stale_leader_reads_in_a_real_cluster(monkeypatch):
     value while the old leader still believes it leads (until check-quorum
     deposes it), so retry a few times in case that race is lost."""
     from raftmp.cluster import Cluster
-    from raftmp.raft import LEADER, Config
+    from raftmp.core.raft import LEADER, Config
 
     _serve_stale_reads(monkeypatch)   # before the fork: the workers inherit it
     # A slow election timeout keeps the deposed leader in office long enough.

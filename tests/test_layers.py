@@ -1,0 +1,68 @@
+"""The boundary between the pure layers and the processes above them.
+
+``raftmp/core`` must stay pure (see its ``__init__``): it may import only the
+standard library's pure modules and its own siblings. This test reads each
+module's imports from its syntax tree, so it fails on an import hidden inside
+a function too, and on any use of a clock, a sleep, the global ``random`` or
+``os``/``socket`` I/O.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+CORE = pathlib.Path(__file__).resolve().parent.parent / "raftmp" / "core"
+
+# Standard-library modules a pure layer may use.
+ALLOWED = {"__future__", "bisect", "collections", "dataclasses", "enum", "heapq", "itertools",
+           "math", "random", "typing", "zlib", "struct", "json", "pickle"}
+# Names that read a clock, sleep or draw from the process-wide random generator.
+FORBIDDEN_CALLS = {("time", "time"), ("time", "monotonic"), ("time", "sleep"),
+                   ("time", "perf_counter"), ("random", "random"), ("random", "randint"),
+                   ("random", "uniform"), ("random", "choice"), ("random", "shuffle"),
+                   ("random", "getrandbits"), ("random", "seed")}
+
+
+def core_modules() -> list[pathlib.Path]:
+    return sorted(CORE.glob("*.py"))
+
+
+def imports_of(tree: ast.AST) -> list[tuple[str, int]]:
+    """(module, level) of every import in the tree, at any depth."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, 0) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.module or "", node.level))
+    return found
+
+
+@pytest.mark.parametrize("path", core_modules(), ids=lambda p: p.name)
+def test_core_module_is_pure(path: pathlib.Path) -> None:
+    tree = ast.parse(path.read_text(), str(path))
+    for module, level in imports_of(tree):
+        if level == 1:
+            assert (CORE / f"{module.split('.')[0]}.py").exists() or module == "", \
+                f"{path.name} imports .{module}, which is not a core module"
+            continue
+        assert level == 0, f"{path.name} imports from above the core (level {level}): {module}"
+        top = module.split(".")[0]
+        assert top in ALLOWED, f"{path.name} imports {module}: not allowed in the pure core"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            assert (node.value.id, node.attr) not in FORBIDDEN_CALLS, \
+                f"{path.name}:{node.lineno} uses {node.value.id}.{node.attr}"
+        if isinstance(node, ast.Name):
+            assert node.id not in ("open", "print", "input"), \
+                f"{path.name}:{node.lineno} uses {node.id}()"
+
+
+def test_a_forbidden_import_is_caught(tmp_path: pathlib.Path) -> None:
+    """The check above can fail: an I/O import hidden in a function is found."""
+    tree = ast.parse("def f():\n    import socket\n    from ..storage import FileStorage\n")
+    found = imports_of(tree)
+    assert ("socket", 0) in found and ("storage", 2) in found
