@@ -18,7 +18,6 @@ import math
 import multiprocessing
 import os
 import platform
-import random
 import signal
 import sys
 import time
@@ -27,6 +26,8 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable, Optional
 
 from tabulate import tabulate
+
+from raftmp.seeds import pick_seed  # noqa: F401  (every benchmark's seed)
 
 CTX = multiprocessing.get_context("fork")
 _T0 = time.monotonic()
@@ -44,10 +45,6 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a smoke run of a few seconds (overrides sizes and durations)")
     return p
-
-
-def pick_seed(seed: Optional[int]) -> int:
-    return seed if seed is not None else random.SystemRandom().randrange(2**31)
 
 
 def floats(text: str) -> list[float]:

@@ -4,7 +4,7 @@ For each node count (``--nodes``, default 3 and 5) a fresh cluster is started
 (``--drop`` on replica links, default 0) and two helper processes join its
 router:
 
-* an *echo* endpoint (``raftmp.worker.connect_router(address, wire.ANY)``)
+* an *echo* endpoint (``raftmp.wire.connect_router(address)``)
   that decodes every packet it gets and sends the same messages back to
   the sender (``wire.encode``), as a worker would answer;
 * a *client* process holding a ``raftmp.Client`` and its own raw router
@@ -35,12 +35,11 @@ import common  # noqa: E402
 
 import raftmp  # noqa: E402
 from raftmp import wire  # noqa: E402
-from raftmp.worker import connect_router  # noqa: E402
 
 
 def echo_endpoint(conn: Any, address: str) -> None:
     """Send every packet's messages back to its sender until the launcher says stop."""
-    link, me = connect_router(address, wire.ANY)
+    link, me = wire.connect_router(address)
     conn.send(("id", me))
     try:
         while True:
@@ -58,7 +57,7 @@ def echo_endpoint(conn: Any, address: str) -> None:
 def latency_client(conn: Any, address: str, ids: list[int], echo_id: int, ops: int,
                    warmup: int, value_size: int, seed: int) -> dict:
     client = raftmp.Client(address, ids, seed=seed)
-    link, me = connect_router(address, wire.ANY)
+    link, me = wire.connect_router(address)
     rtt: list[float] = []
     put: list[float] = []
     get: list[float] = []

@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Optional
 
+from .seeds import pick_seed
+
 SUBCOMMANDS = ("run", "sim", "scenario", "check")
 
 
@@ -65,7 +67,7 @@ def main_job(argv: list[str]) -> int:
     from .cluster import Cluster
     from .workload import Workload, drive, summarize
 
-    seed = a.seed if a.seed is not None else random.SystemRandom().randrange(2**31)
+    seed = pick_seed(a.seed)
     print(f"raftmp main job: {a.nodes} nodes, drop={a.drop}, {a.duration:g} s, "
           f"concurrency={a.concurrency}, keys={a.keys}, reads={a.reads}, seed={seed}")
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "

@@ -19,7 +19,6 @@ from .core.errors import InvalidRequest, Timeout, Unavailable
 from .core.kv import Limits, check_command
 from .core.messages import ClientReply, Command
 from .core.session import DONE, UNKNOWN, ClientSession, Outcome, Timing
-from .worker import connect_router
 
 _INVALID = "invalid"
 
@@ -34,7 +33,7 @@ class Client:
     def __init__(self, address: str, nodes: list[int], *, timing: Optional[Timing] = None,
                  limits: Optional[Limits] = None, history: Union[str, IO[str], None] = None,
                  seed: Optional[int] = None) -> None:
-        self.link, self.endpoint = connect_router(address, wire.ANY)
+        self.link, self.endpoint = wire.connect_router(address)
         self.poller = wire.Poller(self.link)
         self.reader = wire.Reader(self.link)
         client_id = int.from_bytes(os.urandom(8), "big") >> 1   # unique across runs and restarts

@@ -6,7 +6,7 @@ Process tree::
                             └─ worker 0..N-1 (one Raft replica each)
 
 Each worker has a link to the router and a control pipe to the launcher
-(status, stop). Nothing outlives the launcher: ``stop()`` (also on Ctrl-C via
+(status, stop); ``launcher.py`` holds the launcher's side of every child. Nothing outlives the launcher: ``stop()`` (also on Ctrl-C via
 the ``with`` block, and at interpreter exit) stops and reaps every process;
 if the launcher is killed outright, workers get SIGKILL from the kernel
 (PR_SET_PDEATHSIG) and see EOF, and the router sees EOF on its control pipe
@@ -19,22 +19,24 @@ import atexit
 import logging
 import multiprocessing
 import os
-import random
+import secrets
 import shutil
 import signal
 import tempfile
 import time
 import weakref
-from multiprocessing.connection import Connection
+from dataclasses import asdict
 from typing import Any, Iterable, Optional
 
+from . import wire
 from .client import Client
-from .core.errors import RaftmpError
+from .core.errors import ConfigError, RaftmpError
 from .core.kv import Limits
 from .core.raft import LEADER, Config
-from .router import RouterHandle, start_router
 from .core.session import Timing
-from .worker import worker_main
+from .faults import Faults
+from .launcher import RouterHandle, WorkerHandle, start_router, start_worker
+from .seeds import pick_seed
 
 log = logging.getLogger("raftmp.cluster")
 
@@ -58,13 +60,14 @@ class Cluster:
                  config: Optional[Config] = None, limits: Optional[Limits] = None,
                  timing: Optional[Timing] = None, sync: bool = True,
                  start_timeout: float = 10.0) -> None:
-        if not isinstance(nodes, int) or nodes < 1:
-            raise ValueError("nodes must be a positive int")
+        most = wire.FIRST_CLIENT_ID - 1
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= most:
+            raise ConfigError(f"nodes must be an int in [1, {most}], not {nodes!r}")
         self.n = nodes
         self.ids = list(range(nodes))
-        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
-        self.faults = {"drop": drop, "client_drop": client_drop, "delay": tuple(delay),
-                       "duplicate": duplicate}
+        self.seed = pick_seed(seed)
+        self.faults = Faults(drop, client_drop, delay, duplicate)
+        self.secret = secrets.token_bytes(wire.SECRET_SIZE)  # only our workers speak as replicas
         self.config = config or Config()
         self.limits = limits or Limits()
         self.timing = timing
@@ -76,12 +79,10 @@ class Cluster:
         self.data_dir: Optional[str] = None
         self.address = ""
         self.router: Optional[RouterHandle] = None
-        self.procs: dict[int, Any] = {}
-        self.ctls: dict[int, Connection] = {}
+        self.workers: dict[int, WorkerHandle] = {}   # the running ones
         self.starts: dict[int, int] = {i: 0 for i in self.ids}
         self._clients: list[Client] = []
         self._started = False
-        self._asked = 0  # numbers control requests
 
     # --------------------------------------------------------------- lifecycle
 
@@ -93,15 +94,13 @@ class Cluster:
         self.data_dir = self.user_data_dir or os.path.join(self.runtime_dir, "data")
         os.makedirs(self.data_dir, exist_ok=True)
         self.address = os.path.join(self.runtime_dir, "router.sock")
-        # Close every launcher-side pipe end in each child forked later, or a
-        # worker would hold its siblings' control pipes open past our death.
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _close_in_child(ref))
         atexit.register(_stop_at_exit, ref)
         try:
-            self.router = start_router(self.ctx, self.address, self.seed,
+            self.router = start_router(self.ctx, self.address, self.seed, secret=self.secret,
                                        cleanup_dir=self.runtime_dir)
-            self.router.set_faults(**self.faults)
+            self.router.set_faults(**asdict(self.faults))
             for i in self.ids:
                 self._spawn(i)
             self.wait_for_leader(self.start_timeout)
@@ -116,14 +115,11 @@ class Cluster:
         for c in self._clients:
             c.close()
         self._clients = []
-        for i in list(self.procs):
-            try:
-                self.ctls[i].send((0, "stop"))
-            except OSError:
-                pass
+        for w in self.workers.values():
+            w.request_stop()
         deadline = time.monotonic() + 3.0
-        for i in list(self.procs):
-            self._reap(i, max(0.0, deadline - time.monotonic()))
+        for i in list(self.workers):
+            self.workers.pop(i).reap(max(0.0, deadline - time.monotonic()))
         if self.router is not None:
             self.router.stop()
         if self.runtime_dir is not None:
@@ -149,16 +145,16 @@ class Cluster:
     def kill(self, i: int) -> None:
         """SIGKILL node ``i`` (its data dir stays for ``restart``)."""
         self._check_node(i)
-        p = self.procs.get(i)
-        if p is None:
+        w = self.workers.pop(i, None)
+        if w is None:
             raise RaftmpError(f"node {i} is not running")
-        os.kill(p.pid, signal.SIGKILL)
-        self._reap(i, 5.0)
+        os.kill(w.pid, signal.SIGKILL)
+        w.reap(5.0)
 
     def restart(self, i: int) -> None:
         """Start node ``i`` again from its data dir."""
         self._check_node(i)
-        if i in self.procs:
+        if i in self.workers:
             raise RaftmpError(f"node {i} is running; kill it first")
         self._spawn(i)
 
@@ -179,14 +175,14 @@ class Cluster:
         self._need_started()
         self.router.heal()
 
-    def set_faults(self, **faults: Any) -> dict:
-        """Change drop, client_drop, delay=(lo, hi), duplicate at run time."""
+    def set_faults(self, **changes: Any) -> Faults:
+        """Change drop, client_drop, delay=(lo, hi), duplicate at run time; the new Faults."""
         self._need_started()
-        self.faults = self.router.set_faults(**faults)
+        self.faults = self.router.set_faults(**changes)
         return self.faults
 
     def alive(self) -> list[int]:
-        return sorted(self.procs)
+        return sorted(self.workers)
 
     def node_status(self, i: int, timeout: float = 2.0) -> dict:
         """Role, term, commit, applied, log length, threads... of node ``i``."""
@@ -225,54 +221,19 @@ class Cluster:
     @property
     def pids(self) -> dict[str, Any]:
         return {"router": self.router.pid if self.router else None,
-                "workers": {i: p.pid for i, p in self.procs.items()}}
+                "workers": {i: w.pid for i, w in self.workers.items()}}
 
     # ---------------------------------------------------------------- helpers
 
     def _spawn(self, i: int) -> None:
         self.starts[i] += 1
-        parent_end, child_end = self.ctx.Pipe(duplex=True)
-        p = self.ctx.Process(
-            target=worker_main, name=f"raftmp-node{i}",
-            args=(i, self.ids, self.address, self.data_dir, child_end,
-                  f"{self.seed}/{i}/{self.starts[i]}", self.config, self.limits, self.sync,
-                  os.getpid()))
-        self.ctls[i] = parent_end  # registered first: the at-fork hook closes it in the child
-        p.start()
-        child_end.close()
-        self.procs[i] = p
+        self.workers[i] = start_worker(
+            self.ctx, i, self.ids, self.address, self.secret, self.data_dir,
+            f"{self.seed}/{i}/{self.starts[i]}", self.config, self.limits, self.sync)
 
-    def _reap(self, i: int, timeout: float) -> None:
-        p = self.procs.pop(i)
-        p.join(timeout)
-        if p.is_alive():
-            log.warning("node %d did not stop; killing it", i)
-            p.kill()
-            p.join(5.0)
-        self.ctls.pop(i).close()
-
-    def _ask(self, i: int, request: str, timeout: float) -> Any:
-        """Node ``i``'s answer to ``request``, or None if it is down or busier
-        than ``timeout``. Requests are numbered, so an answer that comes after
-        its asker gave up is skipped, never taken for the next one's."""
-        ctl = self.ctls.get(i)
-        if ctl is None:
-            return None
-        self._asked += 1
-        number, deadline = self._asked, time.monotonic() + timeout
-        try:
-            ctl.send((number, request))
-            while True:
-                if not ctl.poll(max(0.0, deadline - time.monotonic())):
-                    return None
-                answered, reply = ctl.recv()
-                if answered == number:
-                    break
-        except (OSError, EOFError):
-            return None
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
+    def _ask(self, i: int, verb: str, timeout: float) -> Any:
+        w = self.workers.get(i)
+        return None if w is None else w.ask(verb, timeout)
 
     def _check_node(self, i: Any) -> None:
         if not isinstance(i, int) or i not in self.ids:
@@ -284,22 +245,17 @@ class Cluster:
 
 
 def _close_in_child(ref: "weakref.ref[Cluster]") -> None:
+    """At fork: a child forgets the launcher's processes (``launcher.py`` closes
+    their pipes), so it never stops them or removes the launcher's directory."""
     cluster = ref()
-    if cluster is None:
-        return
-    for conn in cluster.ctls.values():
-        try:
-            conn.close()
-        except OSError:
-            pass
-    cluster.ctls = {}
-    cluster.procs = {}
-    cluster._clients = []
-    cluster.router = None
-    cluster.runtime_dir = None  # a child never removes the launcher's directory
+    if cluster is not None:
+        cluster.workers = {}
+        cluster._clients = []
+        cluster.router = None
+        cluster.runtime_dir = None
 
 
 def _stop_at_exit(ref: "weakref.ref[Cluster]") -> None:
     cluster = ref()
-    if cluster is not None and cluster.procs:
+    if cluster is not None and cluster.workers:
         cluster.stop()

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import random
 import shlex
 import sys
+from dataclasses import asdict
 from typing import Callable, Optional
 
 from tabulate import tabulate
 
 from .cluster import Cluster
 from .core.errors import RaftmpError
+from .seeds import pick_seed
 
 HELP = """commands:
   put KEY VALUE            get KEY              del KEY
@@ -114,7 +115,7 @@ class Console:
                 changes[name] = (float(lo), float(hi or lo))
             else:
                 changes[name] = float(value)
-        self.out(str(self.cluster.set_faults(**changes)))
+        self.out(str(asdict(self.cluster.set_faults(**changes))))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -128,7 +129,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--data-dir", default=None,
                    help="keep the nodes' data here (default: a temporary directory)")
     a = p.parse_args(argv)
-    seed = a.seed if a.seed is not None else random.SystemRandom().randrange(2**31)
+    seed = pick_seed(a.seed)
     interactive = sys.stdin.isatty()
     print(f"raftmp: starting {a.nodes} nodes, drop={a.drop}, seed={seed}"
           + (f", data in {a.data_dir}" if a.data_dir else ""), flush=True)

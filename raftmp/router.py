@@ -35,21 +35,27 @@ counts), ``delivered`` (copies handed to ``dst``'s link buffer), ``dropped``
 
     packets + duplicated == delivered + dropped + in flight (delayed)
 
-Totals add ``malformed`` (frames that are not packets, bad hellos, absurd
-lengths), ``unroutable`` (destination that can never exist: negative, or a
+Totals add ``malformed`` (frames that are not packets, bad or refused
+hellos, absurd lengths), ``unroutable`` (destination that can never exist: negative, or a
 client id never assigned; not attributed to any link), and the breakdown of
 ``dropped``: ``dropped_fault``, ``dropped_partition``, ``dropped_no_link``,
 ``overflow``.
 
+Hellos (format in ``wire.py``): ``ANY`` gets a fresh client id; a replica id
+needs the cluster's secret and is refused while a live link holds it (a dead
+endpoint's link is noticed and closed first, so a restarted worker gets its id
+back). Anything else is refused: the link is closed, counted as malformed.
+
 Control protocol
 ----------------
-Over ``control`` (a trusted ``multiprocessing`` Pipe end, pickled tuples).
-Once listening, the router sends one unsolicited ``("ready", pid)`` (or the
-exception that prevented it from listening). Then every request gets exactly
-one reply, a value or an exception object for the caller to raise::
+Over ``control`` (a trusted ``multiprocessing`` Pipe end), the numbered
+protocol of ``launcher.Control``: each request is ``(number, verb, *args)``
+and gets exactly one reply ``(number, value)``, the value being an exception
+object for the caller to raise on error. Once listening, the router sends the
+answer to request 0 unasked: its pid (or the exception that prevented it from
+listening). Verbs::
 
-    ("set_faults", {"drop": p, "client_drop": p, "delay": (lo, hi), "duplicate": p})
-        -> the full fault dict
+    ("set_faults", {"drop": p, ...}) -> the new Faults
     ("partition", [[0, 1], [2, 3, 4]]) -> None      ("cut", src, dst) -> None
     ("heal",) -> None                               ("stats",) -> dict
     ("stop",) -> None, then the router exits
@@ -61,9 +67,9 @@ EOF on ``control`` means the launcher died: the router removes
 from __future__ import annotations
 
 import heapq
+import hmac
 import itertools
 import logging
-import math
 import os
 import random
 import selectors
@@ -72,14 +78,15 @@ import signal
 import socket
 import struct
 import time
-import weakref
 from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
-from raftmp import wire
+from . import wire
+from .core.errors import ConfigError
+from .faults import Cuts, Faults
 
-__all__ = ["run_router", "start_router", "RouterHandle", "MAX_FRAME", "DEFAULT_OUT_CAP"]
+__all__ = ["run_router", "MAX_FRAME", "DEFAULT_OUT_CAP"]
 
 log = logging.getLogger("raftmp.router")
 
@@ -106,64 +113,6 @@ _WRITE = selectors.EVENT_WRITE
 _LISTENER = object()  # selector tags
 _CONTROL = object()
 
-_FAULT_KEYS = ("drop", "client_drop", "delay", "duplicate")
-
-
-def _check_probability(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number in [0, 1], not {value!r}")
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be in [0, 1], not {value!r}")
-    return float(value)
-
-
-def validate_faults(current: dict, changes: dict) -> dict:
-    """``current`` updated with ``changes``; ValueError (nothing changed) if any is invalid."""
-    if not isinstance(changes, dict):
-        raise ValueError(f"faults must be a dict, not {type(changes).__name__}")
-    unknown = set(changes) - set(_FAULT_KEYS)
-    if unknown:
-        raise ValueError(f"unknown fault knob(s) {sorted(unknown)}; known: {list(_FAULT_KEYS)}")
-    new = dict(current)
-    for name in ("drop", "client_drop", "duplicate"):
-        if name in changes:
-            new[name] = _check_probability(name, changes[name])
-    if "delay" in changes:
-        delay = changes["delay"]
-        try:
-            lo, hi = delay
-        except (TypeError, ValueError):
-            raise ValueError(f"delay must be a pair (min, max) of seconds, not {delay!r}") from None
-        for v in (lo, hi):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"delay bounds must be finite numbers, not {delay!r}")
-        if not 0.0 <= lo <= hi:
-            raise ValueError(f"delay must satisfy 0 <= min <= max, not {delay!r}")
-        new["delay"] = (float(lo), float(hi))
-    return new
-
-
-def _validate_groups(groups: Any) -> list[list[int]]:
-    result: list[list[int]] = []
-    seen: set[int] = set()
-    for group in groups:
-        ids = []
-        for eid in group:
-            if isinstance(eid, bool) or not isinstance(eid, int) or eid < 0:
-                raise ValueError(f"partition members must be endpoint ids >= 0, not {eid!r}")
-            if eid in seen:
-                raise ValueError(f"endpoint {eid} is in more than one partition group")
-            seen.add(eid)
-            ids.append(eid)
-        result.append(ids)
-    return result
-
-
-def _validate_endpoint(eid: Any) -> int:
-    if isinstance(eid, bool) or not isinstance(eid, int) or eid < 0:
-        raise ValueError(f"endpoint ids are ints >= 0, not {eid!r}")
-    return eid
-
 
 class _Link:
     """One endpoint's connection. ``eid`` is None until its hello."""
@@ -185,12 +134,13 @@ class _Link:
 
 class _Router:
     def __init__(
-        self, address: str, control: Connection, seed: int, cleanup_dir: Optional[str],
-        out_cap: int,
+        self, address: str, control: Connection, seed: int, secret: bytes,
+        cleanup_dir: Optional[str], out_cap: int,
     ) -> None:
         self.address = address
         self.control = control
         self.seed = seed
+        self.secret = secret
         self.cleanup_dir = cleanup_dir
         self.out_cap = out_cap
         self.rng = random.Random(seed)
@@ -199,17 +149,14 @@ class _Router:
         self.links: dict[int, _Link] = {}  # endpoint id -> its live link
         self.all_links: set[_Link] = set()  # including links still waiting for their hello
         self.rows: dict[int, dict[int, list]] = {}  # src -> dst -> counters (survives reconnects)
-        self.known_clients: set[int] = set()
-        self.next_client = _FIRST_CLIENT
+        self.next_client = _FIRST_CLIENT  # ids below it were handed out
         self.heap: list = []  # (deadline, seq, dst, frame, counters)
         self.seq = itertools.count()
         self.dirty: list[_Link] = []
         self.running = True
         self.orphaned = False  # the control pipe hit EOF: the launcher is gone
-        self.faults = {"drop": 0.0, "client_drop": 0.0, "delay": (0.0, 0.0), "duplicate": 0.0}
-        self.groups: list[list[int]] = []
-        self.group_of: dict[int, int] = {}
-        self.cuts: set[tuple[int, int]] = set()
+        self.faults = Faults()
+        self.cuts = Cuts()
         self.plain = True  # no fault, no delay, no partition, no cut: the fast path
         self.malformed = 0
         self.unroutable = 0
@@ -327,7 +274,8 @@ class _Router:
         link.out_size = 0
         link.inbuf = bytearray()
 
-    def read(self, link: _Link) -> None:
+    def read(self, link: _Link) -> bool:
+        """Read and handle what has arrived; whether anything had (EOF closes the link)."""
         buf = link.inbuf
         size = _RECV_SIZE
         if len(buf) >= 4:  # a big frame is pending: read it in bigger bites
@@ -335,15 +283,16 @@ class _Router:
         try:
             data = link.sock.recv(size)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as exc:
             self.close_link(link, f"recv failed: {exc!r}")
-            return
+            return False
         if not data:
             self.close_link(link, None if link.eid is None else "EOF")
-            return
+            return False
         buf += data
         self.parse(link)
+        return True
 
     def parse(self, link: _Link) -> None:
         """Handle every complete frame in ``link.inbuf``; keep a partial tail."""
@@ -414,7 +363,7 @@ class _Router:
 
     def counters_for(self, link: _Link, dst: int) -> Optional[list]:
         """The counters of (link.eid, dst), or None (counted) if dst can never exist."""
-        if dst < 0 or (dst >= _FIRST_CLIENT and dst not in self.known_clients):
+        if dst < 0 or self.next_client <= dst:
             self.unroutable += 1
             self.complain("endpoint %s sent a packet to unknown endpoint %d", link.eid, dst)
             return None
@@ -425,25 +374,12 @@ class _Router:
     def hello(self, link: _Link, frame: bytes) -> bool:
         """Handle the first frame of a link; False if the link was closed."""
         try:
-            requested = wire.parse_hello(frame)
-            if requested < wire.ANY:
-                raise ValueError(f"hello asks for invalid endpoint id {requested}")
+            eid = self.admit(*wire.parse_hello(frame))
         except ValueError as exc:
             self.malformed += 1
             self.complain("bad hello: %s", exc)
             self.close_link(link, f"bad hello: {exc}")
             return False
-        if requested == wire.ANY:
-            eid = self.next_client
-            self.next_client += 1
-        else:
-            eid = requested
-        if eid >= _FIRST_CLIENT:
-            self.known_clients.add(eid)
-            self.next_client = max(self.next_client, eid + 1)
-        old = self.links.get(eid)
-        if old is not None:
-            self.close_link(old, "replaced by a new hello for the same id")
         link.eid = eid
         link.row = self.rows.setdefault(eid, {})
         self.links[eid] = link
@@ -451,33 +387,44 @@ class _Router:
         self.enqueue_raw(link, _LEN.pack(wire.HELLO_ID.size) + wire.HELLO_ID.pack(eid))
         return True
 
+    def admit(self, requested: int, secret: bytes) -> int:
+        """The endpoint id a hello gets; ValueError if it is refused (see Hellos)."""
+        if requested == wire.ANY and not secret:
+            self.next_client += 1
+            return self.next_client - 1
+        if not 0 <= requested < _FIRST_CLIENT:
+            raise ValueError(f"hello asks for endpoint id {requested}: only ANY or a replica id")
+        if not hmac.compare_digest(secret, self.secret):
+            raise ValueError(f"hello for replica {requested} without the cluster's secret")
+        old = self.links.get(requested)
+        while old is not None and not old.closed and self.read(old):
+            pass  # handle what the old link still holds; its EOF closes it
+        if old is not None and not old.closed:
+            raise ValueError(f"hello for replica {requested}, whose link is still open")
+        return requested
+
     # --- routing ------------------------------------------------------------
 
     def route(self, src: int, dst: int, frame: bytes, counters: list) -> None:
         """The slow path: cuts, partitions, loss, duplication, delay."""
-        if (src, dst) in self.cuts or (
-            self.group_of
-            and src in self.group_of
-            and dst in self.group_of
-            and self.group_of[src] != self.group_of[dst]
-        ):
+        if self.cuts.blocks(src, dst):
             counters[_DROPPED] += 1
             self.dropped_partition += 1
             return
         faults = self.faults
         rng = self.rng
         client_link = src >= _FIRST_CLIENT or dst >= _FIRST_CLIENT
-        p = faults["client_drop"] if client_link else faults["drop"]
+        p = faults.client_drop if client_link else faults.drop
         if p and rng.random() < p:
             counters[_DROPPED] += 1
             self.dropped_fault += 1
             return
         copies = 1
-        duplicate = faults["duplicate"]
+        duplicate = faults.duplicate
         if duplicate and rng.random() < duplicate:
             copies = 2
             counters[_DUPLICATED] += 1
-        lo, hi = faults["delay"]
+        lo, hi = faults.delay
         for _ in range(copies):
             delay = lo + (hi - lo) * rng.random() if hi > 0 else 0.0
             if delay > 0:
@@ -561,8 +508,8 @@ class _Router:
         try:
             while True:
                 request = control.recv()
-                reply = self.handle(request)
-                control.send(reply)
+                number = request[0] if isinstance(request, tuple) and request else None
+                control.send((number, self.handle(request[1:] if number is not None else ())))
                 if not self.running or not control.poll():
                     return
         except (EOFError, OSError):
@@ -570,48 +517,32 @@ class _Router:
             self.running = False
             self.orphaned = True
 
-    def handle(self, request: Any) -> Any:
+    def handle(self, request: tuple) -> Any:
         try:
-            if not isinstance(request, tuple) or not request:
-                raise ValueError(f"bad control request {request!r}")
-            verb, args = request[0], request[1:]
+            verb, args = (request[0], request[1:]) if request else (None, ())
             if verb == "set_faults" and len(args) == 1:
-                self.faults = validate_faults(self.faults, args[0])
+                if not isinstance(args[0], dict):
+                    raise ConfigError(f"faults must be a dict, not {type(args[0]).__name__}")
+                self.faults = self.faults.changed(**args[0])
                 self.update_plain()
                 log.info("faults: %s", self.faults)
-                return dict(self.faults)
-            if verb == "partition" and len(args) == 1:
-                groups = _validate_groups(args[0])
-                self.groups = groups
-                self.group_of = {eid: i for i, group in enumerate(groups) for eid in group}
+                return self.faults
+            if verb in ("partition", "cut", "heal"):
+                getattr(self.cuts, verb)(*args)
                 self.update_plain()
-                log.info("partition: %s", groups)
-                return None
-            if verb == "cut" and len(args) == 2:
-                self.cuts.add((_validate_endpoint(args[0]), _validate_endpoint(args[1])))
-                self.update_plain()
-                return None
-            if verb == "heal" and not args:
-                self.groups = []
-                self.group_of = {}
-                self.cuts = set()
-                self.update_plain()
+                log.info("%s%s", verb, args)
                 return None
             if verb == "stats" and not args:
                 return self.stats()
             if verb == "stop" and not args:
                 self.running = False
                 return None
-            raise ValueError(f"bad control request {request!r}")
+            raise ConfigError(f"bad control request {request!r}")
         except Exception as exc:  # the caller re-raises it
             return exc
 
     def update_plain(self) -> None:
-        f = self.faults
-        self.plain = not (
-            f["drop"] or f["client_drop"] or f["duplicate"] or f["delay"][1] > 0
-            or self.group_of or self.cuts
-        )
+        self.plain = not (self.faults.any or self.cuts)
 
     def stats(self) -> dict:
         total = dict.fromkeys(_COUNTER_NAMES, 0)
@@ -632,9 +563,9 @@ class _Router:
         )
         return {
             "seed": self.seed,
-            "faults": dict(self.faults),
-            "partitions": [list(g) for g in self.groups],
-            "cuts": sorted(self.cuts),
+            "faults": self.faults,
+            "partitions": [list(g) for g in self.cuts.groups],
+            "cuts": sorted(self.cuts.one_way),
             "total": total,
             "links": links,
             "endpoints": sorted(self.links),
@@ -645,13 +576,14 @@ def run_router(
     address: str,
     control: Connection,
     seed: int,
+    secret: bytes,
     cleanup_dir: Optional[str] = None,
     *,
     out_cap: int = DEFAULT_OUT_CAP,
 ) -> None:
     """The router process body: listen on ``address`` and serve until stopped.
 
-    Sends ``("ready", pid)`` on ``control`` once listening (or the exception
+    Answers request 0 on ``control`` once listening (its pid, or the exception
     that prevented it), then answers control requests (see the module doc).
     Returns on ``("stop",)`` or when ``control`` hits EOF; on EOF it also
     removes ``cleanup_dir``. Either way it removes its socket file.
@@ -660,20 +592,20 @@ def run_router(
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher handles Ctrl-C and stops us
     except ValueError:  # not the main thread (only in odd test setups)
         pass
-    router = _Router(address, control, seed, cleanup_dir, out_cap)
+    router = _Router(address, control, seed, secret, cleanup_dir, out_cap)
     try:
         router.listen()
     except Exception as exc:
         log.error("router cannot listen on %s: %r", address, exc)
         try:
-            control.send(exc)
+            control.send((0, exc))
         except OSError:
             pass
         router.sel.close()
         return
     log.info("router listening on %s (seed %d)", address, seed)
     try:
-        control.send(("ready", os.getpid()))
+        control.send((0, os.getpid()))
     except OSError:
         router.orphaned = True
         router.running = False
@@ -682,138 +614,3 @@ def run_router(
     finally:
         router.shutdown(router.orphaned)
         log.info("router stopped%s", " (launcher gone)" if router.orphaned else "")
-
-
-# --- launcher side -------------------------------------------------------------
-
-
-def _router_main(
-    address: str, control: Connection, parent_end: Connection, seed: int,
-    cleanup_dir: Optional[str], out_cap: int,
-) -> None:
-    parent_end.close()  # or we would never see EOF when the launcher dies
-    run_router(address, control, seed, cleanup_dir, out_cap=out_cap)
-
-
-def _close_in_child(ref: "weakref.ref[RouterHandle]") -> None:
-    """At fork: a child must not keep the launcher's end of the control pipe open.
-
-    Otherwise a worker forked after the router would hold it, and the router
-    would not see EOF (and clean up) when the launcher dies.
-    """
-    handle = ref()
-    if handle is not None:
-        try:
-            handle._conn.close()
-        except OSError:
-            pass
-
-
-class RouterHandle:
-    """The launcher's side of a running router process."""
-
-    def __init__(self, process: Any, conn: Connection, address: str) -> None:
-        self.process = process
-        self._conn = conn
-        self.address = address
-        self._stopped = False
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self.process.pid
-
-    def _call(self, *request: Any, timeout: float = 10.0) -> Any:
-        if self._stopped:
-            raise RuntimeError("the router is stopped")
-        self._conn.send(request)
-        if not self._conn.poll(timeout):
-            raise TimeoutError(f"router did not answer {request[0]!r} within {timeout} s")
-        reply = self._conn.recv()
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
-
-    def set_faults(self, **faults: Any) -> dict:
-        """Change any of drop, client_drop, delay=(lo, hi), duplicate; returns all of them."""
-        return self._call("set_faults", faults)
-
-    def partition(self, *groups: Any) -> None:
-        """Endpoints listed in different groups cannot reach each other; unlisted reach all."""
-        self._call("partition", [list(g) for g in groups])
-
-    def cut(self, src: int, dst: int) -> None:
-        """Drop every packet from ``src`` to ``dst`` (one way) until ``heal()``."""
-        self._call("cut", src, dst)
-
-    def heal(self) -> None:
-        """Remove every partition and cut (fault probabilities stay)."""
-        self._call("heal")
-
-    def stats(self) -> dict:
-        return self._call("stats")
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the router and reap it (kill it if it does not exit in time). Idempotent."""
-        if self._stopped:
-            return
-        self._stopped = True
-        try:
-            self._conn.send(("stop",))
-            if self._conn.poll(timeout):
-                self._conn.recv()
-        except (OSError, EOFError):
-            pass
-        self.process.join(timeout)
-        if self.process.is_alive():
-            log.warning("router %s did not stop; killing it", self.pid)
-            self.process.kill()
-            self.process.join(timeout)
-        self._conn.close()
-
-    def __enter__(self) -> "RouterHandle":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-
-def start_router(
-    ctx: Any,
-    address: str,
-    seed: int,
-    cleanup_dir: Optional[str] = None,
-    *,
-    out_cap: int = DEFAULT_OUT_CAP,
-    timeout: float = 5.0,
-) -> RouterHandle:
-    """Fork the router process (``ctx = multiprocessing.get_context("fork")``).
-
-    Returns once it listens on ``address``; raises the router's own error if
-    it could not (e.g. the address is taken), or TimeoutError.
-    """
-    parent_end, child_end = ctx.Pipe(duplex=True)
-    process = ctx.Process(
-        target=_router_main,
-        args=(address, child_end, parent_end, seed, cleanup_dir, out_cap),
-        name="raftmp-router",
-        daemon=False,
-    )
-    process.start()
-    child_end.close()
-    handle = RouterHandle(process, parent_end, address)
-    ref = weakref.ref(handle)
-    os.register_at_fork(after_in_child=lambda: _close_in_child(ref))
-    try:
-        if not parent_end.poll(timeout):
-            raise TimeoutError(f"router did not listen on {address} within {timeout} s")
-        ready = parent_end.recv()
-        if isinstance(ready, BaseException):
-            raise ready
-    except EOFError:
-        handle.stop(timeout)
-        raise RuntimeError(
-            f"router exited before listening (exit code {process.exitcode})") from None
-    except BaseException:
-        handle.stop(timeout)  # reaps the process (killing it if needed) and closes the pipe
-        raise
-    return handle

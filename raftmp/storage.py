@@ -28,7 +28,7 @@ import struct
 import zlib
 from typing import Optional, Sequence
 
-from .core.errors import RaftmpError
+from .core.errors import CorruptStorage, RaftmpError
 from .core.messages import Entry
 
 
@@ -68,15 +68,6 @@ _COMPACT_CHUNK = 1024
 def _datasync(fd: int) -> None:
     (os.fdatasync if hasattr(os, "fdatasync") else os.fsync)(fd)
 
-
-
-class CorruptStorage(RaftmpError):
-    """The data dir holds something that cannot be a crash's leftover.
-
-    Raised, never repaired: resetting the hard state could make the node vote
-    twice in a term, and dropping CRC-valid log entries could lose entries a
-    quorum was counted on. (Belongs in errors.py; kept here until it moves.)
-    """
 
 
 def _load_all(body: memoryview) -> list[Entry]:

@@ -10,9 +10,15 @@ unpickles::
     payload = pickle of a list of ``count`` messages
 
 ``src`` is stamped by the router from the link the packet came in on, so an
-endpoint cannot speak for another. The first frame on a new link is a hello
-(``HELLO`` + requested endpoint id, or ``ANY`` to be given a client id); the
-router answers with the id it assigned.
+endpoint cannot speak for another. The first frame on a new link is a hello::
+
+    hello   = "RAFTMP-HELLO" + requested id:int32 + secret (SECRET_SIZE bytes, or none)
+
+A client asks for ``ANY`` and is handed a fresh id (``FIRST_CLIENT_ID`` and
+up); only a replica asks for its own id (``0 .. FIRST_CLIENT_ID - 1``), and
+only with the cluster's secret, which the launcher generates and gives to the
+router and to the workers it forks. The router answers with the id as an
+int32, or closes the link if it refuses the hello.
 """
 
 from __future__ import annotations
@@ -21,14 +27,19 @@ import os
 import pickle
 import select
 import struct
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Client, Connection
 from typing import Any
+
+from .core.errors import Unavailable
 
 HEADER = struct.Struct("!iiH")
 HELLO = b"RAFTMP-HELLO"
 HELLO_ID = struct.Struct("!i")
 ANY = -1  # hello: "give me a fresh client endpoint id"
-FIRST_CLIENT_ID = 1000  # workers are 0..N-1; clients get ids from here up
+# Endpoint ids: replicas are 0..N-1 (N <= FIRST_CLIENT_ID), clients get ids from
+# FIRST_CLIENT_ID up. The one place that splits the range (the simulator too).
+FIRST_CLIENT_ID = 1000
+SECRET_SIZE = 16  # bytes of the per-cluster secret a replica's hello carries
 
 
 def encode(src: int, dst: int, messages: list) -> bytes:
@@ -116,12 +127,30 @@ class Poller:
         return [self._conns[fd] for fd, _ in self._poll.poll(max(0.0, timeout) * 1000.0)]
 
 
-def hello(requested_id: int) -> bytes:
-    return HELLO + HELLO_ID.pack(requested_id)
+def hello(requested_id: int, secret: bytes = b"") -> bytes:
+    return HELLO + HELLO_ID.pack(requested_id) + secret
 
 
-def parse_hello(frame: bytes) -> int:
-    """The requested endpoint id of a hello frame; ValueError if it is not one."""
-    if len(frame) != len(HELLO) + HELLO_ID.size or not frame.startswith(HELLO):
+def parse_hello(frame: bytes) -> tuple[int, bytes]:
+    """(requested endpoint id, secret) of a hello frame; ValueError if it is not one."""
+    head = len(HELLO) + HELLO_ID.size
+    if len(frame) not in (head, head + SECRET_SIZE) or not frame.startswith(HELLO):
         raise ValueError("first frame on a link is not a hello")
-    return HELLO_ID.unpack_from(frame, len(HELLO))[0]
+    return HELLO_ID.unpack_from(frame, len(HELLO))[0], frame[head:]
+
+
+def connect_router(address: str, requested_id: int = ANY,
+                   secret: bytes = b"") -> tuple[Connection, int]:
+    """Open a link to the router and say hello; (link, endpoint id). Raises
+    Unavailable if the router is not there or refuses the hello."""
+    try:
+        link = Client(address, family="AF_UNIX")
+    except OSError as exc:
+        raise Unavailable(f"cannot reach the router at {address}: {exc}") from None
+    try:
+        link.send_bytes(hello(requested_id, secret))
+        return link, HELLO_ID.unpack(link.recv_bytes())[0]
+    except (OSError, EOFError):
+        link.close()
+        raise Unavailable(f"the router at {address} refused the hello for endpoint "
+                          f"{requested_id}") from None

@@ -31,7 +31,6 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from multiprocessing.connection import Client as connect
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
@@ -59,16 +58,9 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def connect_router(address: str, requested_id: int) -> tuple[Connection, int]:
-    """Open a link to the router and say hello; (link, endpoint id)."""
-    link = connect(address, family="AF_UNIX")
-    link.send_bytes(wire.hello(requested_id))
-    return link, wire.HELLO_ID.unpack(link.recv_bytes())[0]
-
-
 class Worker:
-    def __init__(self, node_id: int, nodes: list[int], address: str, data_dir: str,
-                 ctl: Connection, seed: Any, config: Optional[Config] = None,
+    def __init__(self, node_id: int, nodes: list[int], address: str, secret: bytes,
+                 data_dir: str, ctl: Connection, seed: Any, config: Optional[Config] = None,
                  limits: Optional[Limits] = None, sync: bool = True) -> None:
         self.id = node_id
         self.ids = set(nodes)
@@ -76,7 +68,7 @@ class Worker:
         self.storage = FileStorage(os.path.join(data_dir, f"node{node_id}"), sync=sync)
         self.node = Node(node_id, nodes, self.storage.load(), random.Random(seed),
                          time.monotonic(), config, limits)
-        self.link, _ = connect_router(address, node_id)
+        self.link, _ = wire.connect_router(address, node_id, secret)
         self.poller = wire.Poller(self.link, ctl)
         self.reader = wire.Reader(self.link)
         self.bad_packets = 0
@@ -199,7 +191,7 @@ class Worker:
 
     def control(self) -> None:
         try:
-            number, request = self.ctl.recv()   # numbered: a late answer is recognised
+            number, request = self.ctl.recv()   # launcher.Control's numbered protocol
         except (EOFError, OSError):
             log.info("node %d: launcher gone, exiting", self.id)
             self.running = False
@@ -231,13 +223,13 @@ class Worker:
         self.storage.close()
 
 
-def worker_main(node_id: int, nodes: list[int], address: str, data_dir: str,
+def worker_main(node_id: int, nodes: list[int], address: str, secret: bytes, data_dir: str,
                 ctl: Connection, seed: Any, config: Optional[Config], limits: Optional[Limits],
                 sync: bool, parent_pid: int) -> None:
     """Process entry point (forked by the launcher)."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
-    worker = Worker(node_id, nodes, address, data_dir, ctl, seed, config, limits, sync)
+    worker = Worker(node_id, nodes, address, secret, data_dir, ctl, seed, config, limits, sync)
     try:
         worker.run()
     finally:

@@ -240,10 +240,10 @@ def test_console_ends_at_eof(seed):
 def test_pickle_not_needed_by_router_for_cluster_traffic(seed, monkeypatch, tmp_path):
     """A router forked with a poisoned ``pickle.loads`` still routes a whole workload:
     it never unpickles (workers and clients are forked before the poison, or undo it)."""
-    import raftmp.router as router_mod
+    import raftmp.launcher as launcher
 
     marker = tmp_path / "router-unpickled"
-    real_start = router_mod.start_router
+    real_start = launcher.start_router
 
     def poisoned_start(ctx, *args, **kwargs):
         real_loads = pickle.loads

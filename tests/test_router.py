@@ -17,9 +17,11 @@ from multiprocessing.connection import Client
 import pytest
 from conftest import wait_until
 
+import raftmp
 from raftmp import wire
 from raftmp.core.messages import RequestVote
-from raftmp.router import start_router
+from raftmp.faults import Faults
+from raftmp.launcher import start_router
 
 CTX = multiprocessing.get_context("fork")
 WAIT = 5.0  # seconds: the bound of every wait
@@ -28,9 +30,9 @@ WAIT = 5.0  # seconds: the bound of every wait
 class Endpoint:
     """A fake worker or client: one link to the router."""
 
-    def __init__(self, address: str, requested: int = wire.ANY) -> None:
+    def __init__(self, address: str, requested: int = wire.ANY, secret: bytes = b"") -> None:
         self.conn = Client(address, family="AF_UNIX")
-        self.conn.send_bytes(wire.hello(requested))
+        self.conn.send_bytes(wire.hello(requested, secret))
         assert self.conn.poll(WAIT), "no hello answer"
         (self.id,) = wire.HELLO_ID.unpack(self.conn.recv_bytes())
 
@@ -97,12 +99,28 @@ def router(address):
 
 
 @pytest.fixture
-def connect(address, endpoints):
+def connect(router, address, endpoints):
+    """A replica endpoint (with the router's secret) for an id, else a client."""
     def make(requested: int = wire.ANY) -> Endpoint:
-        ep = Endpoint(address, requested)
+        ep = Endpoint(address, requested, router.secret if requested != wire.ANY else b"")
         endpoints.append(ep)
         return ep
     return make
+
+
+def refused(address: str, hello: bytes) -> bool:
+    """Whether the router closes a link whose first frame is ``hello`` unanswered."""
+    conn = Client(address, family="AF_UNIX")
+    try:
+        conn.send_bytes(hello)
+        assert conn.poll(WAIT), "the router neither answered nor closed the link"
+        try:
+            conn.recv_bytes()
+        except EOFError:
+            return True
+        return False
+    finally:
+        conn.close()
 
 
 def test_hello_assigns_ids(router, connect):
@@ -145,7 +163,7 @@ def test_drop_all_worker_links_clients_still_deliver(router, connect):
     w0, w1 = connect(0), connect(1)
     client = connect()
     faults = router.set_faults(drop=1.0)
-    assert faults == {"drop": 1.0, "client_drop": 0.0, "delay": (0.0, 0.0), "duplicate": 0.0}
+    assert faults == Faults(drop=1.0)
     for i in range(20):
         w0.send(1, b"x" * i)
     for _ in range(5):
@@ -264,10 +282,9 @@ def test_control_rejects_bad_arguments(router):
     with pytest.raises(ValueError):
         router.cut(-1, 2)
     # A rejected change changes nothing; a subset changes only itself.
-    assert router.set_faults(drop=0.25) == {
-        "drop": 0.25, "client_drop": 0.0, "delay": (0.0, 0.0), "duplicate": 0.0}
-    assert router.set_faults(delay=[0, 0.01])["delay"] == (0.0, 0.01)
-    assert router.stats()["faults"]["drop"] == 0.25
+    assert router.set_faults(drop=0.25) == Faults(drop=0.25)
+    assert router.set_faults(delay=[0, 0.01]).delay == (0.0, 0.01)
+    assert router.stats()["faults"].drop == 0.25
 
 
 def test_malformed_and_unroutable_are_counted(router, connect, address):
@@ -298,11 +315,11 @@ def test_malformed_and_unroutable_are_counted(router, connect, address):
     assert router.stats()["endpoints"] == [0, 1]
 
 
-def raw_endpoint(address: str, requested: int) -> socket.socket:
+def raw_endpoint(address: str, requested: int, secret: bytes) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(WAIT)
     sock.connect(address)
-    hello = wire.hello(requested)
+    hello = wire.hello(requested, secret)
     sock.sendall(struct.pack("!i", len(hello)) + hello)
     answer = b""
     while len(answer) < 8:
@@ -318,7 +335,7 @@ def raw_endpoint(address: str, requested: int) -> socket.socket:
 ])
 def test_absurd_frame_length_closes_only_that_link(router, connect, address, length_prefix):
     w0 = connect(0)
-    sock = raw_endpoint(address, 5)
+    sock = raw_endpoint(address, 5, router.secret)
     try:
         sock.sendall(length_prefix)
         assert sock.recv(1) == b""  # EOF: the router closed this link
@@ -334,7 +351,7 @@ def test_absurd_frame_length_closes_only_that_link(router, connect, address, len
 def test_long_form_length_and_split_writes_are_parsed(router, connect, address):
     """Frames may arrive byte by byte; the '-1 + !Q' length form is accepted too."""
     w1 = connect(1)
-    sock = raw_endpoint(address, 0)
+    sock = raw_endpoint(address, 0, router.secret)
     try:
         packet = wire.HEADER.pack(0, 1, 2) + b"split"
         for byte in struct.pack("!i", len(packet)) + packet:
@@ -345,16 +362,57 @@ def test_long_form_length_and_split_writes_are_parsed(router, connect, address):
         sock.close()
 
 
-def test_reconnect_with_same_id_replaces_link(router, connect):
+def test_replica_hello_needs_the_cluster_secret(router, connect, address):
     w0 = connect(0)
-    old = connect(1)
-    new = connect(1)
-    with pytest.raises(EOFError):
-        assert old.conn.poll(WAIT)
-        old.conn.recv_bytes()
-    w0.send(1, b"to the new link")
-    assert new.recv()[wire.HEADER.size:] == b"to the new link"
+    assert refused(address, wire.hello(1))                                  # no secret
+    assert refused(address, wire.hello(1, b"x" * wire.SECRET_SIZE))         # a wrong one
+    assert refused(address, wire.hello(wire.ANY, router.secret))            # not a replica
+    wait_until(lambda: router.stats()["total"]["malformed"] == 3, what="3 refused hellos")
+    assert router.stats()["endpoints"] == [0]
+    assert connect(1).id == 1
+
+
+def test_a_client_is_only_handed_a_fresh_id(router, connect, address):
+    c = connect()
+    assert c.id >= wire.FIRST_CLIENT_ID
+    for asked in (c.id, c.id + 1, wire.FIRST_CLIENT_ID + 500, -2):
+        assert refused(address, wire.hello(asked)), asked
+        assert refused(address, wire.hello(asked, router.secret)), asked
+    assert connect().id == c.id + 1
+    assert router.stats()["endpoints"] == [c.id, c.id + 1]
+
+
+def test_second_hello_cannot_knock_a_live_node_off(router, connect, address):
+    w0, w1 = connect(0), connect(1)
+    assert refused(address, wire.hello(1, router.secret))
+    w0.send(1, b"still to the first link")
+    assert w1.recv()[wire.HEADER.size:] == b"still to the first link"
     assert router.stats()["endpoints"] == [0, 1]
+
+
+def test_a_dead_nodes_id_is_free_at_once(router, connect):
+    """A restarted worker says hello before the router has read its old link's
+    EOF: the router notices the old link is dead and hands the id over."""
+    w0 = connect(0)
+    for _ in range(20):
+        old = connect(1)
+        old.close()
+        new = connect(1)
+        w0.send(1, b"to the new link")
+        assert new.recv()[wire.HEADER.size:] == b"to the new link"
+        new.close()
+    assert connect(1).id == 1
+
+
+def test_a_late_control_answer_is_not_taken_for_the_next(router):
+    os.kill(router.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(raftmp.Timeout):
+            router._call("stats", timeout=0.2)
+    finally:
+        os.kill(router.pid, signal.SIGCONT)
+    # The late answer to "stats" arrives first; it must not pass for this one's.
+    assert router.set_faults(drop=0.25) == Faults(drop=0.25)
 
 
 def test_eof_drops_link_and_reconnect_works(router, connect):
@@ -402,7 +460,7 @@ def test_faults_invariant_holds(router, connect):
 def test_slow_reader_does_not_stall_others(address, endpoints):
     handle = start_router(CTX, address, seed=5, out_cap=1024 * 1024)
     try:
-        sender, stuck, other = (Endpoint(address, i) for i in (0, 1, 2))
+        sender, stuck, other = (Endpoint(address, i, handle.secret) for i in (0, 1, 2))
         endpoints.extend([sender, stuck, other])
         big = b"\0" * (512 * 1024)
         for i in range(48):  # 24 MiB for an endpoint that never reads
@@ -434,7 +492,7 @@ def test_control_eof_exits_and_cleans_up(tmp_path):
     handle = start_router(CTX, address, seed=0, cleanup_dir=str(cleanup))
     try:
         assert os.path.exists(address)
-        handle._conn.close()  # as if the launcher died
+        handle.control.close()  # as if the launcher died
         handle.process.join(WAIT)
         assert handle.process.exitcode == 0
         assert not cleanup.exists()
@@ -454,7 +512,7 @@ def test_stop_is_idempotent_and_keeps_cleanup_dir(tmp_path):
     handle.stop()
     assert handle.process.exitcode == 0
     assert cleanup.exists() and not os.path.exists(address)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(raftmp.Unavailable):
         handle.stats()
 
 

@@ -1,4 +1,9 @@
-"""Typed errors. Expected refusals are values of these types, never error codes."""
+"""Typed errors. Expected refusals are values of these types, never error codes.
+
+Every error raftmp raises on purpose is a ``RaftmpError``; the ones that
+reject a bad argument are also ``ValueError``s, so code that already catches
+``ValueError`` keeps working.
+"""
 
 
 class RaftmpError(Exception):
@@ -15,3 +20,17 @@ class Unavailable(RaftmpError):
 
 class Timeout(RaftmpError):
     """The client gave up waiting: the operation may or may not have been applied."""
+
+
+class ConfigError(RaftmpError, ValueError):
+    """A setting is out of range or malformed (a config, faults, a scenario file);
+    the message names the setting and the value."""
+
+
+class CorruptStorage(RaftmpError):
+    """The data dir holds something that cannot be a crash's leftover.
+
+    Raised, never repaired: resetting the hard state could make the node vote
+    twice in a term, and dropping CRC-valid log entries could lose entries a
+    quorum was counted on.
+    """
