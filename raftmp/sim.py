@@ -23,14 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .checker import check_outcomes
+from .core.errors import ConfigError
 from .core.messages import ClientReply
 from .core.node import Node
 from .core.raft import LEADER, Config
 from .core.session import DONE, ClientSession, Outcome, Timing
+from .faults import Faults
 from .storage import MemoryStorage
+from .wire import FIRST_CLIENT_ID
 
 FAULTS = ("crash", "restart", "partition", "duplicate", "delay")
-CLIENT_BASE = 100  # client endpoint ids in the simulator
 
 
 @dataclass
@@ -48,17 +50,22 @@ class SimConfig:
     duplicate: float = 0.1             # with the "duplicate" fault
     keys: int = 5
     check_history: bool = True
+    network: Faults = field(init=False)   # the per-packet faults the settings above make
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULTS)
         if unknown:
-            raise ValueError(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
+            raise ConfigError(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
         if self.client_drop is None:
             self.client_drop = self.drop / 2
         if not (0 <= self.drop < 1 and 0 <= self.client_drop < 1):
-            raise ValueError("drop and client_drop must be in [0, 1)")
+            raise ConfigError("drop and client_drop must be in [0, 1)")
         if self.nodes < 1:
-            raise ValueError("nodes must be >= 1")
+            raise ConfigError("nodes must be >= 1")
+        self.network = Faults(
+            self.drop, self.client_drop,
+            self.extra_delay if "delay" in self.faults else (0.0, 0.0),
+            self.duplicate if "duplicate" in self.faults else 0.0)
 
 
 @dataclass
@@ -91,7 +98,7 @@ class Simulation:
         self.nodes: dict[int, Node] = {i: self._boot(i) for i in self.ids}
         # Generous: at 50% loss a read may need many tries (liveness, not speed, is checked).
         self.timing = Timing(attempt_timeout=0.25, backoff=0.02, op_timeout=30.0)
-        self.clients = {CLIENT_BASE + c: ClientSession(CLIENT_BASE + c, self.ids,
+        self.clients = {FIRST_CLIENT_ID + c: ClientSession(FIRST_CLIENT_ID + c, self.ids,
                                                        random.Random(self.rng.random()),
                                                        self.timing)
                         for c in range(cfg.clients)}
@@ -199,17 +206,17 @@ class Simulation:
 
     def _send(self, src: int, dst: int, msgs: list) -> None:
         """One packet; loss, delay and duplication apply per packet."""
-        cfg, r = self.cfg, self.rng
+        cfg, r, net = self.cfg, self.rng, self.cfg.network
         self.result.packets += 1
         self.result.messages += len(msgs)
-        drop = cfg.drop if src < CLIENT_BASE and dst < CLIENT_BASE else cfg.client_drop
+        drop = net.drop if src < FIRST_CLIENT_ID and dst < FIRST_CLIENT_ID else net.client_drop
         if (src, dst) in self.cut or r.random() < drop:
             return
-        copies = 2 if "duplicate" in cfg.faults and r.random() < cfg.duplicate else 1
+        copies = 2 if net.duplicate and r.random() < net.duplicate else 1
         for _ in range(copies):
             delay = r.uniform(*cfg.latency)
-            if "delay" in cfg.faults:
-                delay += r.uniform(*cfg.extra_delay)
+            if net.delay[1] > 0:
+                delay += r.uniform(*net.delay)
             self.seq += 1
             heapq.heappush(self.net, (self.now + delay, self.seq, src, dst, msgs))
 
@@ -247,12 +254,11 @@ class Simulation:
         """One worker loop turn: tick, ready, persist, check, send."""
         self._guard(i, node.tick, self.now)
         rd = self._guard(i, node.ready, self.now)
-        raft = node.raft
-        self._check_entries(i, raft, rd.entries)
+        self._check_entries(i, node, rd.entries)
         self.storage[i].save(rd.hard_state, rd.entries)
         self._check_applied(i, rd.committed)
-        if raft.role == LEADER:
-            self._check_leader(i, raft)
+        if node.role == LEADER:
+            self._check_leader(i, node)
         by_dst: dict[int, list] = defaultdict(list)
         for dst, m in rd.messages:
             by_dst[dst].append(m)
@@ -289,7 +295,7 @@ class Simulation:
         elif kind == "partition":
             self._partition(r.sample(self.ids, r.randint(1, max(1, cfg.nodes // 2))))
         elif kind == "isolate_leader":
-            leaders = [i for i, n in self.nodes.items() if n.raft.role == LEADER]
+            leaders = [i for i, n in self.nodes.items() if n.role == LEADER]
             minority = leaders[:1] + r.sample(self.ids, (cfg.nodes - 1) // 2)
             self._partition(list(dict.fromkeys(minority))[: max(1, (cfg.nodes - 1) // 2)])
         elif kind == "one_way":
@@ -313,15 +319,15 @@ class Simulation:
 
     # ---------------------------------------------------------------- checks
 
-    def _check_entries(self, i: int, raft, entries: list) -> None:
+    def _check_entries(self, i: int, node: Node, entries: list) -> None:
         """Log matching (§5.3): an (index, term) pair names one command and one
         predecessor term everywhere, so equal pairs mean equal prefixes."""
         for e in entries:
-            here = (e.command, raft.log.term(e.index - 1))
+            here = (e.command, node.log_term(e.index - 1))
             seen = self.entry_at.setdefault((e.index, e.term), here)
             if seen != here:
                 raise Violation(f"log matching: node {i} has {e} after term "
-                                f"{raft.log.term(e.index - 1)}, another node {seen}")
+                                f"{node.log_term(e.index - 1)}, another node {seen}")
 
     def _check_applied(self, i: int, committed: list) -> None:
         """State machine safety (§5.4.3): one command per index, on every node."""
@@ -331,30 +337,30 @@ class Simulation:
                 raise Violation(f"state machine safety: node {i} applied {e} at {e.index}, "
                                 f"another node applied {seen}")
 
-    def _check_leader(self, i: int, raft) -> None:
+    def _check_leader(self, i: int, node: Node) -> None:
         """Election safety (§5.2) and leader completeness (§5.4)."""
-        leader = self.leader_of.get(raft.term)
+        leader = self.leader_of.get(node.term)
         if leader is not None and leader != i:
-            raise Violation(f"election safety: nodes {leader} and {i} both lead term {raft.term}")
+            raise Violation(f"election safety: nodes {leader} and {i} both lead term {node.term}")
         if leader is None:  # a new leader: it must hold everything committed so far
-            self.leader_of[raft.term] = i
+            self.leader_of[node.term] = i
             self.result.elections += 1
             for index, (term, _) in self.applied_at.items():
-                if raft.log.term(index) != term:
-                    raise Violation(f"leader completeness: leader {i} of term {raft.term} "
+                if node.log_term(index) != term:
+                    raise Violation(f"leader completeness: leader {i} of term {node.term} "
                                     f"lacks committed entry {index} (term {term})")
 
     def _final_checks(self) -> None:
         # Let the live nodes converge on the leader's commit index.
         deadline = self.now + 10.0
         while self.now < deadline:
-            leaders = [n for n in self.nodes.values() if n.raft.role == LEADER]
-            applied = {n.raft.applied for n in self.nodes.values()}
-            if leaders and applied == {leaders[0].raft.commit} and not self.net:
+            leaders = [n for n in self.nodes.values() if n.role == LEADER]
+            applied = {n.applied for n in self.nodes.values()}
+            if leaders and applied == {leaders[0].commit} and not self.net:
                 break
             self._step_time()
         live = sorted(self.nodes)
-        states = {i: self.nodes[i].kv.data for i in live}
+        states = {i: self.nodes[i].data() for i in live}
         first = states[live[0]]
         for i in live:
             if states[i] != first:
@@ -362,7 +368,7 @@ class Simulation:
                                 f"vs node {i} {states[i]}")
         acked = {(o.command.client_id, o.command.seq) for o in self.result.history
                  if o.outcome == DONE and o.command.op != "get"}
-        upto = min(self.nodes[i].raft.applied for i in live)
+        upto = min(self.nodes[i].applied for i in live)
         present = {(cmd.client_id, cmd.seq) for index, (_, cmd) in self.applied_at.items()
                    if cmd is not None and index <= upto}
         lost = acked - present

@@ -89,7 +89,7 @@ class Worker:
             node.tick(now)
             rd = node.ready(now)
             messages = rd.messages
-            if rd.entries and rd.hard_state is None and node.raft.role == LEADER:
+            if rd.entries and rd.hard_state is None and node.role == LEADER:
                 # Thesis §10.2.1: a leader may write its log while it replicates
                 # it. It counts itself toward a commit only when acknowledgements
                 # come back, in a later turn, after this one's save.
@@ -202,19 +202,19 @@ class Worker:
         elif request == "status":
             reply = self.status()
         elif request == "dump":
-            reply = dict(self.node.kv.data)
+            reply = self.node.data()
         else:
             reply = ValueError(f"unknown control request {request!r}")
         self.ctl.send((number, reply))
 
     def status(self) -> dict:
-        raft, kv = self.node.raft, self.node.kv
-        digest = hashlib.sha256(repr(sorted(kv.data.items())).encode()).hexdigest()[:16]
+        node, data = self.node, self.node.data()
+        digest = hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()[:16]
         return {
             "node": self.id, "pid": os.getpid(), "alive": True,
-            "role": raft.role, "term": raft.term, "vote": raft.vote, "leader": raft.leader,
-            "commit": raft.commit, "applied": raft.applied, "log": raft.log.last_index,
-            "keys": len(kv.data), "kv_digest": digest,
+            "role": node.role, "term": node.term, "vote": node.vote, "leader": node.leader,
+            "commit": node.commit, "applied": node.applied, "log": node.last_index,
+            "keys": len(data), "kv_digest": digest,
             "threads": threading.active_count(), "bad_packets": self.bad_packets,
         }
 

@@ -7,6 +7,10 @@ drive a ``Node`` the same way::
     node.tick(now)
     rd = node.ready(now)           # persist rd.hard_state/rd.entries, then send rd.messages
 
+Above it, code reads a node through its read API (``role``, ``term``,
+``commit``, ``applied``, ``log_term``, ``data``...), never through its
+``raft`` or ``kv`` fields.
+
 Client requests are answered here: a follower redirects to the leader it
 knows; the leader proposes writes to the log and answers them when they are
 applied, and serves reads by ReadIndex without touching the log.
@@ -41,6 +45,45 @@ class Node:
         self.reads: dict[int, tuple[int, Command, float]] = {}
         self.next_read = 0
         self.replies: list[tuple[int, ClientReply]] = []
+
+    # ------------------------------------------------------------- read API
+
+    @property
+    def role(self) -> str:
+        return self.raft.role
+
+    @property
+    def term(self) -> int:
+        return self.raft.term
+
+    @property
+    def vote(self) -> Optional[int]:
+        return self.raft.vote
+
+    @property
+    def leader(self) -> Optional[int]:
+        """The leader this node knows of, or None."""
+        return self.raft.leader
+
+    @property
+    def commit(self) -> int:
+        return self.raft.commit
+
+    @property
+    def applied(self) -> int:
+        return self.raft.applied
+
+    @property
+    def last_index(self) -> int:
+        return self.raft.log.last_index
+
+    def log_term(self, index: int) -> int:
+        """The term of the entry at ``index`` (0 for index 0)."""
+        return self.raft.log.term(index)
+
+    def data(self) -> dict[str, str]:
+        """A copy of the key-value map this node has applied."""
+        return dict(self.kv.data)
 
     # ------------------------------------------------------------------ inputs
 
