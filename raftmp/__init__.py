@@ -9,10 +9,11 @@
 
 from .client import Client
 from .cluster import Cluster
-from .core.errors import InvalidRequest, RaftmpError, Timeout, Unavailable
+from .core.errors import ConfigError, InvalidRequest, RaftmpError, Timeout, Unavailable
 from .core.kv import Limits
 from .core.raft import Config
 from .core.session import Timing
+from .faults import Faults
 
-__all__ = ["Client", "Cluster", "Config", "InvalidRequest", "Limits", "RaftmpError", "Timeout",
-           "Timing", "Unavailable"]
+__all__ = ["Client", "Cluster", "Config", "ConfigError", "Faults", "InvalidRequest", "Limits",
+           "RaftmpError", "Timeout", "Timing", "Unavailable"]

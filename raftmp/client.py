@@ -15,12 +15,10 @@ from collections import defaultdict
 from typing import IO, Any, Optional, Union
 
 from . import wire
-from .core.errors import InvalidRequest, Timeout, Unavailable
+from .core.errors import InvalidRequest, Unavailable
 from .core.kv import Limits, check_command
 from .core.messages import ClientReply, Command
-from .core.session import DONE, UNKNOWN, ClientSession, Outcome, Timing
-
-_INVALID = "invalid"
+from .core.session import ClientSession, Outcome, Timing
 
 
 class Client:
@@ -159,12 +157,7 @@ class Client:
 
 def result_of(outcome: Outcome) -> Any:
     """The operation's result, or the typed error its outcome calls for."""
-    if outcome.outcome == DONE:
+    if outcome.error is None:
         return outcome.result
     cmd = outcome.command
-    what = f"{cmd.op} {cmd.key!r}"
-    if outcome.outcome == UNKNOWN:
-        raise Timeout(f"{what}: {outcome.result}")
-    if isinstance(outcome.result, str) and outcome.result.startswith(_INVALID):
-        raise InvalidRequest(f"{what}: {outcome.result}")
-    raise Unavailable(f"{what}: {outcome.result}")
+    raise outcome.error(f"{cmd.op} {cmd.key!r}: {outcome.result}")

@@ -6,8 +6,9 @@ Process tree::
                             └─ worker 0..N-1 (one Raft replica each)
 
 Each worker has a link to the router and a control pipe to the launcher
-(status, stop); ``launcher.py`` holds the launcher's side of every child. Nothing outlives the launcher: ``stop()`` (also on Ctrl-C via
-the ``with`` block, and at interpreter exit) stops and reaps every process;
+(status, stop); ``launcher.py`` holds the launcher's side of every child.
+Nothing outlives the launcher: ``stop()`` (also on Ctrl-C via the ``with``
+block, and at interpreter exit) stops and reaps every process;
 if the launcher is killed outright, workers get SIGKILL from the kernel
 (PR_SET_PDEATHSIG) and see EOF, and the router sees EOF on its control pipe
 and removes the temporary directory.

@@ -27,7 +27,7 @@ from .core.errors import ConfigError
 from .core.messages import ClientReply
 from .core.node import Node
 from .core.raft import LEADER, Config
-from .core.session import DONE, ClientSession, Outcome, Timing
+from .core.session import DONE, UNKNOWN, ClientSession, Outcome, Timing
 from .faults import Faults
 from .storage import MemoryStorage
 from .wire import FIRST_CLIENT_ID
@@ -194,7 +194,7 @@ class Simulation:
             self.result.history.append(out)
             if out.outcome == DONE:
                 self.result.ops_ok += 1
-            elif out.outcome == "unknown":
+            elif out.outcome == UNKNOWN:
                 self.result.ops_unknown += 1
             else:
                 self.result.ops_failed += 1

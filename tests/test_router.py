@@ -363,7 +363,7 @@ def test_long_form_length_and_split_writes_are_parsed(router, connect, address):
 
 
 def test_replica_hello_needs_the_cluster_secret(router, connect, address):
-    w0 = connect(0)
+    connect(0)
     assert refused(address, wire.hello(1))                                  # no secret
     assert refused(address, wire.hello(1, b"x" * wire.SECRET_SIZE))         # a wrong one
     assert refused(address, wire.hello(wire.ANY, router.secret))            # not a replica

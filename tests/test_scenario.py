@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from raftmp import scenario
+from raftmp import scenario, scenario_file
 from raftmp.checker import check, load_history
-from raftmp.scenario import ConfigError, parse_scenario, shipped_scenarios, tier
+from raftmp.core.errors import ConfigError
+from raftmp.scenario import tier
+from raftmp.scenario_file import parse_scenario, shipped_scenarios
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -88,7 +90,7 @@ def test_defaults_and_old_wait_name():
     sc = parse_scenario({**BASE, "wait": 3.5, "events": [
         {"type": "part_end", "time": 9}, {"type": "part_easy", "time": 4},
         {"type": "restart", "time": 12, "node": 2}]}, "x")
-    assert (sc.mix, sc.start_wait, sc.end_wait, sc.drops, sc.max_packets) == (0.8, 3.5, 2.0,
+    assert (sc.mix, sc.start_wait, sc.end_wait, sc.faults.drop, sc.max_packets) == (0.8, 3.5, 2.0,
                                                                             0.0, 20000)
     assert [(e.type, e.time, e.node) for e in sc.events] == [
         ("part_easy", 4.0, None), ("part_end", 9.0, None), ("restart", 12.0, 2)]
@@ -118,22 +120,22 @@ def test_every_shipped_scenario_parses():
     assert names[:len(MATRIX)] == MATRIX   # the CS3700 matrix order
     assert len(files) > len(MATRIX)       # plus raftmp's additions
     for p in files:
-        sc = scenario.load_scenario(p)
+        sc = scenario_file.load_scenario(p)
         assert sc.lifetime == 30
-        assert set(sc.benchmarks) == set(scenario.BENCHMARKS), p
+        assert set(sc.benchmarks) == set(scenario_file.BENCHMARKS), p
         if sc.name in MATRIX:
             assert sc.replicas == 5
 
 
 def test_matrix_values_match_cs3700():
-    def load(n: str) -> scenario.Scenario:
-        return scenario.load_scenario(scenario.SCENARIO_DIR / f"{n}.json")
+    def load(n: str) -> scenario_file.Scenario:
+        return scenario_file.load_scenario(scenario_file.SCENARIO_DIR / f"{n}.json")
 
     s = load("simple-1")
-    assert (s.mix, s.requests, s.drops, s.events) == (0.8, 500, 0.0, [])
+    assert (s.mix, s.requests, s.faults.drop, s.events) == (0.8, 500, 0.0, [])
     assert s.benchmarks["median_latency"] == (0.0004, 0.002, 0.05)
     a = load("advanced-3")
-    assert (a.drops, a.end_wait, a.requests) == (0.3, 10.0, 200)
+    assert (a.faults.drop, a.end_wait, a.requests) == (0.3, 10.0, 200)
     assert [(e.type, e.time) for e in a.events] == [("kill_leader", 5.0)]
     p = load("partition-4")
     assert [e.type for e in p.events] == ["part_hard", "part_end"] * 2
@@ -194,11 +196,11 @@ def test_short_scenario_end_to_end(tmp_path):
     assert check(ops).ok
     assert res["leader_changes"] >= 1
     assert res["total_msgs"] >= res["ok"] and res["messages"] >= res["total_msgs"]
-    assert set(res["tiers"]) == set(scenario.BENCHMARKS)
+    assert set(res["tiers"]) == set(scenario_file.BENCHMARKS)
 
 
 def test_run_counts_are_consistent_in_process(tmp_path):
-    sc = scenario.load_scenario(_short(tmp_path, requests=80, drops=0.0, events=[
+    sc = scenario_file.load_scenario(_short(tmp_path, requests=80, drops=0.0, events=[
         {"type": "kill_non_leader", "time": 8}, {"type": "part_easy", "time": 12},
         {"type": "part_end", "time": 16}]))
     seen = {}
@@ -208,12 +210,12 @@ def test_run_counts_are_consistent_in_process(tmp_path):
 
     r = scenario.run_scenario(sc, seed=3, time_scale=0.1, before_stop=before_stop)
     assert len(seen["alive"]) == 4
-    outcomes = r["outcomes"]
-    assert r["submitted"] == len(outcomes) == 80
-    assert r["ok"] + r["failed"] + r["unknown"] == 80
-    assert r["failures"] == r["failed"] + r["unknown"]
-    assert r["linearizable"] and r["correct"], r["gates"]
-    assert r["unexpected_deaths"] == []
+    outcomes = r.outcomes
+    assert r.submitted == len(outcomes) == 80
+    assert r.ok + r.failed + r.unknown == 80
+    assert r.failures == r.failed + r.unknown
+    assert r.linearizable and r.correct, r.gates
+    assert r.unexpected_deaths == []
 
 
 def test_gates_catch_a_packet_storm(tmp_path):

@@ -27,18 +27,18 @@ from typing import Any, Optional
 
 import pytest
 
-from raftmp import scenario
+from raftmp import scenario, scenario_file
 from raftmp.checker import check, load_history
 from raftmp.core.session import DONE, Outcome
 
 SETTLE = 15.0   # seconds: bound of every end-of-run wait
 
 
-def _scenario(name: str, **cfg: Any) -> scenario.Scenario:
+def _scenario(name: str, **cfg: Any) -> scenario_file.Scenario:
     base = {"lifetime": 30, "replicas": 5, "requests": 200, "mix": 0.5,
             "start_wait": 1, "end_wait": 2}
     base.update(cfg)
-    return scenario.parse_scenario(base, name)
+    return scenario_file.parse_scenario(base, name)
 
 
 def _flaps(start: float, end: float, every: float) -> list[dict]:
@@ -113,7 +113,7 @@ def _converge(cluster: Any) -> list[dict]:
         time.sleep(0.1)
 
 
-def _finish(cluster: Any, r: dict) -> None:
+def _finish(cluster: Any, r: scenario.ScenarioResult) -> None:
     """``before_stop`` hook: heal everything, restart the dead, read back, converge."""
     cluster.heal()
     cluster.set_faults(drop=0.0, client_drop=0.0, duplicate=0.0, delay=(0.0, 0.0))
@@ -121,16 +121,16 @@ def _finish(cluster: Any, r: dict) -> None:
         if i not in cluster.alive():
             cluster.restart(i)
     cluster.wait_for_leader(SETTLE)
-    keys = sorted({o.command.key for o in r["outcomes"]})
-    r["readback"] = _read_back(cluster, keys)
-    r["dumps"] = _converge(cluster)
+    keys = sorted({o.command.key for o in r.outcomes})
+    r.extra["readback"] = _read_back(cluster, keys)
+    r.extra["dumps"] = _converge(cluster)
 
 
-def verify(r: dict) -> None:
-    ops = r["outcomes"]
-    final = {o.command.key: o.result for o in r["readback"] if o.outcome == DONE}
+def verify(r: scenario.ScenarioResult) -> None:
+    ops = r.outcomes
+    final = {o.command.key: o.result for o in r.extra["readback"] if o.outcome == DONE}
     # 1. Linearizable, final reads included (they come after everything else).
-    history = [o.record() for o in ops + r["readback"]]
+    history = [o.record() for o in ops + r.extra["readback"]]
     verdict = check(load_history(json.dumps(h) for h in history), time_limit=60.0)
     assert verdict.ok, verdict.explanation
     # 2. No acknowledged write lost.
@@ -151,16 +151,16 @@ def verify(r: dict) -> None:
             checked += 1
     assert checked > 0 or not writes
     # 3. Every live state machine is the same, and holds what was read back.
-    dumps = r["dumps"]
+    dumps = r.extra["dumps"]
     assert dumps and all(d == dumps[0] for d in dumps), "live state machines differ"
     for key, value in final.items():
         assert dumps[0].get(key) == value
     # 4. The run itself passed its correctness gates (failures/duplicates tiers aside).
-    assert r["linearizable"] and not r["unexpected_deaths"] and not r["aborted"], r["gates"]
-    assert r["ok"] > 0
+    assert r.linearizable and not r.unexpected_deaths and not r.aborted, r.gates
+    assert r.ok > 0
 
 
-def run(name: str, cfg: dict, time_scale: float, seed: int = 1) -> dict:
+def run(name: str, cfg: dict, time_scale: float, seed: int = 1) -> scenario.ScenarioResult:
     """Run a schedule and verify it; RAFTMP_TEST_SEED overrides the (fixed) seed."""
     seed = int(os.environ.get("RAFTMP_TEST_SEED", seed))
     sc = _scenario(name, **cfg)
@@ -168,7 +168,7 @@ def run(name: str, cfg: dict, time_scale: float, seed: int = 1) -> dict:
     try:
         verify(r)
     except AssertionError as e:
-        events = "\n".join(r["events"])
+        events = "\n".join(r.events)
         raise AssertionError(f"{name} seed {seed} (replay with RAFTMP_TEST_SEED={seed}): "
                              f"{e}\nevents:\n{events}") from None
     return r
@@ -182,11 +182,11 @@ def test_stress(name):
     cfg, scale = SCHEDULES[name]
     r = run(name, cfg, scale)
     if cfg["events"]:
-        assert any("kill" in e or "partition" in e for e in r["events"])
+        assert any("kill" in e or "partition" in e for e in r.events)
     if name == "leader-kills":
-        assert r["leader_changes"] >= 2
+        assert r.leader_changes >= 2
     if name == "duplicate-delay":
-        assert r["duplicated"] > 0
+        assert r.duplicated > 0
 
 
 # ----------------------------------------------------------------- soak (CI skips)
@@ -201,12 +201,12 @@ def test_stress_soak(name, seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", scenario.shipped_scenarios(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", scenario_file.shipped_scenarios(), ids=lambda p: p.stem)
 def test_shipped_scenario_full_scale(path):
-    sc = scenario.load_scenario(path)
+    sc = scenario_file.load_scenario(path)
     r = scenario.run_scenario(sc, seed=5, before_stop=_finish)
     verify(r)
-    gates = {k: g for k, g in r["gates"].items() if not k.endswith("tier")}
+    gates = {k: g for k, g in r.gates.items() if not k.endswith("tier")}
     assert all(g["ok"] for g in gates.values()), gates
 
 

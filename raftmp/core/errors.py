@@ -5,6 +5,9 @@ reject a bad argument are also ``ValueError``s, so code that already catches
 ``ValueError`` keeps working.
 """
 
+import math
+from typing import Any
+
 
 class RaftmpError(Exception):
     """Base of every error raftmp raises on purpose."""
@@ -34,3 +37,14 @@ class CorruptStorage(RaftmpError):
     twice in a term, and dropping CRC-valid log entries could lose entries a
     quorum was counted on.
     """
+
+
+def check_positive(settings: Any, *names: str, integer: bool = False) -> None:
+    """ConfigError naming the first field of ``settings`` among ``names`` that is
+    not a positive finite number (an int, with ``integer``)."""
+    for name in names:
+        value = getattr(settings, name)
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
+            raise ConfigError(f"{type(settings).__name__}.{name} must be a positive "
+                              f"{'int' if integer else 'number'}, not {value!r}")

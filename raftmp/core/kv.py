@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .errors import check_positive
 from .messages import INVALID, OK, OPS, Command
 
 
@@ -25,6 +26,9 @@ class Limits:
 
     max_key_bytes: int = 1024
     max_value_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        check_positive(self, "max_key_bytes", "max_value_bytes", integer=True)
 
 
 def _too_long(s: str, limit: int) -> bool:

@@ -19,11 +19,22 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .errors import ConfigError, check_positive
 from .log import RaftLog
 from .messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
 
 FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
 INF = float("inf")
+
+
+def majority_of(n: int) -> int:
+    """The size of a majority of ``n`` servers (§5.2: a quorum)."""
+    return n // 2 + 1
+
+
+def smoothed(average: float, sample: float) -> float:
+    """A smoothed round trip after one more sample (RFC 6298's weights; 0: none yet)."""
+    return sample if average == 0 else 0.875 * average + 0.125 * sample
 
 
 @dataclass
@@ -38,6 +49,19 @@ class Config:
     # trip (3 x smoothed RTT), so a lost append is resent in a few round trips.
     min_rto: float = 0.002
     max_rto: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_positive(self, "heartbeat_interval", "min_rto", "max_rto")
+        check_positive(self, "max_batch_entries", "max_batch_bytes", "max_inflight",
+                       integer=True)
+        timeout = self.election_timeout
+        if not (isinstance(timeout, (tuple, list)) and len(timeout) == 2
+                and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in timeout)
+                and self.heartbeat_interval < timeout[0] <= timeout[1] < INF):
+            raise ConfigError(f"Config.election_timeout must be a pair (min, max) with "
+                              f"heartbeat_interval < min <= max, not {timeout!r}")
+        if self.min_rto > self.max_rto:
+            raise ConfigError(f"Config.min_rto ({self.min_rto}) is above max_rto ({self.max_rto})")
 
 
 @dataclass
@@ -96,7 +120,7 @@ class Raft:
         assert node_id in nodes
         self.id = node_id
         self.peers = [n for n in nodes if n != node_id]
-        self.quorum = len(nodes) // 2 + 1
+        self.quorum = majority_of(len(nodes))
         self.config = config or Config()
         self.rng = rng
         # Persistent state (Figure 2).
@@ -474,7 +498,7 @@ class Raft:
         self.send_append(src, pr, now)
 
     def _sample_rtt(self, pr: Progress, rtt: float) -> None:
-        pr.srtt = rtt if pr.srtt == 0 else 0.875 * pr.srtt + 0.125 * rtt
+        pr.srtt = smoothed(pr.srtt, rtt)
         cfg = self.config
         pr.rto = min(cfg.max_rto, max(cfg.min_rto, 3 * pr.srtt))
 

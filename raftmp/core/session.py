@@ -11,16 +11,27 @@ from __future__ import annotations
 import heapq
 import random
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Optional
 
+from .errors import InvalidRequest, RaftmpError, Timeout, Unavailable, check_positive
 from .messages import INVALID, OK, REDIRECT, ClientReply, ClientRequest, Command
+from .raft import smoothed
 
 INF = float("inf")
 
-# Outcomes of a finished operation (also the ``outcome`` field of a history line).
-DONE = "ok"            # completed with a result
-UNKNOWN = "unknown"    # gave up after it may have been applied
-FAILED = "fail"        # certainly not applied: invalid, or a read nobody answered
+
+class Kind(str, Enum):
+    """How an operation ended; its value is the ``outcome`` field of a history line."""
+
+    DONE = "ok"            # completed with a result
+    UNKNOWN = "unknown"    # gave up after it may have been applied
+    FAILED = "fail"        # certainly not applied: invalid, or a read nobody answered
+
+    __str__ = str.__str__  # prints as its value
+
+
+DONE, UNKNOWN, FAILED = Kind.DONE, Kind.UNKNOWN, Kind.FAILED
 
 
 @dataclass
@@ -30,6 +41,9 @@ class Timing:
     attempt_timeout: float = 0.25
     backoff: float = 0.02           # pause before retrying when no leader is known
     op_timeout: float = 5.0         # give up on an operation after this long
+
+    def __post_init__(self) -> None:
+        check_positive(self, "attempt_timeout", "backoff", "op_timeout")
 
 
 @dataclass
@@ -45,10 +59,13 @@ class Pending:
 @dataclass
 class Outcome:
     command: Command
-    outcome: str        # DONE, UNKNOWN or FAILED
-    result: Any         # the result (DONE), or why it failed
+    outcome: Kind
+    result: Any         # the result (DONE), or why it did not complete
     invoke: float
     complete: float
+    # What a blocking call raises for it: None (DONE), Timeout (UNKNOWN),
+    # InvalidRequest or Unavailable (FAILED).
+    error: Optional[type[RaftmpError]] = None
 
     def record(self) -> dict:
         """This operation as one history line (the format ``raftmp.checker`` reads)."""
@@ -101,13 +118,13 @@ class ClientSession:
             # A result is final whichever attempt it answers.
             if p.sent:
                 sample = now - p.sent_at
-                self.srtt = sample if self.srtt == 0 else 0.875 * self.srtt + 0.125 * sample
+                self.srtt = smoothed(self.srtt, sample)
             self.leader = src
             self._finish(reply.seq, DONE, reply.result, now)
         elif src != p.target or not p.sent:
             return  # a late refusal of an attempt we no longer wait for
         elif reply.status == INVALID:
-            self._finish(reply.seq, FAILED, f"invalid: {reply.result}", now)
+            self._finish(reply.seq, FAILED, f"invalid: {reply.result}", now, InvalidRequest)
         elif reply.status == REDIRECT and reply.leader is not None and reply.leader != src:
             self.leader = reply.leader
             p.target = reply.leader
@@ -130,9 +147,9 @@ class ClientSession:
                 # the network (delayed, duplicated): its outcome is unknown.
                 if p.command.op != "get":
                     self._finish(seq, UNKNOWN, "timed out: the operation may or may not have "
-                                 "been applied", now)
+                                 "been applied", now, Timeout)
                 else:
-                    self._finish(seq, FAILED, "no leader answered", now)
+                    self._finish(seq, FAILED, "no leader answered", now, Unavailable)
             elif t == p.deadline:
                 patience = self._patience()
                 if p.sent and now < p.sent_at + patience:
@@ -200,6 +217,7 @@ class ClientSession:
         i = self.nodes.index(node) if node in self.nodes else -1
         return self.nodes[(i + 1) % len(self.nodes)]
 
-    def _finish(self, seq: int, outcome: str, result: Any, now: float) -> None:
+    def _finish(self, seq: int, outcome: Kind, result: Any, now: float,
+                error: Optional[type[RaftmpError]] = None) -> None:
         p = self.pending.pop(seq)
-        self.finished.append(Outcome(p.command, outcome, result, p.invoke, now))
+        self.finished.append(Outcome(p.command, outcome, result, p.invoke, now, error))
