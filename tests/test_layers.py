@@ -66,3 +66,49 @@ def test_a_forbidden_import_is_caught(tmp_path: pathlib.Path) -> None:
     tree = ast.parse("def f():\n    import socket\n    from ..storage import FileStorage\n")
     found = imports_of(tree)
     assert ("socket", 0) in found and ("storage", 2) in found
+
+
+# Above the core, each module imports only from the floors below its own (a
+# package's __init__ and __main__ sit on top). The processes stay apart: a
+# client never loads a worker or storage, the router never loads the core's
+# Raft, and nothing below the launcher forks anything.
+FLOORS = [
+    ["core"],
+    ["checker", "faults", "seeds", "storage", "wire"],
+    ["client", "router", "worker"],
+    ["launcher", "scenario_file", "sim", "workload"],
+    ["cluster"],
+    ["console", "scenario"],
+    ["__init__", "__main__"],
+]
+FLOOR = {name: n for n, names in enumerate(FLOORS) for name in names}
+PACKAGE = CORE.parent
+
+
+def raftmp_imports(tree: ast.AST) -> set[str]:
+    """The raftmp modules (first component below the package) a module imports."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names = [node.module] if node.module else [a.name for a in node.names]
+            found.update(n.split(".")[0] for n in names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("raftmp."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
+def test_modules_import_only_downward(path: pathlib.Path) -> None:
+    me = path.stem
+    assert me in FLOOR, f"{path.name} is on no floor of FLOORS: place it"
+    for other in raftmp_imports(ast.parse(path.read_text(), str(path))):
+        if other != "scenarios":
+            assert FLOOR[other] < FLOOR[me], \
+                f"{me} (floor {FLOOR[me]}) imports {other} (floor {FLOOR[other]})"
+
+
+def test_an_upward_import_is_caught() -> None:
+    tree = ast.parse("def f():\n    from .worker import connect_router\n"
+                     "from .core.kv import Limits\nfrom raftmp.storage import FileStorage\n")
+    assert raftmp_imports(tree) == {"worker", "core", "storage"}
+    assert FLOOR["worker"] >= FLOOR["client"]   # so client.py importing worker fails
