@@ -96,6 +96,7 @@ _RECV_SIZE = 256 * 1024
 _RECV_MAX = 4 * 1024 * 1024  # read up to this much at once while a big frame is pending
 _IOV_MAX = 512  # buffers per sendmsg (Linux IOV_MAX is 1024)
 _SOCK_BUF = 1024 * 1024  # SO_SNDBUF / SO_RCVBUF asked for on each link
+_STALE_READS = 64  # reads of an id's old link, looking for its EOF, before a hello is refused
 
 _LEN = struct.Struct("!i")
 _LEN_Q = struct.Struct("!Q")
@@ -397,8 +398,9 @@ class _Router:
         if not hmac.compare_digest(secret, self.secret):
             raise ValueError(f"hello for replica {requested} without the cluster's secret")
         old = self.links.get(requested)
-        while old is not None and not old.closed and self.read(old):
-            pass  # handle what the old link still holds; its EOF closes it
+        for _ in range(_STALE_READS):  # handle what the old link still holds; EOF closes it
+            if old is None or old.closed or not self.read(old):
+                break
         if old is not None and not old.closed:
             raise ValueError(f"hello for replica {requested}, whose link is still open")
         return requested
