@@ -19,7 +19,13 @@ import sys
 import time
 from typing import Optional
 
+from tabulate import tabulate
+
+from . import checker, console, scenario, sim
+from .checker import check_outcomes
+from .cluster import Cluster
 from .seeds import pick_seed
+from .workload import Workload, drive, summarize
 
 SUBCOMMANDS = ("run", "sim", "scenario", "check")
 
@@ -29,17 +35,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     if argv and argv[0] in SUBCOMMANDS:
         cmd, rest = argv[0], argv[1:]
-        if cmd == "run":
-            from .console import main as run_main
-            return run_main(rest)
-        if cmd == "sim":
-            from .sim import main as sim_main
-            return sim_main(rest)
-        if cmd == "check":
-            from .checker import main as check_main
-            return check_main(rest)
-        from .scenario import main as scenario_main
-        return scenario_main(rest)
+        command = {"run": console, "sim": sim, "check": checker, "scenario": scenario}[cmd]
+        return command.main(rest)
     return main_job(argv)
 
 
@@ -60,12 +57,6 @@ def main_job(argv: list[str]) -> int:
     a = p.parse_args(argv)
     if a.nodes < 1 or not 0 <= a.drop < 1 or a.duration <= 0 or a.concurrency < 1:
         p.error("need nodes >= 1, 0 <= drop < 1, duration > 0, concurrency >= 1")
-
-    from tabulate import tabulate
-
-    from .checker import check_outcomes
-    from .cluster import Cluster
-    from .workload import Workload, drive, summarize
 
     seed = pick_seed(a.seed)
     print(f"raftmp main job: {a.nodes} nodes, drop={a.drop}, {a.duration:g} s, "

@@ -22,6 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from tabulate import tabulate
+
 from .checker import check_outcomes
 from .core.errors import ConfigError
 from .core.messages import ClientReply
@@ -465,8 +467,6 @@ def run_many(seeds: list[int], cfg: SimConfig, jobs: int = 1,
 
 
 def print_table(results: list[SimResult], cfg: SimConfig) -> None:
-    from tabulate import tabulate
-
     row = {
         "seeds": len(results),
         "drop": cfg.drop,

@@ -10,7 +10,6 @@ is printed and appears in assertion messages: replay one with
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from raftmp.core.session import DONE
+from raftmp.seeds import pick_seed
 
 WAIT = 10.0  # default bound of a wait, seconds
 
@@ -38,7 +38,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, what: str = 
 @pytest.fixture
 def seed(request) -> int:
     env = os.environ.get("RAFTMP_TEST_SEED")
-    value = int(env) if env else random.SystemRandom().randrange(2**31)
+    value = pick_seed(int(env) if env else None)
     print(f"{request.node.nodeid}: seed {value} (replay with RAFTMP_TEST_SEED={value})")
     return value
 
