@@ -132,6 +132,28 @@ def test_bad_hello_and_absurd_lengths_close_only_that_link(cluster, data, seed):
     still_serving(cluster, kv, expected, seed)
 
 
+def test_nobody_outside_the_launcher_speaks_as_a_replica(cluster, data, seed):
+    """A hello for a node's id without the cluster's secret (or with a wrong
+    one) is refused: it can neither take the id nor knock the node off."""
+    kv, expected = data
+    before = router_total(cluster)["malformed"]
+    hellos = [wire.hello(i, secret) for i in cluster.ids
+              for secret in (b"", bytes(wire.SECRET_SIZE))]
+    for hello in hellos:
+        c = connect(cluster.address, family="AF_UNIX")
+        try:
+            c.send_bytes(hello)
+            assert c.poll(WAIT)
+            with pytest.raises(EOFError):
+                c.recv_bytes()
+        finally:
+            c.close()
+    wait_until(lambda: router_total(cluster)["malformed"] == before + len(hellos), WAIT,
+               f"{len(hellos)} refused hellos counted (seed {seed})")
+    assert sorted(cluster.stats()["router"]["endpoints"])[:cluster.n] == cluster.ids
+    still_serving(cluster, kv, expected, seed)
+
+
 def test_unknown_destinations_are_counted(cluster, data, seed):
     kv, expected = data
     before = router_total(cluster)
