@@ -389,7 +389,7 @@ class _Router:
         return True
 
     def admit(self, requested: int, secret: bytes) -> int:
-        """The endpoint id a hello gets; ValueError if it is refused (see Hellos)."""
+        """The endpoint id a hello gets; ValueError if it is refused (module doc: Hellos)."""
         if requested == wire.ANY and not secret:
             self.next_client += 1
             return self.next_client - 1
