@@ -66,7 +66,7 @@ class AppendEntriesReply(NamedTuple):
     index: int
     conflict_term: int
     conflict_index: int
-    round: int
+    round: int      # the request's round; 0 when rejecting a request of an older term
 
 
 RAFT_MESSAGES = (RequestVote, RequestVoteReply, AppendEntries, AppendEntriesReply)

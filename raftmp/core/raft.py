@@ -145,10 +145,13 @@ class Raft:
                 # unknown unless the message comes from it).
                 self.become_follower(m.term, m.leader if t is AppendEntries else None, now)
         if m.term < self.term:
-            # §5.1: reject stale requests, telling the sender the current term.
+            # §5.1: reject stale requests, telling the sender the current term. The
+            # reply echoes no round (0): the sender may lead our term by the time it
+            # arrives, with a round counter restarted, and must not take this as a
+            # confirmation of its leadership (ReadIndex, thesis §6.4).
             if t is AppendEntries:
                 self._send(src, AppendEntriesReply(self.term, self.id, False, m.prev_index, 0, 0,
-                                                   m.round))
+                                                   0))
             elif t is RequestVote:
                 self._send(src, RequestVoteReply(self.term, self.id, False, m.pre))
             return
@@ -435,7 +438,9 @@ class Raft:
         self._send(src, AppendEntriesReply(self.term, self.id, True, last_new, 0, 0, m.round))
 
     def handle_append_reply(self, src: int, m: AppendEntriesReply, now: float) -> None:
-        if self.role != LEADER:
+        if self.role != LEADER or m.round == 0:
+            # Round 0 answers an append from an earlier term of ours (see ``step``):
+            # it proves nothing about this term, not even for check-quorum (§6.2).
             return
         pr = self.progress[src]
         pr.active = True
