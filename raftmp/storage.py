@@ -70,6 +70,23 @@ def _datasync(fd: int) -> None:
 
 
 
+def _makedirs_durably(path: str, sync: bool) -> None:
+    """``os.makedirs``, then fsync the parent of each directory it created: a
+    new directory's name is data of its parent, lost in a crash until synced."""
+    missing = []
+    p = os.path.abspath(path)
+    while not os.path.isdir(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    os.makedirs(path, exist_ok=True)
+    for d in missing if sync else ():
+        fd = os.open(os.path.dirname(d), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class CorruptStorage(RaftmpError):
     """The data dir holds something that cannot be a crash's leftover.
 
@@ -91,6 +108,71 @@ def _load_all(body: memoryview) -> list[Entry]:
     return entries
 
 
+_SECTOR = 512
+
+
+def _valid_record_at(view: memoryview, pos: int) -> bool:
+    if len(view) - pos < _HEADER.size:
+        return False
+    length, crc = _HEADER.unpack_from(view, pos)
+    start = pos + _HEADER.size
+    return 0 < length <= len(view) - start and zlib.crc32(view[start:start + length]) == crc
+
+
+def _zeros(view: memoryview) -> bool:
+    return view.tobytes() == bytes(len(view))
+
+
+def _torn(view: memoryview, pos: int) -> Optional[str]:
+    """Why the bad record at ``pos`` can be the leftover of a crash (a write
+    that was never fsynced, so never acknowledged), or None if it cannot.
+
+    A crash tears only the last write: nothing valid may follow it, and the
+    record must be short, or unwritten (zeros), or hold an unwritten sector,
+    as etcd's WAL decoder judges (``isTornEntry``). Anything else is corruption:
+    truncating there could drop acknowledged entries."""
+    if any(_valid_record_at(view, p) for p in range(pos + 1, len(view) - _HEADER.size)):
+        return None
+    if len(view) - pos < _HEADER.size:
+        return "short header"
+    length, crc = _HEADER.unpack_from(view, pos)
+    start, end = pos + _HEADER.size, pos + _HEADER.size + length
+    if length == 0:
+        return "zero-filled tail" if _zeros(view[pos:]) else None
+    if end > len(view):
+        # Cut short, unless the body is all there under a flipped length.
+        return "short body" if zlib.crc32(view[start:]) != crc else None
+    sectors = range(pos - pos % _SECTOR, end, _SECTOR)
+    if any(_zeros(view[max(o, pos):min(o + _SECTOR, end)]) for o in sectors):
+        return "unwritten sector"
+    return None
+
+
+def decode_log(data: bytes) -> tuple[list[tuple[list[Entry], int]], Optional[str]]:
+    """Parse a log file: its records as (entries, framed size), in order, and why
+    the bytes after them were dropped (None if nothing was). A torn last write
+    is dropped (see ``_torn``); anything else that is not a valid record raises
+    ``CorruptStorage``. The records' entries are not checked to continue each other."""
+    view = memoryview(data)
+    records: list[tuple[list[Entry], int]] = []
+    pos = 0
+    while pos < len(data):
+        if not _valid_record_at(view, pos):
+            why = _torn(view, pos)
+            if why is None:
+                raise CorruptStorage(f"bad record at offset {pos} of {len(data)} bytes, and it "
+                                     "is not a torn last write: refusing to drop what follows")
+            return records, f"{why} at offset {pos}"
+        length, _ = _HEADER.unpack_from(view, pos)
+        try:
+            entries = _load_all(view[pos + _HEADER.size:pos + _HEADER.size + length])
+        except Exception as e:  # noqa: BLE001 — any unpickling failure means a bad record
+            raise CorruptStorage(f"CRC-valid record at offset {pos} is unreadable ({e!r})") from e
+        records.append((entries, _HEADER.size + length))
+        pos += _HEADER.size + length
+    return records, None
+
+
 def _frame(body: bytes) -> bytes:
     assert 0 < len(body) <= _MAX_BODY, "record body empty or over 4 GiB"
     return _HEADER.pack(len(body), zlib.crc32(body)) + body
@@ -99,7 +181,8 @@ def _frame(body: bytes) -> bytes:
 class FileStorage:
     """Durable storage for a real worker: an append-only log plus an atomically replaced hard state.
 
-    Layout of the directory ``path`` (created if missing):
+    Layout of the directory ``path`` (created if missing, durably: its parent is
+    fsynced):
 
     ``log``
         Records ``length:uint32 | crc32(body):uint32 | body``, one per ``save``
@@ -107,9 +190,11 @@ class FileStorage:
         sequences of ``Entry`` that together are contiguous. A record whose
         first index is <= the last stored index replaces the stored suffix
         from that index on (§5.3), so replay is ``MemoryStorage.save``
-        applied to each record in order. A torn or
-        corrupt record (short header, short body, CRC mismatch, unpicklable
-        body) ends the log: the file is truncated there, with a warning.
+        applied to each record in order. A torn last write (a crash's
+        leftover: nothing valid after it, short or partly unwritten) is cut
+        off, with a warning; any other bad record (a flipped bit, a record
+        that does not continue the log) raises ``CorruptStorage``: dropping
+        the valid records after it could lose acknowledged entries.
     ``state``
         One record whose body is the JSON ``[term, vote]``, replaced atomically
         (write ``state.tmp``, fsync, ``os.replace``, fsync the directory). A
@@ -146,7 +231,7 @@ class FileStorage:
         self.sync = sync
         self.compact_ratio = compact_ratio
         self.compact_min_bytes = compact_min_bytes
-        os.makedirs(self.path, exist_ok=True)
+        _makedirs_durably(self.path, sync)
         self._log_path = os.path.join(self.path, "log")
         self._state_path = os.path.join(self.path, "state")
         self._log_fd: Optional[int] = None
@@ -255,29 +340,12 @@ class FileStorage:
                 data = f.read()
         except FileNotFoundError:
             return
-        view = memoryview(data)
+        try:
+            records, torn = decode_log(data)
+        except CorruptStorage as e:
+            raise CorruptStorage(f"{self._log_path}: {e}") from None
         pos = 0
-        problem = None
-        while pos < len(data):
-            if len(data) - pos < _HEADER.size:
-                problem = "short header"
-                break
-            length, crc = _HEADER.unpack_from(view, pos)
-            body = view[pos + _HEADER.size:pos + _HEADER.size + length]
-            if length == 0:
-                problem = "zero length"  # e.g. a zero-filled tail after a crash
-                break
-            if len(body) < length:
-                problem = "short body"
-                break
-            if zlib.crc32(body) != crc:
-                problem = "CRC mismatch"
-                break
-            try:
-                entries = _load_all(body)
-            except Exception as e:  # noqa: BLE001 — any unpickling failure means a bad record
-                problem = f"unpicklable body ({e!r})"
-                break
+        for entries, size in records:
             # A CRC-valid record that breaks the log's shape was written by a
             # bug, not torn by a crash: stop, don't repair.
             if not (entries
@@ -286,13 +354,12 @@ class FileStorage:
                     and all(e.index == entries[0].index + i for i, e in enumerate(entries))):
                 raise CorruptStorage(f"{self._log_path}: record at offset {pos} does not "
                                      "continue the log")
-            size = _HEADER.size + length
             self._apply(entries, size)
             pos += size
         self._size = pos
-        if problem is not None:
-            _log.warning("%s: %s at offset %d; truncating %d bytes (index %d is the last kept)",
-                         self._log_path, problem, pos, len(data) - pos, len(self.entries))
+        if torn is not None:
+            _log.warning("%s: torn last write (%s); truncating %d bytes (index %d is the last "
+                         "kept)", self._log_path, torn, len(data) - pos, len(self.entries))
             fd = os.open(self._log_path, os.O_WRONLY)
             try:
                 os.ftruncate(fd, pos)
