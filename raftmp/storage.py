@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import pickle
+import random
 import struct
 import zlib
 from typing import Optional, Sequence
@@ -52,6 +53,57 @@ class MemoryStorage:
             assert first <= len(self.entries) + 1, "entries must continue the stored log"
             del self.entries[first - 1:]
             self.entries.extend(entries)
+
+
+class DiskImage:
+    """FileStorage's log format, held in memory, for the simulator: the same
+    framed records, recovered by the same ``decode_log``, so a simulated crash
+    can tear the last write and a fault can flip a bit, and recovery is the
+    real one. The hard state is replaced atomically, after the log write, as
+    FileStorage does."""
+
+    def __init__(self) -> None:
+        self.log = bytearray()
+        self.hard: tuple[int, Optional[int]] = (0, None)
+
+    def load(self) -> tuple[int, Optional[int], list[Entry]]:
+        """Recover (raises ``CorruptStorage`` as FileStorage would); a torn tail is cut off."""
+        records, torn = decode_log(bytes(self.log))
+        if torn is not None:
+            del self.log[sum(size for _, size in records):]
+        mem = MemoryStorage()
+        for entries, _ in records:
+            mem.save(None, entries)
+        return (*self.hard, mem.entries)
+
+    def save(self, hard_state: Optional[tuple[int, Optional[int]]], entries: Sequence[Entry],
+             pickled: Optional[list[bytes]] = None) -> None:
+        if entries:
+            self.log += encode_record(entries)
+        if hard_state is not None:
+            self.hard = hard_state
+
+    def save_torn(self, entries: Sequence[Entry], rng: random.Random) -> None:
+        """A crash inside ``save``, before its fsync returned: a random prefix of the
+        log write reached the disk (the rest is cut off, or left as unwritten,
+        zeroed sectors), and the hard state, replaced after it, was not written."""
+        if not entries:
+            return
+        start = len(self.log)
+        self.log += encode_record(entries)
+        cut = rng.randrange(start, len(self.log) + 1)
+        if cut == len(self.log) or rng.random() < 0.5:
+            del self.log[cut:]
+        else:
+            zero = max(start, cut - cut % _SECTOR)
+            self.log[zero:] = bytes(len(self.log) - zero)
+
+    def flip_bit(self, rng: random.Random) -> bool:
+        """Corrupt one stored bit (False if there is nothing stored)."""
+        if not self.log:
+            return False
+        self.log[rng.randrange(len(self.log))] ^= 1 << rng.randrange(8)
+        return True
 
 
 # --- FileStorage ----------------------------------------------------------------
@@ -176,6 +228,11 @@ def decode_log(data: bytes) -> tuple[list[tuple[list[Entry], int]], Optional[str
 def _frame(body: bytes) -> bytes:
     assert 0 < len(body) <= _MAX_BODY, "record body empty or over 4 GiB"
     return _HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+def encode_record(entries: Sequence[Entry]) -> bytes:
+    """One framed log record holding ``entries`` (what ``decode_log`` reads back)."""
+    return _frame(pickle.dumps(tuple(entries), pickle.HIGHEST_PROTOCOL))
 
 
 class FileStorage:
@@ -310,11 +367,7 @@ class FileStorage:
             f"entries start at {first}, the stored log ends at {len(self.entries)}"
         )
         assert entries[-1].index == first + len(entries) - 1, "entries not contiguous"
-        if pickled:
-            body = b"".join(pickled)
-        else:
-            body = pickle.dumps(tuple(entries), pickle.HIGHEST_PROTOCOL)
-        record = _frame(body)
+        record = _frame(b"".join(pickled)) if pickled else encode_record(entries)
         self._write_all(self._log_fd, record)
         if self.sync:
             _datasync(self._log_fd)
@@ -377,7 +430,7 @@ class FileStorage:
         try:
             for i in range(0, len(self.entries), _COMPACT_CHUNK):
                 chunk = self.entries[i:i + _COMPACT_CHUNK]
-                record = _frame(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
+                record = encode_record(chunk)
                 self._write_all(fd, record)
                 records.append((chunk[0].index, len(record)))
                 size += len(record)

@@ -6,8 +6,9 @@
         drain every packet that has arrived (one read); node.step(...) for each message
         node.tick(now)
         rd = node.ready(now)
-        storage.save(rd.hard_state, rd.entries)     # durable before any send (but a
-        send one packet per destination             #   leader's AppendEntries, §10.2.1)
+        send rd.messages                            # a leader's appends (thesis §10.2.1)
+        storage.save(rd.hard_state, rd.entries)     # durable before ...
+        send rd.persisted_messages                  # ... votes and acknowledgements
 
 No threads (``threading.active_count() == 1`` always): the links are plain
 ``multiprocessing`` connections, polled (``wire.Poller``) and read a whole
@@ -39,7 +40,7 @@ from . import wire
 from .core.kv import Limits
 from .core.messages import RAFT_MESSAGES, AppendEntries, ClientRequest, Entry
 from .core.node import Node
-from .core.raft import LEADER, Config
+from .core.raft import Config
 from .storage import FileStorage
 
 log = logging.getLogger("raftmp.worker")
@@ -96,22 +97,15 @@ class Worker:
             now = time.monotonic()
             node.tick(now)
             rd = node.ready(now)
-            messages = rd.messages
-            if rd.entries and rd.hard_state is None and node.raft.role == LEADER:
-                # Thesis §10.2.1: a leader may write its log while it replicates
-                # it. It counts itself toward a commit only when acknowledgements
-                # come back, in a later turn, after this one's save.
-                # (Only to peers that get nothing else: one packet per peer per turn.)
-                later = {dst for dst, m in messages if type(m) is not AppendEntries}
-                self.send([x for x in messages if x[0] not in later])
-                messages = [x for x in messages if x[0] in later]
+            if rd.messages:
+                self.send(rd.messages)   # a leader's appends (thesis §10.2.1)
             if rd.entries:
                 self.storage.save(rd.hard_state, rd.entries, self.pickled(rd.entries))
             elif rd.hard_state is not None:
                 self.storage.save(rd.hard_state, ())
             self.received.clear()
-            if messages:
-                self.send(messages)
+            if rd.persisted_messages:
+                self.send(rd.persisted_messages)
 
     def drain(self) -> None:
         now = time.monotonic()

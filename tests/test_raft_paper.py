@@ -484,8 +484,35 @@ def test_5_5_vote_is_persisted_before_it_is_sent():
     core.step(0, RequestVote(1, 0, 0, 0), 0.0)
     rd = core.ready(0.0)
     assert rd.hard_state == (1, 0)
-    assert [(d, m.granted) for d, m in rd.messages] == [(0, True)]
+    assert rd.messages == []
+    assert [(d, m.granted) for d, m in rd.persisted_messages] == [(0, True)]
 
+
+
+def test_thesis_10_2_1_only_a_leaders_appends_leave_before_the_save():
+    """Thesis §10.2.1: a leader may send AppendEntries before its own log write
+    (``Ready.messages``); an acknowledgement, a vote, and anything sent in a turn
+    that changed the term or vote wait for the save (``persisted_messages``)."""
+    net = Network(3)
+    net.elect(0)
+    net.heartbeat()
+    net[0].propose("x")
+    rd = net[0].ready(net.now)
+    assert rd.entries and rd.hard_state is None
+    assert {d for d, m in rd.messages} == {1, 2}
+    assert all(type(m) is AppendEntries and m.entries for _, m in rd.messages)
+    assert rd.persisted_messages == []
+    net[1].step(0, rd.messages[0][1], net.now)
+    ack = net[1].ready(net.now)
+    assert ack.entries and ack.messages == []
+    assert [type(m) for _, m in ack.persisted_messages] == [AppendEntriesReply]
+    # A newer term arrives in the turn whose heartbeat went out: it all waits.
+    net.now += net.config.heartbeat_interval
+    net[0].tick(net.now)
+    net[0].step(2, AppendEntriesReply(7, 2, False, 0, 0, 0, 0), net.now)
+    rd = net[0].ready(net.now)
+    assert rd.hard_state == (7, None) and rd.messages == []
+    assert {type(m) for _, m in rd.persisted_messages} == {AppendEntries}
 
 # ----------------------------------------------------------------------- §8
 

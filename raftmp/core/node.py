@@ -5,7 +5,8 @@ drive a ``Node`` the same way::
 
     node.step(src, message, now)   # for every message that arrived
     node.tick(now)
-    rd = node.ready(now)           # persist rd.hard_state/rd.entries, then send rd.messages
+    rd = node.ready(now)           # send rd.messages, persist rd.hard_state/rd.entries,
+                                   # then send rd.persisted_messages
 
 Client requests are answered here: a follower redirects to the leader it
 knows; the leader proposes writes to the log and answers them when they are
@@ -105,7 +106,7 @@ class Node:
         serving = self.serving_term
         if serving is not None and (raft.role != LEADER or raft.term != serving):
             self._stop_serving(now)
-        rd.messages.extend(self.replies)
+        rd.persisted_messages.extend(self.replies)
         self.replies = []
         return rd
 
