@@ -71,6 +71,45 @@ class AppendEntriesReply(NamedTuple):
 
 RAFT_MESSAGES = (RequestVote, RequestVoteReply, AppendEntries, AppendEntriesReply)
 
+# The field kinds of each Raft message, for ``check_raft_message``.
+_N, _B = "count", "flag"   # an int >= 0; a bool
+_FIELDS = {
+    RequestVote: (_N, _N, _N, _N, _B),
+    RequestVoteReply: (_N, _N, _B, _B),
+    AppendEntries: (_N, _N, _N, _N, None, _N, _N),
+    AppendEntriesReply: (_N, _N, _B, _N, _N, _N, _N),
+}
+
+
+def check_raft_message(m: Any) -> Optional[str]:
+    """Why ``m``, a Raft message off the wire, is malformed or inconsistent, or None.
+
+    The core trusts its peers' messages to be well formed (a broken one would
+    trip an assertion, by design); the worker drops what fails here instead.
+    An AppendEntries must carry a run of entries right after ``prev_index``
+    (§5.3), with terms that never decrease and never pass the message's term."""
+    kinds = _FIELDS.get(type(m))
+    if kinds is None:
+        return f"{type(m).__name__} is not a Raft message"
+    for name, kind, value in zip(m._fields, kinds, m, strict=True):
+        if kind is _N and not (type(value) is int and value >= 0):
+            return f"{type(m).__name__}.{name} = {value!r} is not a count"
+        if kind is _B and type(value) is not bool:
+            return f"{type(m).__name__}.{name} = {value!r} is not a bool"
+    if type(m) is AppendEntries:
+        if type(m.entries) is not tuple:
+            return f"AppendEntries.entries is a {type(m.entries).__name__}"
+        term, index = m.prev_term, m.prev_index
+        for e in m.entries:
+            if type(e) is not Entry or type(e.term) is not int or e.index != index + 1:
+                return f"AppendEntries entry {e!r} does not follow index {index}"
+            if not term <= e.term <= m.term:
+                return f"AppendEntries entry {e!r} has a term out of order"
+            term, index = e.term, e.index
+        if m.prev_term > m.term:
+            return f"AppendEntries prev_term {m.prev_term} is after its term {m.term}"
+    return None
+
 
 # --- Clients ------------------------------------------------------------------
 

@@ -453,6 +453,8 @@ class Raft:
             # Round 0 answers an append from an earlier term of ours (see ``step``):
             # it proves nothing about this term, not even for check-quorum (§6.2).
             return
+        if m.success and m.index > self.log.last_index:
+            return  # matches what this leader never sent: not an honest reply (§5.3)
         pr = self.progress[src]
         pr.active = True
         if m.round > pr.round:
