@@ -253,7 +253,8 @@ def test_default_sweep_catches_mutant_and_replays_it(name, monkeypatch, capsys):
     seed, violation, replay = found.groups()
     assert what in violation
     assert sim.main(replay.split() + ["--jobs", "1"]) == 1
-    assert f"seed {seed} violated: " in capsys.readouterr().out and violation
+    assert f"seed {seed} violated: " in (again := capsys.readouterr().out)
+    assert violation in again
 
 
 def test_default_sweep_is_clean_with_the_real_core(capsys):
