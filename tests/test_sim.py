@@ -60,14 +60,15 @@ def test_run_many_matches_single_runs_and_is_sorted():
 
 # ----------------------------------------------------------------------- fuzz
 
-# 6 drop rates x 100 seeds = 600 schedules; odd rows add duplication and reordering.
+# 6 drop rates x 100 seeds = 600 schedules; odd rows add every other fault (duplication,
+# reordering, packets held past elections, bit flips).
 FUZZ = [
     (0.0, CORE, range(100)),
-    (0.1, CORE + ("duplicate", "delay"), range(1000, 1100)),
+    (0.1, sim.FAULTS, range(1000, 1100)),
     (0.2, CORE, range(2000, 2100)),
-    (0.3, CORE + ("duplicate", "delay"), range(3000, 3100)),
+    (0.3, sim.FAULTS, range(3000, 3100)),
     (0.4, CORE, range(4000, 4100)),
-    (0.5, CORE + ("duplicate", "delay"), range(5000, 5100)),
+    (0.5, sim.FAULTS, range(5000, 5100)),
 ]
 FUZZ_OPS = 150
 

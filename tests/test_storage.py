@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import tempfile
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from raftmp.core.errors import RaftmpError
 from raftmp.core.messages import Entry
-from raftmp.storage import CorruptStorage, FileStorage, MemoryStorage
+from raftmp.storage import CorruptStorage, DiskImage, FileStorage, MemoryStorage
 
 
 def entries(first: int, n: int, term: int = 1) -> list[Entry]:
@@ -165,12 +166,23 @@ def test_torn_tail_at_every_offset(tmp_path, caplog):
         s.close()
 
 
-def flip_every_bit(path, lo: int, hi: int):
-    """Yield once per bit of the log bytes lo..hi, with that bit flipped on disk."""
+def record_starts(path) -> list[int]:
+    data = (path / "log").read_bytes()
+    starts, pos = [], 0
+    while pos < len(data):
+        starts.append(pos)
+        pos += 8 + int.from_bytes(data[pos:pos + 4], "little")
+    return starts
+
+
+def flip_bits(path, lo: int, hi: int, headers: list[int]):
+    """Yield once per flipped bit of the log bytes lo..hi, with it flipped on disk:
+    every bit of the record headers (at ``headers``), one bit of every other byte."""
     log = path / "log"
     data = log.read_bytes()
+    header = {h + k for h in headers for k in range(8)}
     for pos in range(lo, hi):
-        for bit in range(8):
+        for bit in range(8) if pos in header else [pos % 8]:
             bad = bytearray(data)
             bad[pos] ^= 1 << bit
             log.write_bytes(bytes(bad))
@@ -184,7 +196,7 @@ def test_flipped_bit_anywhere_is_corruption(tmp_path):
     and the file is left as it is; a truncation would drop entries a quorum may
     have counted on (issue 8: a mid-log bit flip used to truncate the log there)."""
     _, end = three_records(tmp_path)
-    for pos, bit, bad in flip_every_bit(tmp_path, 0, end):
+    for pos, bit, bad in flip_bits(tmp_path, 0, end, record_starts(tmp_path)):
         with pytest.raises(CorruptStorage):
             FileStorage(tmp_path)
         assert (tmp_path / "log").read_bytes() == bad, (pos, bit)
@@ -402,3 +414,36 @@ def test_leftover_log_tmp_is_ignored(tmp_path):
     with FileStorage(tmp_path) as s:
         assert s.load()[2] == entries(1, 2)
     assert not (tmp_path / "log.tmp").exists()
+
+
+# --- DiskImage: the simulator's disk, FileStorage's format in memory ------------------
+
+
+def test_disk_image_torn_save_loses_only_the_unsynced_write():
+    """A crash inside save leaves a prefix of the write (cut off, or with unwritten
+    zero sectors): recovery drops exactly that write, and the old hard state stays."""
+    torn = 0
+    for seed in range(200):
+        rng = random.Random(seed)
+        disk = DiskImage()
+        synced = entries(1, 3) + [Entry(2, 4, "y" * rng.randrange(2000))]
+        disk.save((1, 1), synced[:3])
+        disk.save((2, None), synced[3:])
+        write = [Entry(2, i, "z" * rng.randrange(1500)) for i in range(5, 8)]
+        disk.save_torn(write, rng)
+        loaded = disk.load()
+        assert loaded in ((2, None, synced), (2, None, synced + write)), seed
+        torn += loaded[2] == synced
+        assert disk.load() == loaded, seed                  # the torn tail was cut off
+    assert torn > 190
+
+
+def test_disk_image_bit_flip_is_always_caught():
+    rng = random.Random(1)
+    for _ in range(300):
+        disk = DiskImage()
+        for first in range(1, 30, 3):
+            disk.save(None, entries(first, 3))
+        assert disk.flip_bit(rng)
+        with pytest.raises(CorruptStorage):
+            disk.load()
