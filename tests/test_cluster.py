@@ -499,7 +499,8 @@ def _delayed_leader_changes(seed: int, seconds: float) -> None:
         start = time.monotonic()
         killed = None
         events = ["delay", "cut off", "heal", "kill", "restart", "calm"]
-        at = {e: start + seconds * f for e, f in zip(events, [0.1, 0.25, 0.45, 0.6, 0.75, 0.9])}
+        at = {e: start + seconds * f for e, f in
+              zip(events, [0.1, 0.25, 0.45, 0.6, 0.75, 0.9], strict=True)}
         while events or any(kv.in_flight for kv in clients):
             now = time.monotonic()
             assert now < start + seconds + 60, f"seed {seed}: operations stuck"
