@@ -2,9 +2,10 @@
 
 The core never touches storage: it takes the loaded state when it is built
 and hands out what must be made durable in each ``Ready``. A worker calls
-``save`` once per loop turn, before it sends anything.
+``save`` once per loop turn, before it sends anything but a leader's
+appends (see ``Ready``).
 
-Interface (both classes):
+Interface (MemoryStorage, DiskImage, FileStorage):
     load() -> (term, vote, entries)         # entries are Entry(term, index, command), index 1..
     save(hard_state, entries, pickled=None) -> None   # durable when it returns
         hard_state: (term, vote) or None when unchanged
