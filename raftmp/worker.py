@@ -140,7 +140,7 @@ class Worker:
                 except Exception as exc:  # noqa: BLE001 — any unpickling failure: bad payload
                     self.reject(f"undecodable AppendEntries from {src}: {exc!r}")
                     return
-            why = check_raft_message(m)
+            why = check_raft_message(m, src)
             if why is not None:
                 self.reject(f"from {src}: {why}")
                 return

@@ -198,19 +198,20 @@ MALFORMED = [
     AppendEntriesReply(1, 2, "yes", 0, 0, 0, 1),
     RequestVote(None, 2, 0, 0),
     RequestVoteReply(1, 2, 1),
+    AppendEntries(1, 0, 0, 0, (), 0, 1),                            # not its sender (2)
 ]
 
 
 @pytest.mark.parametrize("m", MALFORMED, ids=range(len(MALFORMED)))
 def test_malformed_raft_message_is_named(m):
-    assert check_raft_message(m)
+    assert check_raft_message(m, 2)
 
 
 def test_well_formed_raft_messages_pass():
     for m in [AppendEntries(3, 2, 4, 1, (Entry(1, 5, "x"), Entry(3, 6, None)), 5, 7),
-              AppendEntries(3, 2, 0, 0, (), 0, 1), AppendEntriesReply(3, 1, False, 4, 2, 3, 0),
-              RequestVote(4, 1, 10, 3, True), RequestVoteReply(4, 1, True)]:
-        assert check_raft_message(m) is None, m
+              AppendEntries(3, 2, 0, 0, (), 0, 1), AppendEntriesReply(3, 2, False, 4, 2, 3, 0),
+              RequestVote(4, 2, 10, 3, True), RequestVoteReply(4, 2, True)]:
+        assert check_raft_message(m, 2) is None, m
 
 
 def test_malformed_messages_from_a_replica_id_are_counted_and_dropped(cluster, data, seed):

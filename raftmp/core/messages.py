@@ -81,16 +81,21 @@ _FIELDS = {
 }
 
 
-def check_raft_message(m: Any) -> Optional[str]:
-    """Why ``m``, a Raft message off the wire, is malformed or inconsistent, or None.
+def check_raft_message(m: Any, src: int) -> Optional[str]:
+    """Why ``m``, a Raft message off the wire from ``src``, is malformed or
+    inconsistent, or None.
 
     The core trusts its peers' messages to be well formed (a broken one would
     trip an assertion, by design); the worker drops what fails here instead.
-    An AppendEntries must carry a run of entries right after ``prev_index``
-    (§5.3), with terms that never decrease and never pass the message's term."""
+    Every message names its sender second (candidate, voter, leader, follower),
+    and that must be ``src``. An AppendEntries must carry a run of entries right
+    after ``prev_index`` (§5.3), with terms that never decrease and never pass
+    the message's term."""
     kinds = _FIELDS.get(type(m))
     if kinds is None:
         return f"{type(m).__name__} is not a Raft message"
+    if m[1] != src:
+        return f"{type(m).__name__} names sender {m[1]!r}, but came from {src}"
     for name, kind, value in zip(m._fields, kinds, m, strict=True):
         if kind is _N and not (type(value) is int and value >= 0):
             return f"{type(m).__name__}.{name} = {value!r} is not a count"
