@@ -63,6 +63,7 @@ class SimConfig:
     corrupt: float = 0.3               # with "corrupt": chance a crash flips a stored bit
     keys: int = 5
     check_history: bool = True
+    check_reads: bool = True           # read safety as answers leave (see _check_reads)
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULTS)
@@ -248,7 +249,7 @@ class Simulation:
         if node is None:
             return  # crashed: the packet vanishes
         for m in msgs:
-            if type(m) is ClientRequest and m.command.op == "get":
+            if type(m) is ClientRequest and m.command.op == "get" and self.cfg.check_reads:
                 c = m.command
                 self.read_floor.setdefault((dst, c.client_id, c.seq), self.committed)
             self._guard(dst, node.step, src, m, self.now)
