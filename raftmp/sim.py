@@ -7,6 +7,16 @@ properties (Figure 3 of the paper); at the end it checks that every
 acknowledged write reached every live node, that the live state machines
 agree, that every operation started after the faults healed completed, and
 that the client history is linearizable.
+
+Faults: ``crash`` (between turns, or inside one: after the early sends and
+before the save, during the save — the unsynced part of the write is lost —
+or after it, before the other sends), ``restart``, ``partition`` (and
+one-way cuts), ``duplicate``, ``delay`` (a little extra, which reorders),
+``hold`` (a few packets held for up to several election timeouts, so old-term
+requests and replies arrive after leaders change) and ``corrupt`` (a crash
+flips a bit in the stored log: the node must refuse to start, never run with
+entries silently lost). Each node's disk is a ``DiskImage``: FileStorage's
+format and recovery code, in memory.
 """
 
 from __future__ import annotations
@@ -26,15 +36,17 @@ from tabulate import tabulate
 
 from .checker import check_outcomes
 from .core.errors import ConfigError
-from .core.messages import ClientReply
+from .core.messages import OK, ClientReply, ClientRequest
 from .core.node import Node
 from .core.raft import LEADER, Config
 from .core.session import DONE, UNKNOWN, ClientSession, Outcome, Timing
 from .faults import Faults
-from .storage import MemoryStorage
+from .storage import CorruptStorage, DiskImage
 from .wire import FIRST_CLIENT_ID
 
-FAULTS = ("crash", "restart", "partition", "duplicate", "delay")
+FAULTS = ("crash", "restart", "partition", "duplicate", "delay", "hold", "corrupt")
+# Where in a node's turn a crash lands ("idle": between turns).
+CRASH_POINTS = ("idle", "before_save", "mid_save", "after_save")
 
 
 @dataclass
@@ -50,8 +62,12 @@ class SimConfig:
     latency: tuple[float, float] = (0.0002, 0.002)
     extra_delay: tuple[float, float] = (0.0, 0.03)   # with the "delay" fault: reordering
     duplicate: float = 0.1             # with the "duplicate" fault
+    hold: float = 0.02                 # with "hold": this fraction of packets ...
+    hold_for: float = 1.6              # ... is held for up to this long (4 election timeouts)
+    corrupt: float = 0.3               # with "corrupt": chance a crash flips a stored bit
     keys: int = 5
     check_history: bool = True
+    check_reads: bool = True           # read safety as answers leave (see _check_reads)
     network: Faults = field(init=False)   # the per-packet faults the settings above make
 
     def __post_init__(self) -> None:
@@ -95,8 +111,11 @@ class Simulation:
         self.rng = random.Random(seed)
         self.now = 0.0
         self.ids = list(range(cfg.nodes))
-        self.storage = {i: MemoryStorage() for i in self.ids}
+        self.storage = {i: DiskImage() for i in self.ids}
         self.incarnation = defaultdict(int)
+        self.crash_at: dict[int, str] = {}   # node -> where its next persisting turn crashes
+        self.corrupted: set[int] = set()     # a bit of its log was flipped while it was down
+        self.dead: set[int] = set()          # refused to start: stays down
         self.nodes: dict[int, Node] = {i: self._boot(i) for i in self.ids}
         # Generous: at 50% loss a read may need many tries (liveness, not speed, is checked).
         self.timing = Timing(attempt_timeout=0.25, backoff=0.02, op_timeout=30.0)
@@ -116,6 +135,9 @@ class Simulation:
         # (index, term) -> (command, term of the entry before)
         self.entry_at: dict[tuple[int, int], tuple[Any, int]] = {}
         self.applied_at: dict[int, tuple[int, Any]] = {}           # index -> (term, cmd)
+        self.committed = 0                                          # highest index committed
+        # (node, client_id, seq) of a get -> what was committed when it reached the node
+        self.read_floor: dict[tuple[int, int, int], int] = {}
         self.heal_time = 0.0 if self.healed else cfg.fault_period
 
     # ------------------------------------------------------------- the run
@@ -219,6 +241,8 @@ class Simulation:
             delay = r.uniform(*cfg.latency)
             if net.delay[1] > 0:
                 delay += r.uniform(*net.delay)
+            if "hold" in cfg.faults and r.random() < cfg.hold:
+                delay += r.uniform(0.0, cfg.hold_for)
             self.seq += 1
             heapq.heappush(self.net, (self.now + delay, self.seq, src, dst, msgs))
 
@@ -234,6 +258,9 @@ class Simulation:
         if node is None:
             return  # crashed: the packet vanishes
         for m in msgs:
+            if type(m) is ClientRequest and m.command.op == "get" and self.cfg.check_reads:
+                c = m.command
+                self.read_floor.setdefault((dst, c.client_id, c.seq), self.committed)
             self._guard(dst, node.step, src, m, self.now)
         self._turn(dst, node)
 
@@ -253,19 +280,58 @@ class Simulation:
             raise Violation(f"node {i} raised {exc!r}") from exc
 
     def _turn(self, i: int, node: Node) -> None:
-        """One worker loop turn: tick, ready, persist, check, send."""
+        """One worker loop turn, in the Ready's order: tick, ready, check, send
+        the early messages, persist, send the rest; a pending crash lands in it."""
         self._guard(i, node.tick, self.now)
         rd = self._guard(i, node.ready, self.now)
         self._check_entries(i, node, rd.entries)
-        self.storage[i].save(rd.hard_state, rd.entries)
         self._check_applied(i, rd.committed)
         if node.role == LEADER:
             self._check_leader(i, node)
+        if self.read_floor:
+            self._check_reads(i, node, rd.persisted_messages)
+        self._send_each(i, rd.messages)
+        point = self.crash_at.pop(i, None) if rd.entries or rd.hard_state else None
+        if point == "mid_save":
+            self.storage[i].save_torn(rd.entries, self.rng)
+        elif point != "before_save":
+            self.storage[i].save(rd.hard_state, rd.entries)
+        if point is not None:
+            self._crash(i, corrupt=point != "mid_save")
+            return
+        self._send_each(i, rd.persisted_messages)
+
+    def _send_each(self, i: int, messages: list[tuple[int, Any]]) -> None:
+        """One packet per destination."""
         by_dst: dict[int, list] = defaultdict(list)
-        for dst, m in rd.messages:
+        for dst, m in messages:
             by_dst[dst].append(m)
         for dst, msgs in by_dst.items():
             self._send(i, dst, msgs)
+
+    def _crash(self, i: int, corrupt: bool) -> None:
+        """Node i stops; its disk keeps what was written (and, with the "corrupt"
+        fault, once per run, one flipped bit: a cluster of 3 or more can lose one
+        node for good)."""
+        del self.nodes[i]
+        self.crash_at.pop(i, None)
+        cfg, r = self.cfg, self.rng
+        if (corrupt and "corrupt" in cfg.faults and not self.corrupted and cfg.nodes >= 3
+                and r.random() < cfg.corrupt and self.storage[i].flip_bit(r)):
+            self.corrupted.add(i)
+
+    def _restart(self, i: int) -> None:
+        """Boot node i from its disk: a flipped bit must stop it (CorruptStorage)."""
+        try:
+            self.nodes[i] = self._boot(i)
+        except CorruptStorage as exc:
+            if i not in self.corrupted:
+                raise Violation(f"node {i} refused to start from an intact disk: {exc}") from exc
+            self.dead.add(i)
+            return
+        if i in self.corrupted:
+            raise Violation(f"node {i} started from a log with a flipped bit: entries "
+                            "may be silently lost")
 
     # ---------------------------------------------------------------- faults
 
@@ -277,11 +343,14 @@ class Simulation:
         self.next_fault = self._fault_gap()
         if self.next_fault >= self.heal_time:
             self.next_fault = float("inf")
+        for victim in list(self.crash_at):   # never reached a persisting turn: crash now
+            self._crash(victim, corrupt=True)
         choices = []
         down = [i for i in self.ids if i not in self.nodes]
+        restartable = [i for i in down if i not in self.dead]
         if "crash" in cfg.faults and len(down) < (cfg.nodes - 1) // 2 + ("restart" in cfg.faults):
             choices.append("crash")
-        if "restart" in cfg.faults and down:
+        if "restart" in cfg.faults and restartable:
             choices += ["restart", "restart"]
         if "partition" in cfg.faults:
             choices += ["partition", "isolate_leader", "one_way", "heal"]
@@ -290,10 +359,13 @@ class Simulation:
         kind = r.choice(choices)
         if kind == "crash":
             victim = r.choice(sorted(self.nodes))
-            del self.nodes[victim]
+            point = r.choice(CRASH_POINTS)
+            if point == "idle":
+                self._crash(victim, corrupt=True)
+            else:
+                self.crash_at[victim] = point
         elif kind == "restart":
-            i = r.choice(down)
-            self.nodes[i] = self._boot(i)
+            self._restart(r.choice(restartable))
         elif kind == "partition":
             self._partition(r.sample(self.ids, r.randint(1, max(1, cfg.nodes // 2))))
         elif kind == "isolate_leader":
@@ -314,10 +386,11 @@ class Simulation:
         self.healed = True
         self.next_fault = float("inf")
         self.cut.clear()
+        self.crash_at.clear()
         if "restart" in self.cfg.faults:
             for i in self.ids:
-                if i not in self.nodes:
-                    self.nodes[i] = self._boot(i)
+                if i not in self.nodes and i not in self.dead:
+                    self._restart(i)
 
     # ---------------------------------------------------------------- checks
 
@@ -333,14 +406,35 @@ class Simulation:
 
     def _check_applied(self, i: int, committed: list) -> None:
         """State machine safety (§5.4.3): one command per index, on every node."""
+        if committed:
+            self.committed = max(self.committed, committed[-1].index)
         for e in committed:
             seen = self.applied_at.setdefault(e.index, (e.term, e.command))
             if seen != (e.term, e.command):
                 raise Violation(f"state machine safety: node {i} applied {e} at {e.index}, "
                                 f"another node applied {seen}")
 
+    def _check_reads(self, i: int, node: Node, messages: list[tuple[int, Any]]) -> None:
+        """Read safety (thesis §6.4): a get answered OK reflects at least every entry
+        committed anywhere before it reached the node. Stronger than the history
+        check, which needs a later write to that very key to see a stale read."""
+        for _, m in messages:
+            if type(m) is ClientReply:
+                floor = self.read_floor.pop((i, m.client_id, m.seq), None)
+                if floor is not None and m.status == OK and node.applied < floor:
+                    raise Violation(f"stale read: node {i} (term {node.term}) answered get "
+                                    f"{(m.client_id, m.seq)} at applied index {node.applied}, "
+                                    f"but {floor} was committed before the get arrived")
+
     def _check_leader(self, i: int, node: Node) -> None:
-        """Election safety (§5.2) and leader completeness (§5.4)."""
+        """Election safety (§5.2), leader completeness (§5.4), and ReadIndex's premise
+        (thesis §6.4): a leader counts as confirmed only rounds it sent in its term."""
+        sent, answered = node.read_rounds()
+        for peer, got in answered.items():
+            if got > sent:
+                raise Violation(f"read confirmation: leader {i} of term {node.term} counts round "
+                                f"{got} from node {peer}, but has sent rounds up to "
+                                f"{sent} (an answer to an older term?)")
         leader = self.leader_of.get(node.term)
         if leader is not None and leader != i:
             raise Violation(f"election safety: nodes {leader} and {i} both lead term {node.term}")
@@ -414,8 +508,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--first-seed", type=int, default=0, help="first seed of the range")
     p.add_argument("--nodes", type=int, default=5)
     p.add_argument("--drop", type=float, default=0.0, help="packet loss probability")
-    p.add_argument("--faults", default="crash,restart,partition",
-                   help=f"comma-separated subset of {','.join(FAULTS)} (or 'none')")
+    p.add_argument("--faults", default=",".join(FAULTS),
+                   help=f"comma-separated subset of {','.join(FAULTS)} (default: all), or 'none'")
     p.add_argument("--ops", type=int, default=200, help="client operations per seed")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     a = p.parse_args(argv)

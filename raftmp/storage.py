@@ -2,9 +2,10 @@
 
 The core never touches storage: it takes the loaded state when it is built
 and hands out what must be made durable in each ``Ready``. A worker calls
-``save`` once per loop turn, before it sends anything.
+``save`` once per loop turn, before it sends anything but a leader's
+appends (see ``Ready``).
 
-Interface (both classes):
+Interface (MemoryStorage, DiskImage, FileStorage):
     load() -> (term, vote, entries)         # entries are Entry(term, index, command), index 1..
     save(hard_state, entries, pickled=None) -> None   # durable when it returns
         hard_state: (term, vote) or None when unchanged
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import pickle
+import random
 import struct
 import zlib
 from typing import Optional, Sequence
@@ -54,6 +56,57 @@ class MemoryStorage:
             self.entries.extend(entries)
 
 
+class DiskImage:
+    """FileStorage's log format, held in memory, for the simulator: the same
+    framed records, recovered by the same ``decode_log``, so a simulated crash
+    can tear the last write and a fault can flip a bit, and recovery is the
+    real one. The hard state is replaced atomically, after the log write, as
+    FileStorage does."""
+
+    def __init__(self) -> None:
+        self.log = bytearray()
+        self.hard: tuple[int, Optional[int]] = (0, None)
+
+    def load(self) -> tuple[int, Optional[int], list[Entry]]:
+        """Recover (raises ``CorruptStorage`` as FileStorage would); a torn tail is cut off."""
+        records, torn = decode_log(bytes(self.log))
+        if torn is not None:
+            del self.log[sum(size for _, size in records):]
+        mem = MemoryStorage()
+        for entries, _ in records:
+            mem.save(None, entries)
+        return (*self.hard, mem.entries)
+
+    def save(self, hard_state: Optional[tuple[int, Optional[int]]], entries: Sequence[Entry],
+             pickled: Optional[list[bytes]] = None) -> None:
+        if entries:
+            self.log += encode_record(entries)
+        if hard_state is not None:
+            self.hard = hard_state
+
+    def save_torn(self, entries: Sequence[Entry], rng: random.Random) -> None:
+        """A crash inside ``save``, before its fsync returned: a random prefix of the
+        log write reached the disk (the rest is cut off, or left as unwritten,
+        zeroed sectors), and the hard state, replaced after it, was not written."""
+        if not entries:
+            return
+        start = len(self.log)
+        self.log += encode_record(entries)
+        cut = rng.randrange(start, len(self.log) + 1)
+        if cut == len(self.log) or rng.random() < 0.5:
+            del self.log[cut:]
+        else:
+            zero = max(start, cut - cut % _SECTOR)
+            self.log[zero:] = bytes(len(self.log) - zero)
+
+    def flip_bit(self, rng: random.Random) -> bool:
+        """Corrupt one stored bit (False if there is nothing stored)."""
+        if not self.log:
+            return False
+        self.log[rng.randrange(len(self.log))] ^= 1 << rng.randrange(8)
+        return True
+
+
 # --- FileStorage ----------------------------------------------------------------
 
 _log = logging.getLogger(__name__)
@@ -70,6 +123,23 @@ def _datasync(fd: int) -> None:
 
 
 
+def _makedirs_durably(path: str, sync: bool) -> None:
+    """``os.makedirs``, then fsync the parent of each directory it created: a
+    new directory's name is data of its parent, lost in a crash until synced."""
+    missing = []
+    p = os.path.abspath(path)
+    while not os.path.isdir(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    os.makedirs(path, exist_ok=True)
+    for d in missing if sync else ():
+        fd = os.open(os.path.dirname(d), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _load_all(body: memoryview) -> list[Entry]:
     """The entries of a record body: one or more pickled sequences, back to back."""
     f = io.BytesIO(body)
@@ -82,15 +152,86 @@ def _load_all(body: memoryview) -> list[Entry]:
     return entries
 
 
+_SECTOR = 512
+
+
+def _valid_record_at(view: memoryview, pos: int) -> bool:
+    if len(view) - pos < _HEADER.size:
+        return False
+    length, crc = _HEADER.unpack_from(view, pos)
+    start = pos + _HEADER.size
+    return 0 < length <= len(view) - start and zlib.crc32(view[start:start + length]) == crc
+
+
+def _zeros(view: memoryview) -> bool:
+    return view.tobytes() == bytes(len(view))
+
+
+def _torn(view: memoryview, pos: int) -> Optional[str]:
+    """Why the bad record at ``pos`` can be the leftover of a crash (a write
+    that was never fsynced, so never acknowledged), or None if it cannot.
+
+    A crash tears only the last write: nothing valid may follow it, and the
+    record must be short, or unwritten (zeros), or hold an unwritten sector,
+    as etcd's WAL decoder judges (``isTornEntry``). Anything else is corruption:
+    truncating there could drop acknowledged entries."""
+    if any(_valid_record_at(view, p) for p in range(pos + 1, len(view) - _HEADER.size)):
+        return None
+    if len(view) - pos < _HEADER.size:
+        return "short header"
+    length, crc = _HEADER.unpack_from(view, pos)
+    start, end = pos + _HEADER.size, pos + _HEADER.size + length
+    if length == 0:
+        return "zero-filled tail" if _zeros(view[pos:]) else None
+    if end > len(view):
+        # Cut short, unless the body is all there under a flipped length.
+        return "short body" if zlib.crc32(view[start:]) != crc else None
+    sectors = range(pos - pos % _SECTOR, end, _SECTOR)
+    if any(_zeros(view[max(o, pos):min(o + _SECTOR, end)]) for o in sectors):
+        return "unwritten sector"
+    return None
+
+
+def decode_log(data: bytes) -> tuple[list[tuple[list[Entry], int]], Optional[str]]:
+    """Parse a log file: its records as (entries, framed size), in order, and why
+    the bytes after them were dropped (None if nothing was). A torn last write
+    is dropped (see ``_torn``); anything else that is not a valid record raises
+    ``CorruptStorage``. The records' entries are not checked to continue each other."""
+    view = memoryview(data)
+    records: list[tuple[list[Entry], int]] = []
+    pos = 0
+    while pos < len(data):
+        if not _valid_record_at(view, pos):
+            why = _torn(view, pos)
+            if why is None:
+                raise CorruptStorage(f"bad record at offset {pos} of {len(data)} bytes, and it "
+                                     "is not a torn last write: refusing to drop what follows")
+            return records, f"{why} at offset {pos}"
+        length, _ = _HEADER.unpack_from(view, pos)
+        try:
+            entries = _load_all(view[pos + _HEADER.size:pos + _HEADER.size + length])
+        except Exception as e:  # noqa: BLE001 — any unpickling failure means a bad record
+            raise CorruptStorage(f"CRC-valid record at offset {pos} is unreadable ({e!r})") from e
+        records.append((entries, _HEADER.size + length))
+        pos += _HEADER.size + length
+    return records, None
+
+
 def _frame(body: bytes) -> bytes:
     assert 0 < len(body) <= _MAX_BODY, "record body empty or over 4 GiB"
     return _HEADER.pack(len(body), zlib.crc32(body)) + body
 
 
+def encode_record(entries: Sequence[Entry]) -> bytes:
+    """One framed log record holding ``entries`` (what ``decode_log`` reads back)."""
+    return _frame(pickle.dumps(tuple(entries), pickle.HIGHEST_PROTOCOL))
+
+
 class FileStorage:
     """Durable storage for a real worker: an append-only log plus an atomically replaced hard state.
 
-    Layout of the directory ``path`` (created if missing):
+    Layout of the directory ``path`` (created if missing, durably: its parent is
+    fsynced):
 
     ``log``
         Records ``length:uint32 | crc32(body):uint32 | body``, one per ``save``
@@ -98,9 +239,11 @@ class FileStorage:
         sequences of ``Entry`` that together are contiguous. A record whose
         first index is <= the last stored index replaces the stored suffix
         from that index on (§5.3), so replay is ``MemoryStorage.save``
-        applied to each record in order. A torn or
-        corrupt record (short header, short body, CRC mismatch, unpicklable
-        body) ends the log: the file is truncated there, with a warning.
+        applied to each record in order. A torn last write (a crash's
+        leftover: nothing valid after it, short or partly unwritten) is cut
+        off, with a warning; any other bad record (a flipped bit, a record
+        that does not continue the log) raises ``CorruptStorage``: dropping
+        the valid records after it could lose acknowledged entries.
     ``state``
         One record whose body is the JSON ``[term, vote]``, replaced atomically
         (write ``state.tmp``, fsync, ``os.replace``, fsync the directory). A
@@ -137,7 +280,7 @@ class FileStorage:
         self.sync = sync
         self.compact_ratio = compact_ratio
         self.compact_min_bytes = compact_min_bytes
-        os.makedirs(self.path, exist_ok=True)
+        _makedirs_durably(self.path, sync)
         self._log_path = os.path.join(self.path, "log")
         self._state_path = os.path.join(self.path, "state")
         self._log_fd: Optional[int] = None
@@ -216,11 +359,7 @@ class FileStorage:
             f"entries start at {first}, the stored log ends at {len(self.entries)}"
         )
         assert entries[-1].index == first + len(entries) - 1, "entries not contiguous"
-        if pickled:
-            body = b"".join(pickled)
-        else:
-            body = pickle.dumps(tuple(entries), pickle.HIGHEST_PROTOCOL)
-        record = _frame(body)
+        record = _frame(b"".join(pickled)) if pickled else encode_record(entries)
         self._write_all(self._log_fd, record)
         if self.sync:
             _datasync(self._log_fd)
@@ -246,29 +385,12 @@ class FileStorage:
                 data = f.read()
         except FileNotFoundError:
             return
-        view = memoryview(data)
+        try:
+            records, torn = decode_log(data)
+        except CorruptStorage as e:
+            raise CorruptStorage(f"{self._log_path}: {e}") from None
         pos = 0
-        problem = None
-        while pos < len(data):
-            if len(data) - pos < _HEADER.size:
-                problem = "short header"
-                break
-            length, crc = _HEADER.unpack_from(view, pos)
-            body = view[pos + _HEADER.size:pos + _HEADER.size + length]
-            if length == 0:
-                problem = "zero length"  # e.g. a zero-filled tail after a crash
-                break
-            if len(body) < length:
-                problem = "short body"
-                break
-            if zlib.crc32(body) != crc:
-                problem = "CRC mismatch"
-                break
-            try:
-                entries = _load_all(body)
-            except Exception as e:  # noqa: BLE001 — any unpickling failure means a bad record
-                problem = f"unpicklable body ({e!r})"
-                break
+        for entries, size in records:
             # A CRC-valid record that breaks the log's shape was written by a
             # bug, not torn by a crash: stop, don't repair.
             if not (entries
@@ -277,13 +399,12 @@ class FileStorage:
                     and all(e.index == entries[0].index + i for i, e in enumerate(entries))):
                 raise CorruptStorage(f"{self._log_path}: record at offset {pos} does not "
                                      "continue the log")
-            size = _HEADER.size + length
             self._apply(entries, size)
             pos += size
         self._size = pos
-        if problem is not None:
-            _log.warning("%s: %s at offset %d; truncating %d bytes (index %d is the last kept)",
-                         self._log_path, problem, pos, len(data) - pos, len(self.entries))
+        if torn is not None:
+            _log.warning("%s: torn last write (%s); truncating %d bytes (index %d is the last "
+                         "kept)", self._log_path, torn, len(data) - pos, len(self.entries))
             fd = os.open(self._log_path, os.O_WRONLY)
             try:
                 os.ftruncate(fd, pos)
@@ -301,7 +422,7 @@ class FileStorage:
         try:
             for i in range(0, len(self.entries), _COMPACT_CHUNK):
                 chunk = self.entries[i:i + _COMPACT_CHUNK]
-                record = _frame(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
+                record = encode_record(chunk)
                 self._write_all(fd, record)
                 records.append((chunk[0].index, len(record)))
                 size += len(record)

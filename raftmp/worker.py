@@ -6,8 +6,9 @@
         drain every packet that has arrived (one read); node.step(...) for each message
         node.tick(now)
         rd = node.ready(now)
-        storage.save(rd.hard_state, rd.entries)     # durable before any send (but a
-        send one packet per destination             #   leader's AppendEntries, §10.2.1)
+        send rd.messages                            # a leader's appends (thesis §10.2.1)
+        storage.save(rd.hard_state, rd.entries)     # durable before ...
+        send rd.persisted_messages                  # ... votes and acknowledgements
 
 No threads (``threading.active_count() == 1`` always): the links are plain
 ``multiprocessing`` connections, polled (``wire.Poller``) and read a whole
@@ -36,9 +37,9 @@ from typing import Any, Optional
 
 from . import wire
 from .core.kv import Limits
-from .core.messages import RAFT_MESSAGES, AppendEntries, ClientRequest, Entry
+from .core.messages import RAFT_MESSAGES, AppendEntries, ClientRequest, Entry, check_raft_message
 from .core.node import Node
-from .core.raft import LEADER, Config
+from .core.raft import Config
 from .storage import FileStorage
 
 log = logging.getLogger("raftmp.worker")
@@ -88,22 +89,15 @@ class Worker:
             now = time.monotonic()
             node.tick(now)
             rd = node.ready(now)
-            messages = rd.messages
-            if rd.entries and rd.hard_state is None and node.role == LEADER:
-                # Thesis §10.2.1: a leader may write its log while it replicates
-                # it. It counts itself toward a commit only when acknowledgements
-                # come back, in a later turn, after this one's save.
-                # (Only to peers that get nothing else: one packet per peer per turn.)
-                later = {dst for dst, m in messages if type(m) is not AppendEntries}
-                self.send([x for x in messages if x[0] not in later])
-                messages = [x for x in messages if x[0] in later]
+            if rd.messages:
+                self.send(rd.messages)   # a leader's appends (thesis §10.2.1)
             if rd.entries:
                 self.storage.save(rd.hard_state, rd.entries, self.pickled(rd.entries))
             elif rd.hard_state is not None:
                 self.storage.save(rd.hard_state, ())
             self.received.clear()
-            if messages:
-                self.send(messages)
+            if rd.persisted_messages:
+                self.send(rd.persisted_messages)
 
     def drain(self) -> None:
         now = time.monotonic()
@@ -123,17 +117,28 @@ class Worker:
                     self.step(src, m, now)
 
     def step(self, src: int, m: Any, now: float) -> None:
+        """One message off the wire: a malformed or inconsistent one is remote
+        misbehaviour, dropped and counted (``reject``); the core only sees
+        messages that pass ``check_raft_message`` (client commands are checked
+        by the node, which answers INVALID)."""
         t = type(m)
-        if t is ClientRequest or (t in RAFT_MESSAGES and src in self.ids and src != self.id):
-            try:
-                if t is AppendEntries and type(m.entries) is bytes:
-                    m = m._replace(entries=self.unpickle_entries(m.entries))
-                self.node.step(src, m, now)
-            except (TypeError, ValueError, AttributeError, KeyError, IndexError,
-                    pickle.UnpicklingError, EOFError) as exc:
-                # A well-typed message with ill-typed fields: remote misbehaviour.
-                # (A broken invariant is an AssertionError and stops the worker.)
-                self.reject(f"bad {t.__name__} from {src}: {exc!r}")
+        if t is ClientRequest:
+            self.node.step(src, m, now)
+        elif t in RAFT_MESSAGES and src in self.ids and src != self.id:
+            blob = m.entries if t is AppendEntries and type(m.entries) is bytes else None
+            if blob is not None:
+                try:
+                    m = m._replace(entries=pickle.loads(blob))
+                except Exception as exc:  # noqa: BLE001 — any unpickling failure: bad payload
+                    self.reject(f"undecodable AppendEntries from {src}: {exc!r}")
+                    return
+            why = check_raft_message(m, src)
+            if why is not None:
+                self.reject(f"from {src}: {why}")
+                return
+            if blob is not None and m.entries:
+                self.received.append((m.entries, blob))  # the log file takes it as it is
+            self.node.step(src, m, now)
         else:
             self.reject(f"unexpected {t.__name__} from {src}")
 
@@ -141,15 +146,6 @@ class Worker:
         self.bad_packets += 1
         if self.bad_packets <= 10 or self.bad_packets % 1000 == 0:
             log.warning("node %d: dropped (%d so far): %s", self.id, self.bad_packets, why)
-
-    def unpickle_entries(self, blob: bytes) -> tuple:
-        entries = pickle.loads(blob)
-        if (type(entries) is not tuple or not entries
-                or not all(type(e) is Entry for e in entries)
-                or entries[-1].index - entries[0].index != len(entries) - 1):
-            raise ValueError("AppendEntries entries are not a run of Entry")
-        self.received.append((entries, blob))
-        return entries
 
     def pickled(self, entries: list[Entry]) -> list[bytes]:
         """Pickles whose entries concatenate to ``entries``: what arrived this turn

@@ -2,9 +2,10 @@
 
 No sockets, no sleeps, no wall clock: ``now`` is a number the test moves by
 hand, every message sits in ``queue`` until a test delivers it, and each core
-persists through its own ``MemoryStorage`` before anything it sent is queued
-(the Ready contract), so ``crash(i)`` / ``restart(i)`` rebuild a core from
-exactly what it had made durable.
+persists through its own ``MemoryStorage`` in the order the Ready prescribes
+(a leader's appends are queued before the save, everything else after it), so
+``crash(i)`` / ``restart(i)`` rebuild a core from exactly what it had made
+durable.
 
 Typical use::
 
@@ -167,9 +168,12 @@ class Network:
             self.queue.append((src, dst, m))
 
     def flush(self, i: int):
-        """One worker turn's output: ready(), persist, record, then send."""
+        """One worker turn's output in the Ready's order: early sends, persist,
+        record, then the sends that wait for the persist."""
         core = self.cores[i]
         rd = core.ready(self.now)
+        for dst, m in rd.messages:
+            self.send(i, dst, m)
         self.storage[i].save(rd.hard_state, rd.entries)
         # What the core persisted is exactly its log: nothing sent may promise more.
         assert self.storage[i].load() == (core.term, core.vote, core.log.entries)
@@ -181,7 +185,7 @@ class Network:
         self.reads[i].extend(rd.reads)
         if core.role == LEADER:
             self.leaders[core.term].add(i)
-        for dst, m in rd.messages:
+        for dst, m in rd.persisted_messages:
             self.send(i, dst, m)
         return rd
 

@@ -19,12 +19,23 @@ from conftest import WAIT, assert_readable, assert_same_state, put_all, wait_unt
 import raftmp
 from raftmp import wire
 from raftmp.console import Console
-from raftmp.core.messages import INVALID, AppendEntries, ClientReply, ClientRequest, Command, RequestVote
+from raftmp.core.messages import (
+    INVALID,
+    AppendEntries,
+    AppendEntriesReply,
+    ClientReply,
+    ClientRequest,
+    Command,
+    Entry,
+    RequestVote,
+    RequestVoteReply,
+    check_raft_message,
+)
 
 
-def raw_link(cluster, requested: int = wire.ANY):
+def raw_link(cluster, requested: int = wire.ANY, secret: bytes = b""):
     conn = connect(cluster.address, family="AF_UNIX")
-    conn.send_bytes(wire.hello(requested))
+    conn.send_bytes(wire.hello(requested, secret))
     assert conn.poll(WAIT), "the router did not answer the hello"
     return conn, wire.HELLO_ID.unpack(conn.recv_bytes())[0]
 
@@ -194,6 +205,63 @@ def test_spoofed_raft_messages_from_a_client_are_rejected(cluster, data, seed):
         conn.close()
     for i in cluster.ids:
         assert cluster.node_status(i)["term"] < terms[i] + 100, f"seed {seed}: node {i}"
+    still_serving(cluster, kv, expected, seed)
+
+
+MALFORMED = [
+    AppendEntries(1, 2, 3, 1, (Entry(1, 5, "x"),), 0, 1),          # not at prev_index + 1
+    AppendEntries(1, 2, 0, 0, (Entry(1, 1, "x"), Entry(1, 3, "y")), 0, 1),   # a gap
+    AppendEntries(1, 2, 0, 0, (Entry(2, 1, "x"),), 0, 1),           # entry after its term
+    AppendEntries(2, 2, 1, 1, (Entry(1, 2, "x"), Entry(0, 3, "y")), 0, 1),   # terms go back
+    AppendEntries("1", 2, 0, 0, (), 0, 1),                          # wrong types
+    AppendEntries(1, 2, 0, 0, [Entry(1, 1, "x")], 0, 1),
+    AppendEntries(1, 2, 0, 0, ("not an entry",), 0, 1),
+    AppendEntries(1, 2, -1, 0, (), 0, 1),
+    AppendEntriesReply(1, 2, "yes", 0, 0, 0, 1),
+    RequestVote(None, 2, 0, 0),
+    RequestVoteReply(1, 2, 1),
+    AppendEntries(1, 0, 0, 0, (), 0, 1),                            # not its sender (2)
+]
+
+
+@pytest.mark.parametrize("m", MALFORMED, ids=range(len(MALFORMED)))
+def test_malformed_raft_message_is_named(m):
+    assert check_raft_message(m, 2)
+
+
+def test_well_formed_raft_messages_pass():
+    for m in [AppendEntries(3, 2, 4, 1, (Entry(1, 5, "x"), Entry(3, 6, None)), 5, 7),
+              AppendEntries(3, 2, 0, 0, (), 0, 1), AppendEntriesReply(3, 2, False, 4, 2, 3, 0),
+              RequestVote(4, 2, 10, 3, True), RequestVoteReply(4, 2, True)]:
+        assert check_raft_message(m, 2) is None, m
+
+
+def test_malformed_messages_from_a_replica_id_are_counted_and_dropped(cluster, data, seed):
+    """A broken replica (it holds the cluster's secret) on a dead node's id sends
+    inconsistent, ill-typed and undecodable Raft messages: each live worker drops and counts every one, and
+    keeps serving (before issue 8 an AppendEntries whose entries did not follow
+    prev_index tripped an assertion and killed the worker)."""
+    kv, expected = data
+    cluster.kill(2)
+    bad_before = bad_packets(cluster)
+    conn, eid = raw_link(cluster, 2, cluster.secret)
+    assert eid == 2
+    try:
+        blob = pickle.dumps((Entry(1, 9, "x"),))             # the worker's wire form
+        undecodable = AppendEntries(1, 2, 0, 0, b"\x80garbage", 0, 1)
+        sent = MALFORMED + [AppendEntries(1, 2, 3, 1, blob, 0, 1), undecodable]
+        for dst in (0, 1):
+            conn.send_bytes(wire.HEADER.pack(2, dst, len(sent)) + pickle.dumps(sent))
+        wait_until(lambda: all(bad_packets(cluster)[i] == bad_before[i] + len(sent)
+                               for i in (0, 1)), WAIT,
+                   f"nodes 0 and 1 to drop {len(sent)} messages each (seed {seed}): "
+                   f"{bad_packets(cluster)}")
+    finally:
+        conn.close()
+    assert cluster.alive() == [0, 1]
+    kv.put("during", "kill")
+    expected["during"] = "kill"
+    cluster.restart(2)
     still_serving(cluster, kv, expected, seed)
 
 

@@ -472,3 +472,78 @@ def test_contended_keys_linearizable_across_leader_crashes(seed):
         if killed is not None:
             cluster.restart(killed)
         assert_same_state(cluster, seed, timeout=20)
+
+
+# ------------------------------------------------- long delays across leader changes
+
+
+def _delayed_leader_changes(seed: int, seconds: float) -> None:
+    """Three clients race reads and writes on three keys while every packet is
+    delayed by up to 300 ms (more than an election timeout's lower bound, so
+    requests and replies of old terms arrive after leaders change), the leader is
+    cut off and later killed: the history must be linearizable (issue 8: a stale
+    round echo let a re-elected, cut-off leader answer reads from the past)."""
+    import random as _random
+
+    from raftmp.checker import check_outcomes
+    from raftmp.workload import Workload
+
+    rng = _random.Random(seed)
+    workload = Workload(keys=3, read_fraction=0.5)
+    with raftmp.Cluster(3, seed=seed) as cluster:
+        first = cluster.wait_for_leader()
+        first_term = cluster.node_status(first)["term"]
+        clients = [cluster.client() for _ in range(3)]
+        outcomes = []
+        n = 0
+        start = time.monotonic()
+        killed = None
+        events = ["delay", "cut off", "heal", "kill", "restart", "calm"]
+        at = {e: start + seconds * f for e, f in
+              zip(events, [0.1, 0.25, 0.45, 0.6, 0.75, 0.9], strict=True)}
+        while events or any(kv.in_flight for kv in clients):
+            now = time.monotonic()
+            assert now < start + seconds + 60, f"seed {seed}: operations stuck"
+            event = events[0] if events and now >= at[events[0]] else None
+            if event in ("cut off", "kill"):
+                leader = cluster.leader()
+                if leader is None:
+                    event = None            # between leaders: try again on the next turn
+            if event == "delay":
+                cluster.set_faults(delay=(0.0, 0.3))
+            elif event == "cut off":
+                cluster.partition([leader], [i for i in cluster.ids if i != leader])
+            elif event == "heal":
+                cluster.heal()
+            elif event == "kill":
+                killed = leader
+                cluster.kill(leader)
+            elif event == "restart":
+                cluster.restart(killed)
+            elif event == "calm":
+                cluster.set_faults(delay=(0.0, 0.0))
+            if event is not None:
+                events.pop(0)
+            for kv in clients:
+                while events and kv.in_flight < 2:
+                    kv.submit(*workload.op(rng, n))
+                    n += 1
+                outcomes += kv.poll(0.01) if kv.in_flight else []
+        done = sum(o.outcome == DONE for o in outcomes)
+        assert done >= n / 2, f"seed {seed}: only {done} of {n} operations completed"
+        verdict = check_outcomes(outcomes)
+        assert verdict.ok, f"seed {seed}: not linearizable: {verdict.explanation}"
+        ss = assert_same_state(cluster, seed, timeout=20)
+        assert max(s["term"] for s in ss) >= first_term + 2, f"seed {seed}: leaders changed " \
+            f"less than twice: {ss}"
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_long_delays_and_leader_changes_stay_linearizable(run, seed):
+    _delayed_leader_changes(seed + run, seconds=6.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", range(10))
+def test_long_delays_and_leader_changes_soak(run, seed):
+    _delayed_leader_changes(seed + run, seconds=30.0)

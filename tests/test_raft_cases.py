@@ -343,3 +343,73 @@ def test_check_quorum_connected_leader_stays():
     for _ in range(60):
         net.heartbeat(nodes=[0, 1, 2])
         assert net[0].role == LEADER and net[0].term == 1
+
+
+# ------------------------------------------------- old-term messages, send order
+
+
+def test_thesis_6_4_stale_term_reject_confirms_no_round():
+    """Thesis §6.4 with §5.1: a follower rejecting an AppendEntries from an older term
+    must not echo its round. If the old sender leads again (its round counter restarts
+    in each term), that echo would read as a current-term confirmation of a high round:
+    a re-elected, then isolated, leader would release reads after a newer leader
+    committed writes (a stale read; found by review, issue 8)."""
+    net = Network(3)
+    net.elect(0)
+    net.heartbeat(20)                                   # term 1: round ~21
+    net.advance(net.config.heartbeat_interval, nodes=[0])
+    (held,) = net.take(lambda s, d, m: s == 0 and d == 2)   # a term-1 append, delayed
+    high = held[2].round
+    net.settle()
+    net.now += 1.0                                      # leases expire
+    net.isolate(0)
+    net.elect(1)                                        # term 2
+    net.recover()
+    net.heartbeat(2)                                    # 0 steps down, catches up
+    net.now += 1.0
+    net.elect(0)                                        # term 3: round restarts
+    assert net[0].term == 3 and net[0].round < high
+    net[0].progress[2].active = False
+    net.step(*held)                                     # the old append arrives at 2 ...
+    net.settle()                                        # ... and its rejection at 0
+    assert net[0].progress[2].round <= net[0].round
+    assert not net[0].progress[2].active, "a stale rejection counted for check-quorum"
+    net.isolate(0)
+    net.now += 1.0
+    net.elect(1)                                        # term 4, with node 2
+    net.propose(1, "new")
+    net.heartbeat(2, nodes=[1, 2])
+    assert net[1].commit == net[1].log.last_index
+    assert net[0].role == LEADER and net[0].read_index("stale")
+    net.flush(0)
+    for _ in range(10):
+        net.heartbeat(nodes=[0])
+        assert net.reads[0] == [], "an isolated leader released a read"
+
+
+def test_thesis_10_2_1_only_a_leaders_appends_leave_before_the_save():
+    """Thesis §10.2.1: a leader may send AppendEntries before its own log write
+    (``Ready.messages``); an acknowledgement, a vote, and anything sent in a turn
+    that changed the term or vote wait for the save (``persisted_messages``)."""
+    net = Network(3)
+    net.elect(0)
+    net.heartbeat()
+    net[0].propose("x")
+    rd = net[0].ready(net.now)
+    assert rd.entries and rd.hard_state is None
+    assert {d for d, m in rd.messages} == {1, 2}
+    assert all(type(m) is AppendEntries and m.entries for _, m in rd.messages)
+    assert rd.persisted_messages == []
+    net[1].step(0, rd.messages[0][1], net.now)
+    ack = net[1].ready(net.now)
+    assert ack.entries and ack.messages == []
+    assert [type(m) for _, m in ack.persisted_messages] == [AppendEntriesReply]
+    # A newer term arrives in the turn whose heartbeat went out: it all waits.
+    net.now += net.config.heartbeat_interval
+    net[0].tick(net.now)
+    net[0].step(2, AppendEntriesReply(7, 2, False, 0, 0, 0, 0), net.now)
+    rd = net[0].ready(net.now)
+    assert rd.hard_state == (7, None) and rd.messages == []
+    assert {type(m) for _, m in rd.persisted_messages} == {AppendEntries}
+
+# ----------------------------------------------------------------------- §8

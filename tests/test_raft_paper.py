@@ -484,10 +484,10 @@ def test_5_5_vote_is_persisted_before_it_is_sent():
     core.step(0, RequestVote(1, 0, 0, 0), 0.0)
     rd = core.ready(0.0)
     assert rd.hard_state == (1, 0)
-    assert [(d, m.granted) for d, m in rd.messages] == [(0, True)]
+    assert rd.messages == []
+    assert [(d, m.granted) for d, m in rd.persisted_messages] == [(0, True)]
 
 
-# ----------------------------------------------------------------------- §8
 
 
 def test_8_leader_appends_noop_at_start_of_term():
@@ -565,6 +565,7 @@ def test_thesis_6_4_deposed_leader_in_minority_never_releases_read():
         assert net.reads[0] == []
     assert net[0].role != LEADER             # check-quorum deposed it eventually
     assert net.reads[0] == []
+
 
 
 # ------------------------------------------------------------- thesis §9.6

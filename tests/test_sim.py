@@ -14,11 +14,11 @@ import time
 
 import pytest
 
+from raftmp import sim, storage
 from raftmp.core import raft as raft_module
-from raftmp import sim
 from raftmp.core.log import RaftLog
-from raftmp.core.messages import AppendEntries
-from raftmp.core.raft import FOLLOWER, Config, Raft
+from raftmp.core.messages import AppendEntries, AppendEntriesReply
+from raftmp.core.raft import FOLLOWER, LEADER, Config, Raft, Ready
 from raftmp.sim import SimConfig, Simulation, run_many
 
 JOBS = os.cpu_count() or 1
@@ -60,14 +60,15 @@ def test_run_many_matches_single_runs_and_is_sorted():
 
 # ----------------------------------------------------------------------- fuzz
 
-# 6 drop rates x 100 seeds = 600 schedules; odd rows add duplication and reordering.
+# 6 drop rates x 100 seeds = 600 schedules; odd rows add every other fault (duplication,
+# reordering, packets held past elections, bit flips).
 FUZZ = [
     (0.0, CORE, range(100)),
-    (0.1, CORE + ("duplicate", "delay"), range(1000, 1100)),
+    (0.1, sim.FAULTS, range(1000, 1100)),
     (0.2, CORE, range(2000, 2100)),
-    (0.3, CORE + ("duplicate", "delay"), range(3000, 3100)),
+    (0.3, sim.FAULTS, range(3000, 3100)),
     (0.4, CORE, range(4000, 4100)),
-    (0.5, CORE + ("duplicate", "delay"), range(5000, 5100)),
+    (0.5, sim.FAULTS, range(5000, 5100)),
 ]
 FUZZ_OPS = 150
 
@@ -183,6 +184,83 @@ def test_fig8_configuration_is_clean_with_the_real_core():
     """The same aggressive configuration finds nothing wrong with the real core."""
     results = run_fig8(FIG8_SEEDS[:100])
     assert not [(r.seed, r.violations) for r in results if r.violations]
+
+
+# ------------------------------------------------ mutants of issue 8, by the default sweep
+#
+# Each bug below was re-introduced on purpose and is caught by the default sweep
+# (``python -m raftmp sim``: every fault, 5 nodes, no loss, seeds 0..99). The
+# first detecting seed, measured: stale round echo 9, read before the no-op
+# commits 8, read without a quorum round 24, acknowledgement before the save 3,
+# torn-tail truncation of a mid-log bad record 11. Each test runs the CLI on the
+# first 30 seeds, then the replay command it printed.
+
+_step = Raft.step
+
+
+def stale_round_echo(self, src, m, now) -> None:
+    """The §5.1 stale-term rejection echoing the old request's ReadIndex round."""
+    if type(m) is AppendEntries and m.term < self.term:
+        self._send(src, AppendEntriesReply(self.term, self.id, False, m.prev_index, 0, 0,
+                                           m.round))
+        return
+    _step(self, src, m, now)
+
+
+def read_before_noop_commits(self, ctx) -> bool:
+    """read_index without thesis §6.4 step 1 (wait for a commit in the leader's term)."""
+    if self.role != LEADER:
+        return False
+    self.reads.append((ctx, self.round + 1))
+    self.read_bcast = True
+    return True
+
+
+def reads_without_quorum(self) -> list:
+    """Every pending read released at once, with no round confirmed by a quorum."""
+    done, self.reads = [(ctx, self.commit) for ctx, _ in self.reads], []
+    return done
+
+
+_ready = Raft.ready
+
+
+def ack_before_save(self, now) -> Ready:
+    """Every message may leave before the save: votes and acknowledgements too."""
+    rd = _ready(self, now)
+    rd.messages, rd.persisted_messages = rd.messages + rd.persisted_messages, []
+    return rd
+
+
+MUTANTS = {
+    "stale-round-echo": (Raft, "step", stale_round_echo, "read confirmation"),
+    "read-before-noop-commits": (Raft, "read_index", read_before_noop_commits, "stale read"),
+    "reads-without-quorum": (Raft, "_released_reads", reads_without_quorum, "stale read"),
+    "ack-before-save": (Raft, "ready", ack_before_save, ""),
+    "truncate-mid-log": (storage, "_torn", lambda view, pos: "any bad record",
+                         "started from a log with a flipped bit"),
+}
+
+
+@pytest.mark.parametrize("name", MUTANTS)
+def test_default_sweep_catches_mutant_and_replays_it(name, monkeypatch, capsys):
+    owner, attr, mutant, what = MUTANTS[name]
+    monkeypatch.setattr(owner, attr, mutant)
+    assert sim.main(["--seeds", "30", "--jobs", str(JOBS)]) == 1
+    out = capsys.readouterr().out
+    assert "faults=" + ",".join(sim.FAULTS) in out
+    found = re.search(r"seed (\d+) violated: t=\S+ (.*)\n  replay: python -m raftmp sim (.*)", out)
+    assert found, out
+    seed, violation, replay = found.groups()
+    assert what in violation
+    assert sim.main(replay.split() + ["--jobs", "1"]) == 1
+    assert f"seed {seed} violated: " in (again := capsys.readouterr().out)
+    assert violation in again
+
+
+def test_default_sweep_is_clean_with_the_real_core(capsys):
+    assert sim.main(["--seeds", "30", "--jobs", str(JOBS)]) == 0
+    assert "replay" not in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------ CLI

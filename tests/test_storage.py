@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import tempfile
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from raftmp.core.errors import RaftmpError
 from raftmp.core.messages import Entry
-from raftmp.storage import CorruptStorage, FileStorage, MemoryStorage
+from raftmp.storage import CorruptStorage, DiskImage, FileStorage, MemoryStorage
 
 
 def entries(first: int, n: int, term: int = 1) -> list[Entry]:
@@ -165,35 +166,66 @@ def test_torn_tail_at_every_offset(tmp_path, caplog):
         s.close()
 
 
-def test_flipped_byte_in_last_record(tmp_path, caplog):
-    start, end = three_records(tmp_path)
-    log = tmp_path / "log"
+def record_starts(path) -> list[int]:
+    data = (path / "log").read_bytes()
+    starts, pos = [], 0
+    while pos < len(data):
+        starts.append(pos)
+        pos += 8 + int.from_bytes(data[pos:pos + 4], "little")
+    return starts
+
+
+def flip_bits(path, lo: int, hi: int, headers: list[int]):
+    """Yield once per flipped bit of the log bytes lo..hi, with it flipped on disk:
+    every bit of the record headers (at ``headers``), one bit of every other byte."""
+    log = path / "log"
     data = log.read_bytes()
-    for pos in range(start, end):
-        bad = bytearray(data)
-        bad[pos] ^= 0x40
-        log.write_bytes(bytes(bad))
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="raftmp.storage"):
-            with FileStorage(tmp_path) as s:
-                assert s.load() == (1, 1, entries(1, 5)), pos
-        assert log_size(tmp_path) == start, pos
-        assert caplog.records, pos
+    header = {h + k for h in headers for k in range(8)}
+    for pos in range(lo, hi):
+        for bit in range(8) if pos in header else [pos % 8]:
+            bad = bytearray(data)
+            bad[pos] ^= 1 << bit
+            log.write_bytes(bytes(bad))
+            yield pos, bit, bytes(bad)
+    log.write_bytes(data)
 
 
-def test_records_after_a_bad_one_are_never_used(tmp_path):
+def test_flipped_bit_anywhere_is_corruption(tmp_path):
+    """A flipped bit is never a torn write: not in the last record (its body is all
+    there), not in an earlier one (valid records follow). The node refuses to start
+    and the file is left as it is; a truncation would drop entries a quorum may
+    have counted on (issue 8: a mid-log bit flip used to truncate the log there)."""
+    _, end = three_records(tmp_path)
+    for pos, bit, bad in flip_bits(tmp_path, 0, end, record_starts(tmp_path)):
+        with pytest.raises(CorruptStorage):
+            FileStorage(tmp_path)
+        assert (tmp_path / "log").read_bytes() == bad, (pos, bit)
+    with FileStorage(tmp_path) as s:                    # the intact file still loads
+        assert s.load() == (1, 1, entries(1, 8))
+
+
+def test_unwritten_sector_in_last_record_is_torn(tmp_path):
+    """A crash can leave the file longer than what reached the disk: a last record
+    whose size is right but holds an all-zero sector was never fsynced (etcd's
+    isTornEntry). It is cut off; a record before it would not be."""
     with FileStorage(tmp_path) as s:
-        s.save(None, entries(1, 2))
-        middle = log_size(tmp_path)
-        s.save(None, entries(3, 2))
-        s.save(None, entries(5, 2))
-    log = tmp_path / "log"
-    data = bytearray(log.read_bytes())
-    data[middle + 10] ^= 1
-    log.write_bytes(bytes(data))
+        s.save((1, 1), entries(1, 3))
+        start = log_size(tmp_path)
+        s.save(None, [Entry(1, 4, "x" * 3000)])
+        end = log_size(tmp_path)
+    data = bytearray((tmp_path / "log").read_bytes())
+    sector = (start // 512 + 2) * 512
+    data[sector:sector + 512] = bytes(512)
+    (tmp_path / "log").write_bytes(bytes(data))
     with FileStorage(tmp_path) as s:
-        assert s.load()[2] == entries(1, 2)
-    assert log_size(tmp_path) == middle
+        assert s.load()[2] == entries(1, 3)
+        s.save(None, entries(4, 1))                     # and a valid record after it ...
+    assert log_size(tmp_path) < end
+    data = bytearray((tmp_path / "log").read_bytes())
+    data[:start] = bytes(start)                         # ... makes an earlier hole corruption
+    (tmp_path / "log").write_bytes(bytes(data))
+    with pytest.raises(CorruptStorage):
+        FileStorage(tmp_path)
 
 
 def test_zero_filled_tail_is_torn(tmp_path):
@@ -203,6 +235,35 @@ def test_zero_filled_tail_is_torn(tmp_path):
     with FileStorage(tmp_path) as s:
         assert s.load()[2] == entries(1, 8)
     assert log_size(tmp_path) == end
+
+
+def test_crc_valid_unreadable_record_raises(tmp_path):
+    import struct
+    import zlib
+
+    with FileStorage(tmp_path) as s:
+        s.save(None, entries(1, 2))
+    body = b"not a pickle"
+    with open(tmp_path / "log", "ab") as f:
+        f.write(struct.pack("<II", len(body), zlib.crc32(body)) + body)
+    with pytest.raises(CorruptStorage):
+        FileStorage(tmp_path)
+
+
+def test_creating_the_data_dir_syncs_its_parents(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    FileStorage(tmp_path / "a" / "b").close()
+    assert str(tmp_path) in synced and str(tmp_path / "a") in synced
+    synced.clear()
+    FileStorage(tmp_path / "a" / "b").close()           # existing: nothing to sync
+    assert str(tmp_path) not in synced
 
 
 def test_crc_valid_record_that_breaks_the_log_raises(tmp_path):
@@ -353,3 +414,36 @@ def test_leftover_log_tmp_is_ignored(tmp_path):
     with FileStorage(tmp_path) as s:
         assert s.load()[2] == entries(1, 2)
     assert not (tmp_path / "log.tmp").exists()
+
+
+# --- DiskImage: the simulator's disk, FileStorage's format in memory ------------------
+
+
+def test_disk_image_torn_save_loses_only_the_unsynced_write():
+    """A crash inside save leaves a prefix of the write (cut off, or with unwritten
+    zero sectors): recovery drops exactly that write, and the old hard state stays."""
+    torn = 0
+    for seed in range(200):
+        rng = random.Random(seed)
+        disk = DiskImage()
+        synced = entries(1, 3) + [Entry(2, 4, "y" * rng.randrange(2000))]
+        disk.save((1, 1), synced[:3])
+        disk.save((2, None), synced[3:])
+        write = [Entry(2, i, "z" * rng.randrange(1500)) for i in range(5, 8)]
+        disk.save_torn(write, rng)
+        loaded = disk.load()
+        assert loaded in ((2, None, synced), (2, None, synced + write)), seed
+        torn += loaded[2] == synced
+        assert disk.load() == loaded, seed                  # the torn tail was cut off
+    assert torn > 190
+
+
+def test_disk_image_bit_flip_is_always_caught():
+    rng = random.Random(1)
+    for _ in range(300):
+        disk = DiskImage()
+        for first in range(1, 30, 3):
+            disk.save(None, entries(first, 3))
+        assert disk.flip_bit(rng)
+        with pytest.raises(CorruptStorage):
+            disk.load()

@@ -66,10 +66,53 @@ class AppendEntriesReply(NamedTuple):
     index: int
     conflict_term: int
     conflict_index: int
-    round: int
+    round: int      # the request's round; 0 when rejecting a request of an older term
 
 
 RAFT_MESSAGES = (RequestVote, RequestVoteReply, AppendEntries, AppendEntriesReply)
+
+# The field kinds of each Raft message, for ``check_raft_message``.
+_N, _B = "count", "flag"   # an int >= 0; a bool
+_FIELDS = {
+    RequestVote: (_N, _N, _N, _N, _B),
+    RequestVoteReply: (_N, _N, _B, _B),
+    AppendEntries: (_N, _N, _N, _N, None, _N, _N),
+    AppendEntriesReply: (_N, _N, _B, _N, _N, _N, _N),
+}
+
+
+def check_raft_message(m: Any, src: int) -> Optional[str]:
+    """Why ``m``, a Raft message off the wire from ``src``, is malformed or
+    inconsistent, or None.
+
+    The core trusts its peers' messages to be well formed (a broken one would
+    trip an assertion, by design); the worker drops what fails here instead.
+    Every message names its sender second (candidate, voter, leader, follower),
+    and that must be ``src``. An AppendEntries must carry a run of entries right
+    after ``prev_index`` (§5.3), with terms that never decrease and never pass
+    the message's term."""
+    kinds = _FIELDS.get(type(m))
+    if kinds is None:
+        return f"{type(m).__name__} is not a Raft message"
+    if m[1] != src:
+        return f"{type(m).__name__} names sender {m[1]!r}, but came from {src}"
+    for name, kind, value in zip(m._fields, kinds, m, strict=True):
+        if kind is _N and not (type(value) is int and value >= 0):
+            return f"{type(m).__name__}.{name} = {value!r} is not a count"
+        if kind is _B and type(value) is not bool:
+            return f"{type(m).__name__}.{name} = {value!r} is not a bool"
+    if type(m) is AppendEntries:
+        entries = m.entries
+        if type(entries) is not tuple or set(map(type, entries)) - {Entry}:
+            return "AppendEntries.entries is not a tuple of Entry"
+        # Whole-list comparisons, not a loop: this runs on every batch a follower gets.
+        first = m.prev_index + 1
+        if [e.index for e in entries] != list(range(first, first + len(entries))):
+            return f"AppendEntries entries do not run on from prev_index {m.prev_index}"
+        terms = [m.prev_term, *[e.term for e in entries], m.term]
+        if set(map(type, terms)) != {int} or terms != sorted(terms):
+            return "AppendEntries terms out of order (prev_term <= entries <= term)"
+    return None
 
 
 # --- Clients ------------------------------------------------------------------

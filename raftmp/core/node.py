@@ -5,7 +5,8 @@ drive a ``Node`` the same way::
 
     node.step(src, message, now)   # for every message that arrived
     node.tick(now)
-    rd = node.ready(now)           # persist rd.hard_state/rd.entries, then send rd.messages
+    rd = node.ready(now)           # send rd.messages, persist rd.hard_state/rd.entries,
+                                   # then send rd.persisted_messages
 
 Above it, code reads a node through its read API (``role``, ``term``,
 ``commit``, ``applied``, ``log_term``, ``data``...), never through its
@@ -81,6 +82,12 @@ class Node:
         """The term of the entry at ``index`` (0 for index 0)."""
         return self.raft.log.term(index)
 
+    def read_rounds(self) -> tuple[int, dict[int, int]]:
+        """A leader's ReadIndex bookkeeping (thesis §6.4): the last round it sent
+        and, per peer, the highest round that peer confirmed."""
+        raft = self.raft
+        return raft.round, {p: pr.round for p, pr in raft.progress.items()}
+
     def data(self) -> dict[str, str]:
         """A copy of the key-value map this node has applied."""
         return dict(self.kv.data)
@@ -148,7 +155,7 @@ class Node:
         serving = self.serving_term
         if serving is not None and (raft.role != LEADER or raft.term != serving):
             self._stop_serving(now)
-        rd.messages.extend(self.replies)
+        rd.persisted_messages.extend(self.replies)
         self.replies = []
         return rd
 

@@ -68,18 +68,24 @@ class Config:
 class Ready:
     """What one turn produced. The caller handles the fields in this order:
 
-    1. persist ``hard_state`` (if not None) and ``entries`` (which replace
+    1. send ``messages``: they may leave before the save (thesis §10.2.1: a
+       leader's AppendEntries may go out while it writes the same entries to
+       its own log; it counts itself toward a commit only in a later turn);
+    2. persist ``hard_state`` (if not None) and ``entries`` (which replace
        any stored entries from ``entries[0].index`` on), durably;
-    2. only then send ``messages`` — votes and acknowledgements promise what
-       was just persisted (Figure 2: "updated on stable storage before
-       responding to RPCs");
-    3. apply ``committed`` in order; answer each read in ``reads`` as
+    3. only then send ``persisted_messages`` — votes and acknowledgements
+       promise what was just persisted (Figure 2: "updated on stable storage
+       before responding to RPCs");
+    4. apply ``committed`` in order; answer each read in ``reads`` as
        ``(ctx, index)`` once the state machine has applied ``index``.
+
+    (raft-rs splits its Ready the same way: ``messages`` and ``persisted_messages``.)
     """
 
     hard_state: Optional[tuple[int, Optional[int]]]
     entries: list[Entry]
     messages: list[tuple[int, Any]]
+    persisted_messages: list[tuple[int, Any]]
     committed: list[Entry]
     reads: list[tuple[Any, int]]
 
@@ -132,7 +138,8 @@ class Raft:
         self.role = FOLLOWER
         self.leader: Optional[int] = None
         self.leader_seen = -INF       # when we last heard from the leader
-        # Output of the current turn.
+        # Output of the current turn: appends (may leave before the save), the rest.
+        self.appends: list[tuple[int, Any]] = []
         self.msgs: list[tuple[int, Any]] = []
         self.hard_dirty = False
         self.unstable_from = self.log.last_index + 1  # entries from here on are not persisted
@@ -169,10 +176,13 @@ class Raft:
                 # unknown unless the message comes from it).
                 self.become_follower(m.term, m.leader if t is AppendEntries else None, now)
         if m.term < self.term:
-            # §5.1: reject stale requests, telling the sender the current term.
+            # §5.1: reject stale requests, telling the sender the current term. The
+            # reply echoes no round (0): the sender may lead our term by the time it
+            # arrives, with a round counter restarted, and must not take this as a
+            # confirmation of its leadership (ReadIndex, thesis §6.4).
             if t is AppendEntries:
                 self._send(src, AppendEntriesReply(self.term, self.id, False, m.prev_index, 0, 0,
-                                                   m.round))
+                                                   0))
             elif t is RequestVote:
                 self._send(src, RequestVoteReply(self.term, self.id, False, m.pre))
             return
@@ -250,11 +260,15 @@ class Raft:
         hard = (self.term, self.vote) if self.hard_dirty else None
         entries = self.log.slice(self.unstable_from, self.log.last_index + 1)
         committed = self.log.slice(self.applied + 1, self.commit + 1)
+        early, msgs = self.appends, self.msgs
+        if hard is not None:
+            # A new term or vote is not durable yet: an append would speak for it.
+            early, msgs = [], early + msgs
         self.hard_dirty = False
         self.unstable_from = self.log.last_index + 1
         self.applied = self.commit
-        msgs, self.msgs = self.msgs, []
-        return Ready(hard, entries, msgs, committed, reads)
+        self.appends, self.msgs = [], []
+        return Ready(hard, entries, early, msgs, committed, reads)
 
     # ------------------------------------------------------------- transitions
 
@@ -459,8 +473,12 @@ class Raft:
         self._send(src, AppendEntriesReply(self.term, self.id, True, last_new, 0, 0, m.round))
 
     def handle_append_reply(self, src: int, m: AppendEntriesReply, now: float) -> None:
-        if self.role != LEADER:
+        if self.role != LEADER or m.round == 0:
+            # Round 0 answers an append from an earlier term of ours (see ``step``):
+            # it proves nothing about this term, not even for check-quorum (§6.2).
             return
+        if m.success and m.index > self.log.last_index:
+            return  # matches what this leader never sent: not an honest reply (§5.3)
         pr = self.progress[src]
         pr.active = True
         if m.round > pr.round:
@@ -558,7 +576,7 @@ class Raft:
         return self.leader is not None and now - self.leader_seen < self.config.election_timeout[0]
 
     def _send(self, dst: int, m: Any) -> None:
-        self.msgs.append((dst, m))
+        (self.appends if type(m) is AppendEntries else self.msgs).append((dst, m))
 
     def _election_timeout(self) -> float:
         lo, hi = self.config.election_timeout
