@@ -276,7 +276,10 @@ class _KeyVerdict(NamedTuple):
 def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _KeyVerdict:
     """Search one key's ops (already without 'fail' ops); see the comment above."""
     ops = [o for o in ops if not (o.outcome == "unknown" and o.op == "get")]  # no effect
-    ok = sorted((o for o in ops if o.outcome == "ok"), key=lambda o: (o.complete, o.invoke))
+    # By return time; at equal times (replies taken in one batch) in the history's order,
+    # which is the order the client saw them in.
+    ok = [o for _, o in sorted(((o.complete, i), o) for i, o in enumerate(ops)
+                               if o.outcome == "ok")]
     n = len(ok)
     if n == 0:  # unknown ops alone can always be left out
         return _KeyVerdict(LINEARIZABLE, 0, 0, "")
@@ -286,6 +289,16 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
     ret = [o.complete for o in ok]
     read_only = [o.op == "get" or o.result is False or (o.op == "cas" and o.expected == o.value)
                  for o in ok]
+    # (D) for ok ops: same effect and same return time, tried in invocation order;
+    # prior[j] is the op of j's class that must be linearized before j is tried.
+    prior = [-1] * n
+    classes: dict[tuple, list[int]] = {}
+    for j in range(n):
+        classes.setdefault((ret[j], specs[j]), []).append(j)
+    for members in classes.values():
+        members.sort(key=call.__getitem__)
+        for a, b in itertools.pairwise(members):
+            prior[b] = a
     # last[j]: the highest-numbered op invoked by the time op j returns (the window's end).
     by_call = sorted(range(n), key=call.__getitem__)
     calls = [call[j] for j in by_call]
@@ -310,7 +323,8 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
         moves = []
         m = mask >> 1
         for j in range(f + 1, last[f] + 1):
-            if not m & 1 and call[j] <= r:
+            p = prior[j]
+            if not m & 1 and call[j] <= r and (p < f or mask >> (p - f) & 1):
                 legal, after = _step(specs[j], state)
                 if legal:
                     if read_only[j]:  # (C)
@@ -328,6 +342,10 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
                 if after != state:
                     yield n + s + c, after, False
 
+    def furthest() -> str:
+        return (f"\nThe search ordered at most {best_depth - 1} of {len(ops)} ops; the first "
+                f"op it could not get past:\n    {_describe(ok[best[0]])}")
+
     # A frame: [f, mask, placed unknown ops, value, path, alternatives, forced]. The
     # alternatives are None before the first try, 0 after it (made when needed);
     # forced marks a frame whose current move was its only one (C). The path is a
@@ -341,7 +359,8 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
         if steps & 0xFFF == 0 and time.monotonic() > deadline:
             return _KeyVerdict(UNDECIDED, states, dead_ends,
                                f"key {key!r}: search gave up at the time limit after {states} "
-                               f"states ({dead_ends} dead ends); this key was NOT verified")
+                               f"states ({dead_ends} dead ends); this key was NOT verified"
+                               + furthest())
         fr = frames[-1]
         f, mask, placed, state, path, alts, _ = fr
         move = None
@@ -350,7 +369,8 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
                 return _KeyVerdict(LINEARIZABLE, states, dead_ends, "")
             fr[5] = 0
             legal, after = _step(specs[f], state)
-            if legal:  # (E): the op that returns first; alone if it only reads (C)
+            p = prior[f]  # (E): the op that returns first; alone if it only reads (C)
+            if legal and (p < f or mask >> (p - f) & 1):
                 move = (f, after, read_only[f])
         if move is None:
             if alts == 0 or alts is None:
@@ -391,7 +411,8 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
             if dead_ends > max_states:
                 return _KeyVerdict(UNDECIDED, states, dead_ends,
                                    f"key {key!r}: search gave up after {max_states} dead ends "
-                                   f"(max_states), {states} states; this key was NOT verified")
+                                   f"(max_states), {states} states; this key was NOT verified"
+                                   + furthest())
             if not frames:
                 return _KeyVerdict(NOT_LINEARIZABLE, states, dead_ends, _explain(
                     key, ops, ok, unknown, best, best_depth - 1, states, call, last,
