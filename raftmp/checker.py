@@ -47,8 +47,9 @@ from typing import Any, NamedTuple
 
 from .core.errors import RaftmpError
 
-__all__ = ["EXIT_STATUS", "LINEARIZABLE", "NOT_LINEARIZABLE", "UNDECIDED", "BadHistory",
-           "CheckResult", "Op", "check", "check_file", "check_outcomes", "load_history", "main"]
+__all__ = ["EXIT_STATUS", "LINEARIZABLE", "NOT_LINEARIZABLE", "SHORT_VERDICT", "UNDECIDED",
+           "BadHistory", "CheckResult", "Op", "check", "check_file", "check_outcomes",
+           "load_history", "main"]
 
 FIELDS = ("client", "op", "key", "value", "expected", "invoke", "complete", "outcome", "result")
 OPS = ("get", "put", "delete", "cas")
@@ -58,6 +59,7 @@ DEFAULT_MAX_STATES = 1_000_000
 
 LINEARIZABLE, NOT_LINEARIZABLE, UNDECIDED = "linearizable", "not linearizable", "undecided"
 EXIT_STATUS = {LINEARIZABLE: 0, NOT_LINEARIZABLE: 1, UNDECIDED: 3}  # and 2: bad input
+SHORT_VERDICT = {LINEARIZABLE: "yes", NOT_LINEARIZABLE: "NO", UNDECIDED: "undecided"}
 BAD_INPUT = 2
 
 
@@ -108,9 +110,9 @@ class CheckResult:
         """One line for reports: 'yes', 'NO: ...' or 'undecided: ...' (never 'NO' for a
         search that gave up)."""
         if self.ok:
-            return "yes"
+            return SHORT_VERDICT[self.verdict]
         first = self.explanation.splitlines()[0] if self.explanation else ""
-        return f"{'NO' if self.verdict == NOT_LINEARIZABLE else 'undecided'}: {first}"
+        return f"{SHORT_VERDICT[self.verdict]}: {first}"
 
 
 # ---------------------------------------------------------------- loading

@@ -57,6 +57,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .checker import SHORT_VERDICT
+
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 
 EVENT_TYPES = ("kill_leader", "kill_non_leader", "part_easy", "part_hard", "part_end", "restart")
@@ -575,7 +577,8 @@ def run_scenario(sc: Scenario, *, seed: Optional[int] = None, time_scale: float 
     r["failures"] = r["failed"] + r["unknown"] + (sc.requests - len(outcomes))
     verdict = check(load_history(json.dumps(o.record()) for o in outcomes), time_limit=30.0)
     r["linearizable"] = verdict.ok
-    r["checker"] = "" if verdict.ok else verdict.explanation
+    r["checker_verdict"] = verdict.verdict  # a search that gave up is undecided, never "NO"
+    r["checker"] = "" if verdict.ok else f"{verdict.verdict}: {verdict.explanation}"
     grade(sc, r)
     return r
 
@@ -607,7 +610,7 @@ def summary_rows(sc: Scenario, r: dict) -> list[tuple]:
          f"{r['unanswered_puts']}/{r['puts']}", "", ""),
         ("packets dropped / duplicated", f"{r['dropped']} / {r['duplicated']}", "", ""),
         ("leader changes (max term)", f"{r['leader_changes']} ({r['max_term']})", "", ""),
-        ("linearizable", "yes" if r["linearizable"] else "NO", "", ""),
+        ("linearizable", SHORT_VERDICT[r["checker_verdict"]], "", ""),
     ]
 
 
@@ -631,7 +634,7 @@ def table_row(r: dict) -> dict:
         "dup": r["duplicates"], "msgs": r["total_msgs"], "lost": r["dropped"],
         "p50 ms": f"{r['median_latency'] * 1000:.1f}" if not math.isnan(r["median_latency"])
         else "n/a",
-        "leaders": r["leader_changes"], "linear": "yes" if r["linearizable"] else "NO",
+        "leaders": r["leader_changes"], "linear": SHORT_VERDICT[r["checker_verdict"]],
         "msgs tier": t.get("total_msgs", "-"), "fail tier": t.get("failures", "-"),
         "dup tier": t.get("duplicates", "-"), "lat tier": t.get("median_latency", "-"),
         "result": "ok" if r["correct"] else "FAIL",
