@@ -319,8 +319,20 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
     unknown = [o for _, members in order for o in members]
     u_call = [o.invoke for o in unknown]
 
+    def first_read(f: int, mask: int, state: object) -> tuple | None:
+        """(C): a read-only op that may go next and fits, as a forced move, or None."""
+        r = ret[f]
+        m = mask
+        for j in range(f, last[f] + 1):
+            if read_only[j] and not m & 1 and call[j] <= r:
+                p = prior[j]
+                if (p < f or mask >> (p - f) & 1) and _step(specs[j], state)[0]:
+                    return j, state, True
+            m >>= 1
+        return None
+
     def alternatives(f: int, mask: int, placed: int, state: object) -> Iterator[tuple]:
-        """Moves after the first try (op f, see the loop): (move, new value, forced)."""
+        """Moves after the first try (no read fits; op f was tried or does not fit)."""
         r = ret[f]
         moves = []
         m = mask >> 1
@@ -329,12 +341,8 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
             if not m & 1 and call[j] <= r and (p < f or mask >> (p - f) & 1):
                 legal, after = _step(specs[j], state)
                 if legal:
-                    if read_only[j]:  # (C)
-                        yield j, after, True
-                        return
                     moves.append((j, after, False))
             m >>= 1
-        yield from moves  # (E)
         for g in range(bisect.bisect_right(g_first, r)):  # (D)
             s = g_start[g]
             x = placed >> s
@@ -342,7 +350,10 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
             if c < g_size[g] and u_call[s + c] <= r:
                 after = _step(g_spec[g], state)[1]
                 if after != state:
-                    yield n + s + c, after, False
+                    moves.append((n + s + c, after, False))
+        # (E) The moves after which op f fits go first (a get waits for its put), then
+        # the others, ok ops by return time before unknown ops.
+        yield from sorted(moves, key=lambda mv: not _step(specs[f], mv[1])[0])
 
     def furthest() -> str:
         return (f"\nThe search ordered at most {best_depth - 1} of {len(ops)} ops; the first "
@@ -370,10 +381,12 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
             if f == n:
                 return _KeyVerdict(LINEARIZABLE, states, dead_ends, "")
             fr[5] = 0
-            legal, after = _step(specs[f], state)
-            p = prior[f]  # (E): the op that returns first; alone if it only reads (C)
-            if legal and (p < f or mask >> (p - f) & 1):
-                move = (f, after, read_only[f])
+            move = first_read(f, mask, state)  # (C)
+            if move is None:
+                legal, after = _step(specs[f], state)
+                p = prior[f]  # (E): the op that returns first
+                if legal and (p < f or mask >> (p - f) & 1):
+                    move = (f, after, False)
         if move is None:
             if alts == 0 or alts is None:
                 alts = fr[5] = alternatives(f, mask, placed, state)
