@@ -256,6 +256,12 @@ def _spec(o: Op, seen: set | None = None) -> tuple:
 #     An unknown op that would leave the value as it is is never tried: the
 #     configuration it leads to is dominated (as in (B)) by the current one.
 #
+# (F) Lost values. A move that changes the value away from v, where some ok op still
+#     to go needs v (a get that returned v, a cas from v that succeeded) and every op
+#     that could write v again is linearized, leads to a configuration with no
+#     completion: that op can never fit. It is dropped at once, instead of when that
+#     op's return comes up after every order of the ops in between was tried.
+#
 # (E) Order. The ok op that returns first is tried first, then the others by return
 #     time, then unknown ops: anything that returned earlier is linearized already,
 #     so this is the order real executions mostly take (trying the earliest-invoked
@@ -319,6 +325,27 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
     unknown = [o for _, members in order for o in members]
     u_call = [o.invoke for o in unknown]
 
+    # (F): for each value some ok op needs to find (a get of it, a cas from it that
+    # succeeded), those ops and the ops that may write it.
+    needs: dict[object, list[int]] = {}
+    for j, o in enumerate(ok):
+        v = o.result if o.op == "get" else o.expected if o.op == "cas" and o.result else None
+        if v is not None:
+            needs.setdefault(v, []).append(j)
+    makers: dict[object, list[int]] = {v: [] for v in needs}
+    for j, o in itertools.chain(enumerate(ok), enumerate(unknown, n)):
+        if o.op in ("put", "cas") and o.result is not False and o.value in makers:
+            makers[o.value].append(j)
+
+    def done(j: int, f: int, mask: int, placed: int) -> bool:
+        """Is op j (ok below n, unknown from n) linearized in this configuration?"""
+        return (placed >> (j - n) & 1 if j >= n else j < f or mask >> (j - f) & 1) == 1
+
+    def lost(v: object, f: int, mask: int, placed: int) -> bool:
+        """(F): is some op that needs value v still to go, with no op left to write v?"""
+        return (all(done(j, f, mask, placed) for j in makers[v])
+                and not all(done(j, f, mask, placed) for j in needs[v]))
+
     def first_read(f: int, mask: int, state: object) -> tuple | None:
         """(C): a read-only op that may go next and fits, as a forced move, or None."""
         r = ret[f]
@@ -366,7 +393,7 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
     frames: list[list] = [[0, 0, 0, None, None, None, False]]
     dead: dict[tuple, list[int]] = {}
     states = dead_ends = steps = 0
-    best_depth, best = 1, frames[0][:5]
+    best_depth, best, starved = 1, frames[0][:5], []
     while True:
         steps += 1
         if steps & 0xFFF == 0 and time.monotonic() > deadline:
@@ -384,9 +411,11 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
             move = first_read(f, mask, state)  # (C)
             if move is None:
                 legal, after = _step(specs[f], state)
-                p = prior[f]  # (E): the op that returns first
-                if legal and (p < f or mask >> (p - f) & 1):
-                    move = (f, after, False)
+                if legal:  # (E): the op that returns first, or the first of its class (D)
+                    j, p = f, prior[f]
+                    while p > f and not mask >> (p - f) & 1:
+                        j, p = p, prior[p]
+                    move = (j, after, False)
         if move is None:
             if alts == 0 or alts is None:
                 alts = fr[5] = alternatives(f, mask, placed, state)
@@ -404,8 +433,12 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
                     child = [f, m, placed, after]
             else:
                 child = [f, mask, placed | 1 << (j - n), after]
-            for seen_placed in dead.get((child[0], child[1], after), ()):  # (B)
-                if (seen_placed & ~child[2]) == 0:
+            if after != state and state in needs and lost(state, *child[:3]):
+                if len(frames) == best_depth:  # for the report: what the deepest point lost
+                    starved = [ok[j] for j in needs[state] if not done(j, *child[:3])]
+                child = None  # (F)
+            for seen_placed in dead.get((child[0], child[1], after), ()) if child else ():
+                if (seen_placed & ~child[2]) == 0:  # (B)
                     child = None
                     break
             if child is None and not forced:
@@ -416,7 +449,7 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
             frames.append(child)
             states += 1
             if len(frames) > best_depth:
-                best_depth, best = len(frames), child[:5]
+                best_depth, best, starved = len(frames), child[:5], []
             continue
         # This configuration is a dead end; so is each below it whose move was forced.
         while True:
@@ -431,7 +464,7 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
             if not frames:
                 return _KeyVerdict(NOT_LINEARIZABLE, states, dead_ends, _explain(
                     key, ops, ok, unknown, best, best_depth - 1, states, call, last,
-                    g_start, g_size))
+                    g_start, g_size, starved))
             if not frames[-1][6]:
                 break
 
@@ -455,7 +488,7 @@ def _describe(o: Op) -> str:
 
 def _explain(key: str, ops: list[Op], ok: list[Op], unknown: list[Op], best: list,
              depth: int, states: int, call: list[float], last: list[int],
-             g_start: list[int], g_size: list[int]) -> str:
+             g_start: list[int], g_size: list[int], starved: list[Op]) -> str:
     """Describe where the search got stuck: the deepest linearizable prefix it found,
     the op whose return it could not get past (the first pending one, f), and why each
     op that could go next does not work."""
@@ -514,6 +547,10 @@ def _explain(key: str, ops: list[Op], ok: list[Op], unknown: list[Op], best: lis
         lines.append(f"    {_describe(o)}  -- {why}")
     if len(pending) > 12:
         lines.append(f"    ... and {len(pending) - 12} more")
+    if starved:
+        lines.append("Every write that fits changes the value, which these ops still need "
+                     "and no op left can write again:")
+        lines.extend(f"    {_describe(o)}" for o in starved[:6])
     return "\n".join(lines)
 
 

@@ -451,11 +451,13 @@ def test_cli_help(capsys) -> None:
 
 def simulate_history(n_ops: int, n_keys: int, n_clients: int, seed: int,
                      unknown_rate: float = 0.002, fail_rate: float = 0.002,
-                     batch: float = 0.0, unique: bool = False) -> list[Op]:
+                     batch: float = 0.0, unique: bool = False, late: float = 0.0) -> list[Op]:
     """A linearizable history from clients running concurrently against a register
     per key: each op takes effect at a random point of its interval (unknown ops at a
     random later point, or never), and results are computed in that order. With
-    ``batch``, replies are taken in batches: completion times are rounded up to it.
+    ``batch``, replies are taken in batches: completion times are rounded up to it
+    (lines stay in reply order). With ``late``, ops take effect in the last part of
+    their interval (a reply leaves after the commit), not anywhere in it.
     Values come from a small set, or with ``unique`` each is written once."""
     rng = random.Random(seed)
     keys = [f"k{i}" for i in range(n_keys)]
@@ -479,7 +481,7 @@ def simulate_history(n_ops: int, n_keys: int, n_clients: int, seed: int,
             else "ok"
         o = Op(c, kind, rng.choice(keys), value, expected, invoke, complete, outcome, None, i + 1)
         if outcome == "ok":
-            point = rng.uniform(invoke, complete)
+            point = rng.uniform(invoke + (complete - invoke) * late, complete)
         elif outcome == "unknown" and rng.random() < 0.5:
             point = invoke + rng.expovariate(10)
         else:
@@ -492,9 +494,11 @@ def simulate_history(n_ops: int, n_keys: int, n_clients: int, seed: int,
         if point is not None:
             res, state[o.key] = apply(o.op, o.value, o.expected, state.get(o.key))
         ops[i] = o._replace(result=res) if o.outcome == "ok" else o._replace(complete=None)
-    if batch:
-        ops = [o._replace(complete=math.ceil(o.complete / batch) * batch)
-               if o.complete is not None else o for o in ops]
+    if batch:  # recorded in the order the replies came, as a client writes its history
+        ops.sort(key=lambda o: math.inf if o.complete is None else o.complete)
+        ops = [o._replace(line=i + 1, complete=None if o.complete is None
+                          else math.ceil(o.complete / batch) * batch)
+               for i, o in enumerate(ops)]
     return ops
 
 
