@@ -1,6 +1,7 @@
 """Linearizability checker for client histories of the key-value store.
 
-A history is a JSON-lines file, one client operation per line::
+A history is a JSON-lines file, one client operation per line (the format
+and its loader are in :mod:`raftmp.history`)::
 
     {"client": 17, "op": "put", "key": "x", "value": "1", "expected": null,
      "invoke": 12.345, "complete": 12.350, "outcome": "ok", "result": null}
@@ -36,7 +37,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import itertools
-import json
 import math
 import os
 import sys
@@ -45,41 +45,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .core.errors import RaftmpError
+from .history import OPS, BadHistory, Op, load_history
 
 __all__ = ["EXIT_STATUS", "LINEARIZABLE", "NOT_LINEARIZABLE", "SHORT_VERDICT", "UNDECIDED",
            "BadHistory", "CheckResult", "Op", "check", "check_file", "check_outcomes",
            "load_history", "main"]
 
-FIELDS = ("client", "op", "key", "value", "expected", "invoke", "complete", "outcome", "result")
-OPS = ("get", "put", "delete", "cas")
-OUTCOMES = ("ok", "unknown", "fail")
 DEFAULT_MAX_STATES = 1_000_000
-
-
 LINEARIZABLE, NOT_LINEARIZABLE, UNDECIDED = "linearizable", "not linearizable", "undecided"
 EXIT_STATUS = {LINEARIZABLE: 0, NOT_LINEARIZABLE: 1, UNDECIDED: 3}  # and 2: bad input
 SHORT_VERDICT = {LINEARIZABLE: "yes", NOT_LINEARIZABLE: "NO", UNDECIDED: "undecided"}
 BAD_INPUT = 2
-
-
-class BadHistory(RaftmpError, ValueError):
-    """A history line is malformed; the message names the 1-based line number."""
-
-
-class Op(NamedTuple):
-    """One client operation as recorded in a history (see the module docstring)."""
-
-    client: int
-    op: str
-    key: str
-    value: str | None
-    expected: str | None
-    invoke: float
-    complete: float | None
-    outcome: str
-    result: object = None
-    line: int = 0  # 1-based line in the history file; 0 when built in code
 
 
 @dataclass(frozen=True)
@@ -113,76 +89,6 @@ class CheckResult:
             return SHORT_VERDICT[self.verdict]
         first = self.explanation.splitlines()[0] if self.explanation else ""
         return f"{SHORT_VERDICT[self.verdict]}: {first}"
-
-
-# ---------------------------------------------------------------- loading
-
-
-def _is_num(x: object) -> bool:
-    # bool is an int subclass; a time of `true` is a bug in the writer, not a number.
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _parse_line(n: int, text: str) -> Op:
-    def bad(msg: str) -> BadHistory:
-        return BadHistory(f"line {n}: {msg}")
-
-    try:
-        rec = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise bad(f"not valid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(rec, dict):
-        raise bad(f"expected a JSON object, got {type(rec).__name__}")
-    missing = [f for f in FIELDS if f not in rec]
-    if missing:
-        raise bad(f"missing field(s): {', '.join(missing)}")
-    client, op, key, value, expected, invoke, complete, outcome, result = (rec[f] for f in FIELDS)
-    if type(client) is not int:
-        raise bad(f"'client' must be an integer, got {client!r}")
-    if op not in OPS:
-        raise bad(f"'op' must be one of {', '.join(OPS)}, got {op!r}")
-    if not isinstance(key, str):
-        raise bad(f"'key' must be a string, got {key!r}")
-    if op in ("put", "cas") and not isinstance(value, str):
-        raise bad(f"'value' of a {op} must be a string, got {value!r}")
-    if value is not None and not isinstance(value, str):
-        raise bad(f"'value' must be a string or null, got {value!r}")
-    if expected is not None and not isinstance(expected, str):
-        raise bad(f"'expected' must be a string or null, got {expected!r}")
-    if outcome not in OUTCOMES:
-        raise bad(f"'outcome' must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
-    if not _is_num(invoke):
-        raise bad(f"'invoke' must be a finite number, got {invoke!r}")
-    if complete is None:
-        if outcome == "ok":
-            raise bad("'complete' is null but outcome is 'ok'")
-    elif not _is_num(complete):
-        raise bad(f"'complete' must be a finite number or null, got {complete!r}")
-    elif complete < invoke:
-        raise bad(f"'complete' ({complete}) is before 'invoke' ({invoke})")
-    if outcome == "ok":
-        want = {"get": (str, type(None)), "put": (type(None),), "delete": (bool,), "cas": (bool,)}
-        if not isinstance(result, want[op]):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in want[op])
-            raise bad(f"'result' of an ok {op} must be {names}, got {result!r}")
-    return Op(client, op, key, value, expected if op == "cas" else None,
-              float(invoke), None if complete is None else float(complete), outcome, result, n)
-
-
-def load_history(source: str | os.PathLike[str] | Iterable[str]) -> list[Op]:
-    """Parse a history from a file path or an iterable of JSON lines.
-
-    Blank lines are skipped. Raises :class:`BadHistory` naming the first bad line,
-    and ``OSError`` if the file cannot be read.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, encoding="utf-8") as f:
-            return load_history(list(f))
-    ops = []
-    for n, text in enumerate(source, 1):
-        if text.strip():
-            ops.append(_parse_line(n, text))
-    return ops
 
 
 # ---------------------------------------------------------------- the model
@@ -238,9 +144,9 @@ def _spec(o: Op, seen: set | None = None) -> tuple:
 #     without success is remembered by (ok ops, value) with its set of unknown ops.
 #     Another with the same ok ops and value and a superset of those unknown ops
 #     cannot succeed either: unknown ops never have to be linearized and have no
-#     return that could block a call, so every completion of it is one of the dead end.
-#     Only configurations proven dead are remembered, so memory grows with the
-#     backtracking, not with the history.
+#     return that could block a call, so each of its completions is also one of the
+#     dead end. Only configurations proven dead are remembered, so memory grows with
+#     the backtracking, not with the history.
 #
 # (C) Reads at once (partial-order reduction). An ok op that leaves the value as it
 #     is (a get, a cas or delete that returned False, a cas of a value to itself),
@@ -249,10 +155,13 @@ def _spec(o: Op, seen: set | None = None) -> tuple:
 #     that must precede it is linearized already) and changes no value. If it fails,
 #     the configuration fails.
 #
-# (D) Interchangeable unknown ops. Unknown ops with the same effect (same kind and,
-#     after (A), same value and expected value) are tried only in invocation order,
-#     the earliest not yet placed: swapping two of them in any completion gives a
-#     completion, and the earlier one may go wherever the later one may.
+# (D) Interchangeable ops. Ops with the same effect (same kind and result and, after
+#     (A), same value and expected value) that are both unknown, or both ok with the
+#     same return time (replies taken in one batch), are tried in invocation order
+#     only: the earliest not yet linearized. In any completion, swapping two of them
+#     gives a completion (same effect, so every result stays legal), and it keeps
+#     real time: the one invoked earlier may go wherever the later one may, and the
+#     later one moves to a later place, which its return (the same) allows.
 #     An unknown op that would leave the value as it is is never tried: the
 #     configuration it leads to is dominated (as in (B)) by the current one.
 #
@@ -262,11 +171,12 @@ def _spec(o: Op, seen: set | None = None) -> tuple:
 #     completion: that op can never fit. It is dropped at once, instead of when that
 #     op's return comes up after every order of the ops in between was tried.
 #
-# (E) Order. The ok op that returns first is tried first, then the others by return
-#     time, then unknown ops: anything that returned earlier is linearized already,
-#     so this is the order real executions mostly take (trying the earliest-invoked
-#     op first gets stuck where many ops start together and finish apart). Order
-#     changes speed, not the verdict: every move is still tried.
+# (E) Order. First a read that fits (C); else the ok op that returns first (f, or the
+#     first of its class by (D)); then the moves after which f fits (a get waits for
+#     its put); then the other ok ops by return time, then unknown ops. Anything that
+#     returned earlier is linearized already, so this is the order real executions
+#     mostly take (trying the earliest-invoked op first gets stuck where many ops
+#     start together and finish apart). Order changes speed, not the verdict.
 #
 # Memory. Ok ops are numbered by return time. Every ok op before the first one not
 # linearized (f) is linearized, and a linearized op after f was invoked before f
@@ -299,6 +209,8 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
                  for o in ok]
     # (D) for ok ops: same effect and same return time, tried in invocation order;
     # prior[j] is the op of j's class that must be linearized before j is tried.
+    # (The first try of a configuration, the head of f's class, may come up again
+    # among the alternatives; its subtree is then a dead end already, (B).)
     prior = [-1] * n
     classes: dict[tuple, list[int]] = {}
     for j in range(n):
