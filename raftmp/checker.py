@@ -368,15 +368,15 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
             fr = frames.pop()
             dead.setdefault((fr[0], fr[1], fr[3]), []).append(fr[2])
             dead_ends += 1
-            if dead_ends > max_states:
-                return _KeyVerdict(UNDECIDED, states, dead_ends,
-                                   f"key {key!r}: search gave up after {max_states} dead ends "
-                                   f"(max_states), {states} states; this key was NOT verified"
-                                   + furthest())
             if not frames:
                 return _KeyVerdict(NOT_LINEARIZABLE, states, dead_ends, _explain(
                     key, ops, ok, unknown, best, best_depth - 1, states, call, last,
                     g_start, g_size, starved))
+            if dead_ends >= max_states:
+                return _KeyVerdict(UNDECIDED, states, dead_ends,
+                                   f"key {key!r}: search gave up after {dead_ends} dead ends "
+                                   f"(max_states {max_states}), {states} states; this key was "
+                                   f"NOT verified" + furthest())
             if not frames[-1][6]:
                 break
 
