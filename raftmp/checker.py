@@ -14,10 +14,10 @@ The model is one register per key holding a ``str`` or ``None`` (absent):
 Linearizability is compositional (Herlihy & Wing 1990, Thm. 1), so each key is
 checked on its own, by a depth-first search for a linearization in the manner of
 Wing & Gong (1993) and Lowe (2017), with the reductions described (and proved
-exact) at ``_check_key``: merged unread values, dead ends remembered with
-dominance, reads taken at once, interchangeable unknown ops, and the earliest
-return tried first. Memory grows with the ops that overlap in time, not with
-the length of the history.
+exact) above ``_check_key``: merged unread values, dead ends remembered with
+dominance, reads taken at once, interchangeable ops, lost values cut at once,
+and the earliest return tried first. Memory grows with the ops that overlap in
+time and with the backtracking, not with the length of the history.
 
 Outcomes: ``ok`` ops must take effect inside ``[invoke, complete]``;
 ``unknown`` ops (the client gave up) may take effect at any time after

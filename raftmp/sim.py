@@ -370,7 +370,7 @@ class Simulation:
             raise Violation(f"acknowledged writes missing from live nodes: {sorted(lost)[:5]}")
         if self.cfg.check_history:
             verdict = check_outcomes(self.result.history)
-            if not verdict.ok:  # an undecided search is no pass, but not called a violation
+            if not verdict.ok:  # undecided is no pass either; the message says which it is
                 raise Violation(f"history {verdict.verdict}: {verdict.explanation}")
 
     def _step_time(self) -> None:
