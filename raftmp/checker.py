@@ -258,30 +258,44 @@ def _check_key(key: str, ops: list[Op], max_states: int, deadline: float) -> _Ke
         return (all(done(j, f, mask, placed) for j in makers[v])
                 and not all(done(j, f, mask, placed) for j in needs[v]))
 
+    # The least invocation time in each block of 64 and of 4096 ops, so that a scan of
+    # the window skips the stretches invoked after f returns (the window reaches as far
+    # as the op invoked last by then, which a long-running op pushes far ahead).
+    low = [min(call[b:b + 64]) for b in range(0, n, 64)]
+    lower = [min(low[b:b + 64]) for b in range(0, len(low), 64)]
+
+    def in_reach(f: int, mask: int, start: int) -> Iterator[int]:
+        """Ok ops from start on that may go next (invoked by the time op f returns), not
+        yet linearized, and first of their class (D)."""
+        r, end = ret[f], last[f]
+        j, m = start, mask >> (start - f)
+        while j <= end:
+            if not j & 4095 and lower[j >> 12] > r:
+                j, m = j + 4096, m >> 4096
+            elif not j & 63 and low[j >> 6] > r:
+                j, m = j + 64, m >> 64
+            else:
+                if not m & 1 and call[j] <= r:
+                    p = prior[j]
+                    if p < f or mask >> (p - f) & 1:
+                        yield j
+                j, m = j + 1, m >> 1
+
     def first_read(f: int, mask: int, state: object) -> tuple | None:
         """(C): a read-only op that may go next and fits, as a forced move, or None."""
-        r = ret[f]
-        m = mask
-        for j in range(f, last[f] + 1):
-            if read_only[j] and not m & 1 and call[j] <= r:
-                p = prior[j]
-                if (p < f or mask >> (p - f) & 1) and _step(specs[j], state)[0]:
-                    return j, state, True
-            m >>= 1
+        for j in in_reach(f, mask, f):
+            if read_only[j] and _step(specs[j], state)[0]:
+                return j, state, True
         return None
 
     def alternatives(f: int, mask: int, placed: int, state: object) -> Iterator[tuple]:
         """Moves after the first try (no read fits; op f was tried or does not fit)."""
         r = ret[f]
         moves = []
-        m = mask >> 1
-        for j in range(f + 1, last[f] + 1):
-            p = prior[j]
-            if not m & 1 and call[j] <= r and (p < f or mask >> (p - f) & 1):
-                legal, after = _step(specs[j], state)
-                if legal:
-                    moves.append((j, after, False))
-            m >>= 1
+        for j in in_reach(f, mask, f + 1):
+            legal, after = _step(specs[j], state)
+            if legal:
+                moves.append((j, after, False))
         for g in range(bisect.bisect_right(g_first, r)):  # (D)
             s = g_start[g]
             x = placed >> s
