@@ -22,7 +22,7 @@ from typing import Optional
 from tabulate import tabulate
 
 from . import checker, console, scenario, sim
-from .checker import check_outcomes
+from .checker import EXIT_STATUS, check_outcomes
 from .cluster import Cluster
 from .seeds import pick_seed
 from .workload import Workload, drive, summarize
@@ -112,10 +112,12 @@ def main_job(argv: list[str]) -> int:
         ("packets dropped", total["dropped"]),
         ("elections (terms)", terms),
         ("leader changes seen", len(state["leaders"]) - 1),
-        ("linearizable", "yes" if verdict.ok else f"NO: {verdict.explanation}"),
+        ("linearizable", verdict.summary),
     ]
     print(tabulate(rows, headers=("summary", f"seed {seed}")))
-    return 0 if verdict.ok else 1
+    if not verdict.ok:
+        print(verdict.explanation)
+    return EXIT_STATUS[verdict.verdict]
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional
 
 from tabulate import tabulate
 
-from .checker import check, load_history
+from .checker import SHORT_VERDICT, check, load_history
 from .cluster import Cluster
 from .core.errors import ConfigError, Unavailable
 from .core.raft import majority_of
@@ -100,6 +100,7 @@ class ScenarioResult:
     mean_latency: float = math.nan    # of answered operations
     median_latency: float = math.nan
     linearizable: bool = False
+    checker_verdict: str = ""         # linearizable / not linearizable / undecided (gave up)
     checker: str = ""                 # the checker's explanation when not linearizable
     tiers: dict[str, str] = field(default_factory=dict)     # benchmark -> tier
     gates: dict[str, dict] = field(default_factory=dict)    # gate -> {"ok", "detail"}
@@ -402,7 +403,8 @@ def _tally(sc: Scenario, r: ScenarioResult) -> None:
     r.failures = r.failed + r.unknown + (sc.requests - len(outcomes))
     verdict = check(load_history(json.dumps(o.record()) for o in outcomes), time_limit=30.0)
     r.linearizable = verdict.ok
-    r.checker = "" if verdict.ok else verdict.explanation
+    r.checker_verdict = verdict.verdict  # a search that gave up is undecided, never "NO"
+    r.checker = "" if verdict.ok else f"{verdict.verdict}: {verdict.explanation}"
 
 
 # ----------------------------------------------------------------- output
@@ -432,7 +434,7 @@ def summary_rows(sc: Scenario, r: ScenarioResult) -> list[tuple]:
          f"{r.unanswered_puts}/{r.puts}", "", ""),
         ("packets dropped / duplicated", f"{r.dropped} / {r.duplicated}", "", ""),
         ("leader changes (max term)", f"{r.leader_changes} ({r.max_term})", "", ""),
-        ("linearizable", "yes" if r.linearizable else "NO", "", ""),
+        ("linearizable", SHORT_VERDICT[r.checker_verdict], "", ""),
     ]
 
 
@@ -454,7 +456,7 @@ def table_row(r: ScenarioResult) -> dict:
         "dup": r.duplicates, "msgs": r.total_msgs, "lost": r.dropped,
         "p50 ms": f"{r.median_latency * 1000:.1f}" if not math.isnan(r.median_latency)
         else "n/a",
-        "leaders": r.leader_changes, "linear": "yes" if r.linearizable else "NO",
+        "leaders": r.leader_changes, "linear": SHORT_VERDICT[r.checker_verdict],
         "msgs tier": t.get("total_msgs", "-"), "fail tier": t.get("failures", "-"),
         "dup tier": t.get("duplicates", "-"), "lat tier": t.get("median_latency", "-"),
         "result": "ok" if r.correct else "FAIL",

@@ -472,8 +472,8 @@ class Simulation:
             raise Violation(f"acknowledged writes missing from live nodes: {sorted(lost)[:5]}")
         if self.cfg.check_history:
             verdict = check_outcomes(self.result.history)
-            if not verdict.ok:
-                raise Violation(f"history not linearizable: {verdict.explanation}")
+            if not verdict.ok:  # undecided is no pass either; the message says which it is
+                raise Violation(f"history {verdict.verdict}: {verdict.explanation}")
 
     def _step_time(self) -> None:
         t_net = self.net[0][0] if self.net else float("inf")

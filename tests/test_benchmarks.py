@@ -87,3 +87,9 @@ def test_help():
         assert proc.returncode == 0, proc.stderr
         for opt in ("--seed", "--json", "--quick"):
             assert opt in proc.stdout
+
+
+def test_checker_quick(tmp_path):
+    _, data = run_quick("checker", tmp_path)
+    assert {r["k"] for r in data["rows"]} == {8, 24}
+    assert all(r["checker"] == "now" and r["verdict"] == "linearizable" for r in data["rows"])

@@ -3,15 +3,27 @@ non-linearizable anomalies, unknown outcomes, bad input and the CLI."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
+import math
+import os
 import random
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raftmp.checker import BadHistory, Op, check, check_file, load_history, main
+from raftmp.checker import (
+    BadHistory,
+    Op,
+    check,
+    check_file,
+    load_history,
+    main,
+)
+from raftmp.core.errors import RaftmpError
 
 # ---------------------------------------------------------------- helpers
 
@@ -72,7 +84,7 @@ def small_histories(draw: st.DrawFn) -> list[Op]:
         kind = draw(st.sampled_from(["get", "put", "delete", "cas"]))
         invoke = float(draw(st.integers(0, 8)))
         complete = invoke + draw(st.integers(0, 4))
-        outcome = draw(st.sampled_from(["ok"] * 6 + ["unknown", "fail"]))
+        outcome = draw(st.sampled_from(["ok"] * 4 + ["unknown"] * 3 + ["fail"]))
         value = draw(st.sampled_from(VALUES)) if kind in ("put", "cas") else None
         expected = draw(st.sampled_from([None, *VALUES])) if kind == "cas" else None
         o = Op(i, kind, draw(st.sampled_from(keys)), value, expected, invoke, complete,
@@ -132,6 +144,20 @@ def test_generator_produces_both_verdicts() -> None:
 
     collect()
     assert seen == {True, False}
+
+
+def test_generator_puts_unknown_ops_in_most_histories() -> None:
+    """The cross-check must exercise the unknown-op reductions, not only plain ops."""
+    counts = []
+
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True)
+    @given(small_histories())
+    def collect(ops: list[Op]) -> None:
+        counts.append(sum(o.outcome == "unknown" for o in ops))
+
+    collect()
+    assert sum(c > 0 for c in counts) > len(counts) / 2
+    assert sum(c > 1 for c in counts) > len(counts) / 10
 
 
 # ---------------------------------------------------------------- classics
@@ -215,24 +241,110 @@ def test_unknown_put_cannot_take_effect_twice() -> None:
     assert not check(ops).ok
 
 
+def test_unread_unknown_write_may_be_what_a_delete_or_cas_saw() -> None:
+    """Leaving out an unknown write because no get reads its value is not exact: a
+    delete that returned True, or a cas(absent -> ...) that returned False, needs the
+    key to hold something, and the unknown put is the only op that could have put it."""
+    put = op(1, "put", "x", 0, None, value="never read", outcome="unknown")
+    deleted = op(2, "delete", "x", 1, 2, result=True)
+    refused = op(2, "cas", "x", 1, 2, result=False, expected=None, value="w")
+    for ops in ([put, deleted], [put, refused]):
+        assert brute_force_linearizable(ops) and check(ops).ok
+        assert not check(ops[1:]).ok
+
+
+def test_interchangeable_unknown_writes_each_take_effect_once() -> None:
+    """Two unknown puts of the same value can explain two reads of it across another
+    write, not three."""
+    puts = [op(1, "put", "x", 0, None, value="v", outcome="unknown"),
+            op(3, "put", "x", 0.5, None, value="v", outcome="unknown")]
+    ops = list(puts)
+    for i in range(3):
+        ops += [op(2, "get", "x", 10 * i + 1, 10 * i + 2, result="v"),
+                op(2, "put", "x", 10 * i + 3, 10 * i + 4, value=f"w{i}")]
+    assert check(ops[:6]).ok
+    res = check(ops)
+    assert not res.ok and res.failed_keys == ["x"]
+    assert check(ops + [op(4, "put", "x", 0.7, None, value="v", outcome="unknown")]).ok
+
+
+def test_unknown_writes_applied_or_not_among_many() -> None:
+    """A dozen writes time out during a 'partition'; later reads see one of them, then
+    absent, then another: decided quickly, and a read of a value never written fails."""
+    lost = [op(i, "put", "x", i * 0.01, None, value=f"u{i}", outcome="unknown")
+            for i in range(12)]
+    reads = [op(20, "get", "x", 5, 6, result="u7"), op(20, "delete", "x", 7, 8, result=True),
+             op(20, "get", "x", 9, 10, result=None), op(20, "get", "x", 11, 12, result="u3"),
+             op(20, "get", "x", 13, 14, result="u3")]
+    res = check(lost + reads)
+    assert res.ok and res.dead_ends < 100, res
+    bad = check(lost + reads + [op(20, "get", "x", 15, 16, result="u12")])
+    assert not bad.ok and "No op on this key ever writes 'u12'" in bad.explanation
+
+
+# ---------------------------------------------------------------- the families of issue 13
+
+
+def bench_checker():
+    """benchmarks/checker.py, which generates the families (shared with the benchmark)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "benchmarks", "checker.py")
+    spec = importlib.util.spec_from_file_location("bench_checker", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_checker", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("k", [8, 24, 96])
+def test_unknown_writes_family_is_decided_whatever_k(k: int) -> None:
+    """k timed-out puts nobody reads do not multiply the search (they did: 2^k)."""
+    family = bench_checker().unknown_writes_family
+    res, base = check(family(k)), check(family(1))
+    assert res.ok, res.explanation
+    assert res.states == base.states and res.dead_ends == base.dead_ends
+
+
+def test_unknown_writes_family_broken_is_caught() -> None:
+    family = bench_checker().unknown_writes_family(48)
+    i = max(i for i, o in enumerate(family) if o.op == "get")
+    family[i] = family[i]._replace(result="lost3")  # a timed-out put that took effect
+    assert check(family).ok
+    family[i] = family[i]._replace(result="r0a")  # overwritten twenty rounds ago
+    res = check(family)
+    assert not res.ok and "get() -> 'r0a'" in res.explanation
+
+
 # ---------------------------------------------------------------- budget
 
 
 def concurrent_history(n: int) -> list[Op]:
-    """n fully concurrent puts and a final read: hard for the search, easy to decide."""
+    """n fully concurrent puts, each read by a concurrent get, and a final read of a
+    value nobody wrote: not linearizable, but every order of the puts is a dead end."""
     ops = [op(i, "put", "x", 0, 10, value=str(i)) for i in range(n)]
-    return ops + [op(n, "get", "x", 11, 12, result="nope")]
+    ops += [op(n + i, "get", "x", 0, 10, result=str(i)) for i in range(n)]
+    return ops + [op(2 * n, "get", "x", 11, 12, result="nope")]
 
 
 def test_search_gives_up_loudly_at_max_states() -> None:
     res = check(concurrent_history(14), max_states=1000)
     assert not res.ok and res.gave_up_keys == ["x"] and res.failed_keys == []
+    assert res.verdict == "undecided" and res.dead_ends == 1000
     assert "gave up" in res.explanation and "NOT verified" in res.explanation
 
 
 def test_search_gives_up_at_time_limit() -> None:
     res = check(concurrent_history(18), time_limit=0.05)
     assert not res.ok and res.gave_up_keys == ["x"] and "time limit" in res.explanation
+    assert res.verdict == "undecided" and res.summary.startswith("undecided: ")
+
+
+def test_gave_up_key_does_not_hide_a_failing_one() -> None:
+    hard = concurrent_history(14)
+    bad = [op(1, "put", "y", 0, 1, value="1"), op(2, "get", "y", 2, 3, result="2")]
+    res = check(hard + bad, max_states=100)
+    assert res.verdict == "not linearizable" and res.key == "y" and res.gave_up_keys == ["x"]
+    assert res.summary.startswith("NO: ")
 
 
 # ---------------------------------------------------------------- loading and the CLI
@@ -307,6 +419,27 @@ def test_cli_bad_input_and_missing_file(tmp_path, capsys) -> None:
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_cli_undecided_exits_3_with_its_budget(tmp_path, capsys) -> None:
+    path = write(tmp_path, [json.dumps(o._asdict()) for o in concurrent_history(14)])
+    assert main([path, "--max-states", "100"]) == 3
+    out = capsys.readouterr().out
+    assert out.startswith("UNDECIDED") and "--max-states 100" in out and "NOT" not in out[:40]
+
+
+def test_cli_rejects_a_bad_budget(tmp_path, capsys) -> None:
+    path = write(tmp_path, [line()])
+    for bad in (["--max-states", "-1"], ["--time-limit", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main([path, *bad])
+        assert e.value.code == 2
+    capsys.readouterr()
+
+
+def test_bad_history_is_a_raftmp_error() -> None:
+    with pytest.raises(RaftmpError):
+        load_history(["{}"])
+
+
 def test_cli_help(capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["--help"])
@@ -317,28 +450,38 @@ def test_cli_help(capsys) -> None:
 
 
 def simulate_history(n_ops: int, n_keys: int, n_clients: int, seed: int,
-                     unknown_rate: float = 0.002, fail_rate: float = 0.002) -> list[Op]:
+                     unknown_rate: float = 0.002, fail_rate: float = 0.002,
+                     batch: float = 0.0, unique: bool = False, late: float = 0.0) -> list[Op]:
     """A linearizable history from clients running concurrently against a register
     per key: each op takes effect at a random point of its interval (unknown ops at a
-    random later point, or never), and results are computed in that order."""
+    random later point, or never), and results are computed in that order. With
+    ``batch``, replies are taken in batches: completion times are rounded up to it
+    (lines stay in reply order). With ``late``, ops take effect in the last part of
+    their interval (a reply leaves after the commit), not anywhere in it.
+    Values come from a small set, or with ``unique`` each is written once."""
     rng = random.Random(seed)
     keys = [f"k{i}" for i in range(n_keys)]
     clock = [rng.random() for _ in range(n_clients)]
-    planned = []
+    planned, written = [], []
     for i in range(n_ops):
         c = rng.randrange(n_clients)
         invoke = clock[c] + rng.expovariate(1000)
         complete = invoke + rng.expovariate(200)
         clock[c] = complete
         kind = rng.choice(["get", "get", "put", "cas", "delete"])
-        value = str(rng.randrange(5)) if kind in ("put", "cas") else None
-        expected = rng.choice([None, "0", "1", "2"]) if kind == "cas" else None
+        if not unique:
+            value = str(rng.randrange(5)) if kind in ("put", "cas") else None
+            expected = rng.choice([None, "0", "1", "2"]) if kind == "cas" else None
+        else:  # each value written once (as the workload does); cas expects a recent one
+            value = f"v{i}" if kind in ("put", "cas") else None
+            expected = rng.choice([None, *written[-3:]]) if kind == "cas" else None
+            written += [value] if value else []
         u = rng.random()
         outcome = "unknown" if u < unknown_rate else "fail" if u < unknown_rate + fail_rate \
             else "ok"
         o = Op(c, kind, rng.choice(keys), value, expected, invoke, complete, outcome, None, i + 1)
         if outcome == "ok":
-            point = rng.uniform(invoke, complete)
+            point = rng.uniform(invoke + (complete - invoke) * late, complete)
         elif outcome == "unknown" and rng.random() < 0.5:
             point = invoke + rng.expovariate(10)
         else:
@@ -351,6 +494,11 @@ def simulate_history(n_ops: int, n_keys: int, n_clients: int, seed: int,
         if point is not None:
             res, state[o.key] = apply(o.op, o.value, o.expected, state.get(o.key))
         ops[i] = o._replace(result=res) if o.outcome == "ok" else o._replace(complete=None)
+    if batch:  # recorded in the order the replies came, as a client writes its history
+        ops.sort(key=lambda o: math.inf if o.complete is None else o.complete)
+        ops = [o._replace(line=i + 1, complete=None if o.complete is None
+                          else math.ceil(o.complete / batch) * batch)
+               for i, o in enumerate(ops)]
     return ops
 
 
@@ -369,3 +517,20 @@ def test_generated_history_with_one_corrupted_read_is_rejected() -> None:
     ops[i] = ops[i]._replace(result="never written")
     res = check(ops)
     assert not res.ok and res.key == ops[i].key and f"line {ops[i].line}:" in res.explanation
+
+
+@pytest.mark.timeout(120)
+def test_long_one_key_history_in_batches() -> None:
+    """One hot key, 64 clients, replies taken in 5 ms batches (many equal completion
+    times), 1% unknown outcomes: decided without giving up, and a stale read is caught."""
+    ops = simulate_history(40_000, 1, 64, seed=3, unknown_rate=0.01, batch=0.005, unique=True)
+    assert sum(o.outcome == "unknown" for o in ops) > 300
+    res = check(ops)
+    assert res.ok, res.explanation
+    i = next(i for i, o in enumerate(ops) if i > 30_000 and o.op == "get" and o.outcome == "ok"
+             and o.result is not None)
+    first = next(o for o in ops if o.op in ("put", "cas") and o.value is not None
+                 and o.outcome == "ok" and o.value != ops[i].result)
+    ops[i] = ops[i]._replace(result=first.value)  # a value overwritten long before
+    res = check(ops, max_states=10_000)
+    assert res.verdict == "not linearizable" and f"line {ops[i].line}:" in res.explanation

@@ -74,8 +74,8 @@ def test_a_forbidden_import_is_caught(tmp_path: pathlib.Path) -> None:
 # Raft, and nothing below the launcher forks anything.
 FLOORS = [
     ["core"],
-    ["checker", "faults", "seeds", "storage", "wire"],
-    ["client", "router", "worker"],
+    ["faults", "history", "seeds", "storage", "wire"],
+    ["checker", "client", "router", "worker"],
     ["launcher", "scenario_file", "sim", "workload"],
     ["cluster"],
     ["console", "scenario"],

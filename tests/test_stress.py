@@ -132,7 +132,7 @@ def verify(r: scenario.ScenarioResult) -> None:
     # 1. Linearizable, final reads included (they come after everything else).
     history = [o.record() for o in ops + r.extra["readback"]]
     verdict = check(load_history(json.dumps(h) for h in history), time_limit=60.0)
-    assert verdict.ok, verdict.explanation
+    assert verdict.ok, f"{verdict.verdict}: {verdict.explanation}"  # never "NO" if undecided
     # 2. No acknowledged write lost.
     writes: dict[str, list[Outcome]] = {}
     for o in ops:
