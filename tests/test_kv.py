@@ -118,6 +118,7 @@ def test_results_below_acked_are_forgotten_and_stale_commands_ignored():
 
 def test_acked_never_moves_the_floor_backwards():
     kv = KVStore()
+    kv.apply(cmd("put", "a", "0", client=1, seq=1, acked=1))   # opens the session
     kv.apply(cmd("put", "a", "1", client=1, seq=5, acked=5))
     kv.apply(cmd("put", "a", "2", client=1, seq=6, acked=2))   # an older acked value
     assert kv.apply(cmd("put", "a", "3", client=1, seq=4, acked=2)) == (None, None)
