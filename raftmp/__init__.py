@@ -9,10 +9,10 @@
 
 from .client import Client
 from .cluster import Cluster
-from .core.errors import InvalidRequest, RaftmpError, Timeout, Unavailable
+from .core.errors import InvalidRequest, RaftmpError, SessionExpired, Timeout, Unavailable
 from .core.kv import Limits
 from .core.raft import Config
 from .core.session import Timing
 
-__all__ = ["Client", "Cluster", "Config", "InvalidRequest", "Limits", "RaftmpError", "Timeout",
-           "Timing", "Unavailable"]
+__all__ = ["Client", "Cluster", "Config", "InvalidRequest", "Limits", "RaftmpError",
+           "SessionExpired", "Timeout", "Timing", "Unavailable"]

@@ -15,9 +15,9 @@ from collections import defaultdict
 from typing import IO, Any, Optional, Union
 
 from . import wire
-from .core.errors import InvalidRequest, Timeout, Unavailable
+from .core.errors import InvalidRequest, SessionExpired, Timeout, Unavailable
 from .core.kv import Limits, check_command
-from .core.messages import ClientReply, Command
+from .core.messages import EXPIRED, ClientReply, Command
 from .core.session import DONE, UNKNOWN, ClientSession, Outcome, Timing
 from .worker import connect_router
 
@@ -168,4 +168,6 @@ def result_of(outcome: Outcome) -> Any:
         raise Timeout(f"{what}: {outcome.result}")
     if isinstance(outcome.result, str) and outcome.result.startswith(_INVALID):
         raise InvalidRequest(f"{what}: {outcome.result}")
+    if isinstance(outcome.result, str) and outcome.result.startswith(EXPIRED):
+        raise SessionExpired(f"{what}: {outcome.result}")
     raise Unavailable(f"{what}: {outcome.result}")

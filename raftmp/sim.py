@@ -7,6 +7,14 @@ properties (Figure 3 of the paper); at the end it checks that every
 acknowledged write reached every live node, that the live state machines
 agree, that every operation started after the faults healed completed, and
 that the client history is linearizable.
+
+Snapshots: the default thresholds are tiny (``SIM_RAFT``), so that nearly every
+seed compacts its logs and sends InstallSnapshot. A snapshot is taken the
+way a worker's forked child takes it: its image is fixed when it starts, it
+completes a little later (a crash in between loses it), and with the crash
+fault a node may also crash between saving it and compacting its log. Every
+snapshot saved or installed must equal the state a reference state machine
+reaches by applying the committed entries up to its index.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import argparse
 import heapq
 import multiprocessing
 import os
+import pickle
 import random
 import sys
 import time
@@ -23,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .checker import check_outcomes
-from .core.messages import ClientReply
+from .core.kv import KVStore
+from .core.messages import ClientReply, SessionClock, Snapshot
 from .core.node import Node
 from .core.raft import LEADER, Config
 from .core.session import DONE, ClientSession, Outcome, Timing
@@ -31,6 +41,11 @@ from .storage import MemoryStorage
 
 FAULTS = ("crash", "restart", "partition", "duplicate", "delay")
 CLIENT_BASE = 100  # client endpoint ids in the simulator
+# Small enough that most seeds snapshot many times and send InstallSnapshot in
+# several chunks; the session timeout stays above the clients' op timeout.
+SIM_RAFT = {"snapshot_entries": 24, "snapshot_keep": 4, "snapshot_chunk": 200,
+            "session_timeout": 40.0}
+SNAPSHOT_TIME = (0.001, 0.05)   # virtual seconds a snapshot takes to write
 
 
 @dataclass
@@ -71,6 +86,8 @@ class SimResult:
     packets: int = 0
     messages: int = 0
     end_time: float = 0.0
+    snapshots: int = 0          # taken by nodes on their own
+    installs: int = 0           # received from a leader
     violations: list[str] = field(default_factory=list)
     history: list[Outcome] = field(default_factory=list)
 
@@ -82,7 +99,7 @@ class Violation(Exception):
 class Simulation:
     def __init__(self, seed: int, cfg: SimConfig, raft_config: Optional[Config] = None) -> None:
         self.seed, self.cfg = seed, cfg
-        self.raft_config = raft_config or Config()
+        self.raft_config = raft_config or Config(**SIM_RAFT)
         self.rng = random.Random(seed)
         self.now = 0.0
         self.ids = list(range(cfg.nodes))
@@ -107,6 +124,11 @@ class Simulation:
         # (index, term) -> (command, term of the entry before)
         self.entry_at: dict[tuple[int, int], tuple[Any, int]] = {}
         self.applied_at: dict[int, tuple[int, Any]] = {}           # index -> (term, cmd)
+        # Snapshots: node -> (incarnation, image, when it is written); the
+        # reference state machine and its state at each index it passed.
+        self.snapshotting: dict[int, tuple[int, Snapshot, float]] = {}
+        self.reference = KVStore()
+        self.reference_at: dict[int, tuple] = {0: _state(self.reference.snapshot_data())}
         self.heal_time = 0.0 if self.healed else cfg.fault_period
 
     # ------------------------------------------------------------- the run
@@ -233,7 +255,9 @@ class Simulation:
     def _boot(self, i: int) -> Node:
         self.incarnation[i] += 1
         rng = random.Random(f"{self.seed}/{i}/{self.incarnation[i]}")
-        return Node(i, self.ids, self.storage[i].load(), rng, self.now, self.raft_config)
+        storage = self.storage[i]
+        return Node(i, self.ids, storage.load(), rng, self.now, self.raft_config,
+                    snapshot=storage.load_snapshot())
 
     def _guard(self, i: int, fn, *args):
         try:
@@ -245,21 +269,60 @@ class Simulation:
 
     def _turn(self, i: int, node: Node) -> None:
         """One worker loop turn: tick, ready, persist, check, send."""
+        if not self._snapshot_step(i, node):
+            return   # crashed while it compacted
         self._guard(i, node.tick, self.now)
         rd = self._guard(i, node.ready, self.now)
         raft = node.raft
         self._check_entries(i, raft, rd.entries)
-        self.storage[i].save(rd.hard_state, rd.entries)
+        storage = self.storage[i]
+        if rd.snapshot is not None:
+            self.result.installs += 1
+            self._check_snapshot(i, rd.snapshot)
+            storage.save_snapshot(rd.snapshot)
+            storage.compact(rd.snapshot.index, rd.snapshot.term)
+        storage.save(rd.hard_state, rd.entries)
         self._check_applied(i, rd.committed)
+        self._check_compaction(i, raft)
         if raft.role == LEADER:
             self._check_leader(i, raft)
+        if i not in self.snapshotting and node.snapshot_due():
+            done = self.now + self.rng.uniform(*SNAPSHOT_TIME)
+            self.snapshotting[i] = (self.incarnation[i], node.make_snapshot(), done)
         by_dst: dict[int, list] = defaultdict(list)
         for dst, m in rd.messages:
             by_dst[dst].append(m)
         for dst, msgs in by_dst.items():
             self._send(i, dst, msgs)
 
+    def _snapshot_step(self, i: int, node: Node) -> bool:
+        """Finish node i's snapshot if its time has come: save it, then compact
+        (with the crash fault, sometimes crash in between). False if it crashed."""
+        pending = self.snapshotting.get(i)
+        if pending is None or pending[2] > self.now:
+            return True
+        del self.snapshotting[i]
+        incarnation, snap, _ = pending
+        if incarnation != self.incarnation[i]:
+            return True   # the node crashed while writing it: the image is lost
+        self._check_snapshot(i, snap)
+        storage = self.storage[i]
+        storage.save_snapshot(snap)
+        self.result.snapshots += 1
+        if self._may_crash() and self.rng.random() < 0.05:
+            del self.nodes[i]
+            return False
+        base = node.snapshot_saved(snap)
+        if base is not None:
+            storage.compact(*base)
+        return True
+
     # ---------------------------------------------------------------- faults
+
+    def _may_crash(self) -> bool:
+        down = len(self.ids) - len(self.nodes)
+        return (not self.healed and "crash" in self.cfg.faults
+                and down < (self.cfg.nodes - 1) // 2 + ("restart" in self.cfg.faults))
 
     def _fault_gap(self) -> float:
         return self.now + self.rng.uniform(0.2, 0.8)
@@ -271,7 +334,7 @@ class Simulation:
             self.next_fault = float("inf")
         choices = []
         down = [i for i in self.ids if i not in self.nodes]
-        if "crash" in cfg.faults and len(down) < (cfg.nodes - 1) // 2 + ("restart" in cfg.faults):
+        if self._may_crash():
             choices.append("crash")
         if "restart" in cfg.faults and down:
             choices += ["restart", "restart"]
@@ -340,9 +403,36 @@ class Simulation:
             self.leader_of[raft.term] = i
             self.result.elections += 1
             for index, (term, _) in self.applied_at.items():
-                if raft.log.term(index) != term:
+                if index > raft.log.base and raft.log.term(index) != term:
                     raise Violation(f"leader completeness: leader {i} of term {raft.term} "
                                     f"lacks committed entry {index} (term {term})")
+
+    def _check_compaction(self, i: int, raft) -> None:
+        """A log is compacted only under a snapshot, of applied entries only:
+        base <= snapshot index <= applied <= commit."""
+        snap = raft.snapshot.index if raft.snapshot is not None else 0
+        if not raft.log.base <= snap <= raft.applied <= raft.commit:
+            raise Violation(f"compaction: node {i} has log base {raft.log.base}, snapshot "
+                            f"{snap}, applied {raft.applied}, commit {raft.commit}")
+
+    def _check_snapshot(self, i: int, snap: Snapshot) -> None:
+        """A snapshot is the state after applying the committed entries up to its
+        index, in order: the data and the session table alike."""
+        ref = self.reference
+        while max(self.reference_at) < snap.index:
+            index = max(self.reference_at) + 1
+            if index not in self.applied_at:
+                raise Violation(f"node {i} has a snapshot at {snap.index}, but entry {index} "
+                                "was never applied")
+            term, cmd = self.applied_at[index]
+            if cmd is not None:
+                ref.apply(cmd)
+            self.reference_at[index] = _state(ref.snapshot_data())
+        if self.applied_at.get(snap.index, (0,))[0] != snap.term and snap.index:
+            raise Violation(f"node {i} snapshot at {snap.index} has term {snap.term}")
+        if _state(snap.data) != self.reference_at[snap.index]:
+            raise Violation(f"node {i} snapshot at {snap.index} differs from the state "
+                            "the committed entries give there")
 
     def _final_checks(self) -> None:
         # Let the live nodes converge on the leader's commit index.
@@ -364,7 +454,7 @@ class Simulation:
                  if o.outcome == DONE and o.command.op != "get"}
         upto = min(self.nodes[i].raft.applied for i in live)
         present = {(cmd.client_id, cmd.seq) for index, (_, cmd) in self.applied_at.items()
-                   if cmd is not None and index <= upto}
+                   if type(cmd) is not SessionClock and cmd is not None and index <= upto}
         lost = acked - present
         if lost:
             raise Violation(f"acknowledged writes missing from live nodes: {sorted(lost)[:5]}")
@@ -385,6 +475,12 @@ class Simulation:
         for i, node in list(self.nodes.items()):
             if node.next_deadline() <= self.now:
                 self._turn(i, node)
+
+
+def _state(blob: bytes) -> tuple:
+    """A state machine snapshot, comparable by content (dict order aside)."""
+    data, sessions, clock = pickle.loads(blob)
+    return data, sessions, clock
 
 
 def run_seed(args: tuple[int, SimConfig]) -> SimResult:
@@ -469,6 +565,8 @@ def print_table(results: list[SimResult], cfg: SimConfig) -> None:
         "unknown": sum(r.ops_unknown for r in results),
         "failed": sum(r.ops_failed for r in results),
         "elections": sum(r.elections for r in results),
+        "snapshots": sum(r.snapshots for r in results),
+        "installs": sum(r.installs for r in results),
         "packets": sum(r.packets for r in results),
         "messages": sum(r.messages for r in results),
         "violations": sum(1 for r in results if r.violations),

@@ -15,3 +15,8 @@ class Unavailable(RaftmpError):
 
 class Timeout(RaftmpError):
     """The client gave up waiting: the operation may or may not have been applied."""
+
+
+class SessionExpired(RaftmpError):
+    """The client's session expired (idle past the cluster's session timeout,
+    thesis §6.3); the operation was not applied. Start a new client."""

@@ -418,7 +418,8 @@ class Raft(SnapshotRules):
 
     def maybe_send_append(self, peer: int, pr: Progress, now: float) -> None:
         """Pipeline new entries to a follower in replicate mode, within the window."""
-        while pr.next <= self.log.last_index and len(pr.inflight) < self.config.max_inflight:
+        while (pr.next <= self.log.last_index and len(pr.inflight) < self.config.max_inflight
+               and not pr.probing):   # (send_append may switch to sending a snapshot)
             self.send_append(peer, pr, now)
 
     def send_append(self, peer: int, pr: Progress, now: float) -> None:
