@@ -8,6 +8,7 @@
         rd = node.ready(now)
         storage.save(rd.hard_state, rd.entries)     # durable before any send (but a
         send one packet per destination             #   leader's AppendEntries, §10.2.1)
+        reap a finished snapshot writer (compact), or fork one if a snapshot is due
 
 No threads (``threading.active_count() == 1`` always): the links are plain
 ``multiprocessing`` connections, polled (``wire.Poller``) and read a whole
@@ -35,16 +36,18 @@ from multiprocessing.connection import Client as connect
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
-from . import wire
+from . import identity, wire
 from .core.kv import Limits
 from .core.messages import RAFT_MESSAGES, AppendEntries, ClientRequest, Entry
 from .core.node import Node
 from .core.raft import LEADER, Config
+from .snapshots import SnapshotWriter
 from .storage import FileStorage
 
 log = logging.getLogger("raftmp.worker")
 
 PICKLE_CACHE = 64           # pickled entry batches kept for reuse
+LOST_STATE_EXIT = 3         # exit status of a worker that refuses to start (identity.py)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -73,9 +76,11 @@ class Worker:
         self.id = node_id
         self.ids = set(nodes)
         self.ctl = ctl
-        self.storage = FileStorage(os.path.join(data_dir, f"node{node_id}"), sync=sync)
+        self.incarnation = identity.start_node(data_dir, node_id)
+        self.storage = FileStorage(identity.node_dir(data_dir, node_id), sync=sync)
         self.node = Node(node_id, nodes, self.storage.load(), random.Random(seed),
-                         time.monotonic(), config, limits)
+                         time.monotonic(), config, limits, self.storage.load_snapshot())
+        self.writer = SnapshotWriter(self.storage)
         self.link, _ = connect_router(address, node_id)
         self.poller = wire.Poller(self.link, ctl)
         self.reader = wire.Reader(self.link)
@@ -105,6 +110,9 @@ class Worker:
                 later = {dst for dst, m in messages if type(m) is not AppendEntries}
                 self.send([x for x in messages if x[0] not in later])
                 messages = [x for x in messages if x[0] in later]
+            if rd.snapshot is not None:   # from the leader: durable before anything else
+                self.storage.save_snapshot(rd.snapshot)
+                self.storage.compact(rd.snapshot.index, rd.snapshot.term)
             if rd.entries:
                 self.storage.save(rd.hard_state, rd.entries, self.pickled(rd.entries))
             elif rd.hard_state is not None:
@@ -112,6 +120,20 @@ class Worker:
             self.received.clear()
             if messages:
                 self.send(messages)
+            self.snapshot_turn()
+
+    def snapshot_turn(self) -> None:
+        """Compact once the forked writer has made a snapshot durable; start
+        one when the node wants it (see snapshots.py for why a fork)."""
+        node, writer = self.node, self.writer
+        snap = writer.poll()
+        if snap is not None:
+            self.storage.save_snapshot(snap, written=True)
+            base = node.snapshot_saved(snap)
+            if base is not None:
+                self.storage.compact(*base)
+        if not writer.busy and node.snapshot_due():
+            writer.start(node)
 
     def drain(self) -> None:
         now = time.monotonic()
@@ -218,15 +240,22 @@ class Worker:
     def status(self) -> dict:
         raft, kv = self.node.raft, self.node.kv
         digest = hashlib.sha256(repr(sorted(kv.data.items())).encode()).hexdigest()[:16]
+        with open("/proc/self/statm") as f:   # Linux: resident pages are the second field
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         return {
             "node": self.id, "pid": os.getpid(), "alive": True,
             "role": raft.role, "term": raft.term, "vote": raft.vote, "leader": raft.leader,
             "commit": raft.commit, "applied": raft.applied, "log": raft.log.last_index,
             "keys": len(kv.data), "kv_digest": digest,
+            "snapshot": raft.snapshot.index if raft.snapshot else 0,
+            "log_entries": len(raft.log.entries), "sessions": len(kv.sessions),
+            "data_bytes": self.storage.disk_usage(), "rss": rss,
+            "incarnation": self.incarnation,
             "threads": threading.active_count(), "bad_packets": self.bad_packets,
         }
 
     def close(self) -> None:
+        self.writer.close()
         self.link.close()
         self.storage.close()
 
@@ -237,7 +266,11 @@ def worker_main(node_id: int, nodes: list[int], address: str, data_dir: str,
     """Process entry point (forked by the launcher)."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
-    worker = Worker(node_id, nodes, address, data_dir, ctl, seed, config, limits, sync)
+    try:
+        worker = Worker(node_id, nodes, address, data_dir, ctl, seed, config, limits, sync)
+    except identity.LostState as e:
+        log.error("%s", e)
+        os._exit(LOST_STATE_EXIT)
     try:
         worker.run()
     finally:
