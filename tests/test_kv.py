@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftmp.core.kv import KVStore, Limits, check_command
-from raftmp.core.messages import INVALID, OK, Command
+from raftmp.core.messages import EXPIRED, INVALID, OK, Command, SessionClock
 
 
 def cmd(op, key, value=None, expected=None, client=1, seq=1, acked=None):
@@ -247,3 +247,39 @@ def test_kvstore_matches_dict_model_with_retries(script):
             if o.seq < kv.sessions[o.client_id].floor:
                 assert kv.apply(o) == (None, None)
         assert kv.data == model
+
+
+# ------------------------------------------------- snapshots and session expiry
+
+
+def test_snapshot_restores_data_and_sessions_exactly_once():
+    kv = KVStore()
+    kv.apply(cmd("put", "x", "1", client=1, seq=1))
+    kv.apply(cmd("delete", "x", client=1, seq=2, acked=1))
+    restored = KVStore()
+    restored.restore(kv.snapshot_data())
+    assert restored.data == kv.data == {}
+    # A retry of seq 2 after the snapshot is answered from the session table, not re-applied.
+    assert restored.apply(cmd("delete", "x", client=1, seq=2, acked=1)) == (OK, True)
+    assert restored.apply(cmd("put", "x", "1", client=1, seq=1, acked=1)) == (OK, None)
+    assert restored.data == {}
+
+
+def test_sessions_expire_by_the_clock_in_the_log():
+    kv = KVStore()
+    kv.apply(cmd("put", "a", "1", client=1, seq=1))
+    kv.apply(SessionClock(100.0, 10.0))         # first clock: both count as active now
+    kv.apply(cmd("put", "b", "1", client=2, seq=1))
+    kv.apply(SessionClock(105.0, 10.0))
+    kv.apply(cmd("put", "b", "2", client=2, seq=2))
+    assert set(kv.sessions) == {1, 2}
+    kv.apply(SessionClock(111.0, 10.0))         # client 1 idle since 100
+    assert set(kv.sessions) == {2}
+    kv.apply(SessionClock(50.0, 10.0))          # a clock never goes back
+    assert kv.clock == 111.0
+    # Client 1 comes back past its first request: refused, not applied.
+    assert kv.apply(cmd("put", "a", "2", client=1, seq=2, acked=2)) == (
+        EXPIRED, "session expired: start a new client")
+    assert kv.data["a"] == "1" and 1 not in kv.sessions
+    # A client that never had a write applied (acked stays 1) opens a session.
+    assert kv.apply(cmd("put", "c", "1", client=3, seq=7, acked=1)) == (OK, None)

@@ -129,7 +129,13 @@ class KVStore:
         return OK, result
 
     def expire(self, clock: SessionClock) -> None:
-        """Drop the sessions idle for longer than ``clock.timeout`` (thesis §6.3)."""
+        """Drop the sessions idle for longer than ``clock.timeout`` (thesis §6.3).
+        The clock is the leaders' (the maximum written so far): on one machine
+        every process shares the monotonic clock; across machines a new leader's
+        clock running ahead would expire sessions early (never late)."""
+        if self.clock == 0:   # the first clock entry: sessions seen so far were active before it
+            for s in self.sessions.values():
+                s.active = clock.time
         self.clock = max(self.clock, clock.time)
         cutoff = self.clock - clock.timeout
         for cid in [cid for cid, s in self.sessions.items() if s.active < cutoff]:
