@@ -247,7 +247,7 @@ class Worker:
             "role": raft.role, "term": raft.term, "vote": raft.vote, "leader": raft.leader,
             "commit": raft.commit, "applied": raft.applied, "log": raft.log.last_index,
             "keys": len(kv.data), "kv_digest": digest,
-            "snapshot": raft.snapshot.index if raft.snapshot else 0,
+            "snapshot": raft.snapshot.index if raft.snapshot else 0, "installs": raft.installs,
             "log_entries": len(raft.log.entries), "sessions": len(kv.sessions),
             "data_bytes": self.storage.disk_usage(), "rss": rss,
             "incarnation": self.incarnation,

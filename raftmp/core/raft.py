@@ -135,6 +135,7 @@ class Raft(SnapshotRules):
         self.size_check_at = 0      # wants_snapshot measures bytes from here on
         self.incoming: Optional[tuple[int, int, bytearray]] = None   # partial snapshot
         self.installed: Optional[Snapshot] = None    # received this turn, for Ready
+        self.installs = 0                            # snapshots received (a statistic)
         self.role = FOLLOWER
         self.leader: Optional[int] = None
         self.leader_seen = -INF       # when we last heard from the leader

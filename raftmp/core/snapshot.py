@@ -163,5 +163,6 @@ class SnapshotRules:
         # unstable_from): otherwise every kept entry must be written again.
         self.unstable_from = max(self.unstable_from, snap.index + 1) if kept else snap.index + 1
         self.snapshot = self.installed = snap
+        self.installs += 1
         self.commit = max(self.commit, snap.index)
         self.applied = snap.index
