@@ -244,7 +244,7 @@ def plot(path: str, rows: list[dict], meta: dict) -> None:
         return
     t = [r["t s"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, key in zip(axes, ("max RSS MB", "max log entries", "max data MB")):
+    for ax, key in zip(axes, ("max RSS MB", "max log entries", "max data MB"), strict=True):
         ax.plot(t, [r[key] for r in rows], "o-")
         ax.set_xlabel("seconds")
         ax.set_ylabel(key)

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from raftmp.core import raft as raft_module
 from raftmp import sim
+from raftmp.core import raft as raft_module
 from raftmp.core.kv import KVStore
 from raftmp.core.log import RaftLog
 from raftmp.core.messages import AppendEntries

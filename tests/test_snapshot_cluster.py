@@ -57,7 +57,7 @@ def test_lagging_follower_catches_up_by_install_snapshot_under_drops(tmp_path, s
         # Every forked snapshot writer was reaped: no zombie children, none left running
         # for long (a new one may be at work right now).
         for node, pid in cluster.pids["workers"].items():
-            wait_until(lambda: not [c for c in children(pid) if proc_state(c) == "Z"], 5,
+            wait_until(lambda pid=pid: not [c for c in children(pid) if proc_state(c) == "Z"], 5,
                        f"node {node}'s snapshot writers reaped (seed {seed})")
 
 

@@ -4,12 +4,17 @@ log and commit state on both sides."""
 
 from __future__ import annotations
 
-from raftmp.core.log import RaftLog
-from raftmp.core.messages import (AppendEntries, Entry, InstallSnapshot, InstallSnapshotReply,
-                                  Snapshot)
-from raftmp.core.raft import Config
-
 from raftnet import Network
+
+from raftmp.core.log import RaftLog
+from raftmp.core.messages import (
+    AppendEntries,
+    Entry,
+    InstallSnapshot,
+    InstallSnapshotReply,
+    Snapshot,
+)
+from raftmp.core.raft import Config
 
 SMALL = Config(snapshot_entries=20, snapshot_keep=5, snapshot_chunk=100, max_inflight=2)
 

@@ -28,8 +28,17 @@ import random
 from typing import Any, Optional
 
 from .kv import KVStore, Limits, check_command
-from .messages import (INVALID, OK, REDIRECT, RETRY, ClientReply, ClientRequest, Command,
-                       SessionClock, Snapshot)
+from .messages import (
+    INVALID,
+    OK,
+    REDIRECT,
+    RETRY,
+    ClientReply,
+    ClientRequest,
+    Command,
+    SessionClock,
+    Snapshot,
+)
 from .raft import INF, LEADER, Config, Raft, Ready
 
 # A client waits this long for an answer before it asks another node

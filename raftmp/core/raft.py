@@ -20,8 +20,16 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .log import RaftLog
-from .messages import (AppendEntries, AppendEntriesReply, Entry, InstallSnapshot,
-                       InstallSnapshotReply, RequestVote, RequestVoteReply, Snapshot)
+from .messages import (
+    AppendEntries,
+    AppendEntriesReply,
+    Entry,
+    InstallSnapshot,
+    InstallSnapshotReply,
+    RequestVote,
+    RequestVoteReply,
+    Snapshot,
+)
 from .snapshot import SnapshotRules
 
 FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
