@@ -234,13 +234,8 @@ def main() -> int:
 
 
 def plot(path: str, rows: list[dict], meta: dict) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install 'raftmp[plot]'): skipping --plot",
-              file=sys.stderr)
+    plt = common.pyplot()
+    if plt is None:
         return
     t = [r["t s"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))

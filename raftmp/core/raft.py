@@ -447,13 +447,17 @@ class Raft(SnapshotRules):
             pr.next = entries[-1].index + 1
             pr.inflight.append((entries[-1].index, now))
 
-    def handle_append(self, src: int, m: AppendEntries, now: float) -> None:
+    def follow(self, m: Any, now: float) -> None:
+        """``m`` comes from the leader of our term: follow it, and wait a new election timeout."""
         if self.role != FOLLOWER:
             assert self.role != LEADER, "two leaders in one term"
             self.become_follower(m.term, m.leader, now)  # §5.2: a leader of our term won
         self.leader = m.leader
         self.leader_seen = now
         self.election_deadline = now + self._election_timeout()
+
+    def handle_append(self, src: int, m: AppendEntries, now: float) -> None:
+        self.follow(m, now)
         log = self.log
         if m.prev_index < log.base:
             # Our log up to its base is committed, so it matches any current

@@ -29,7 +29,6 @@ from typing import Any, Optional
 
 from .messages import InstallSnapshot, InstallSnapshotReply, Snapshot
 
-FOLLOWER = "follower"
 LEADER = "leader"
 CHECK_EVERY = 256   # applied entries between two measures of the log's bytes
 
@@ -126,12 +125,7 @@ class SnapshotRules:
     # -- follower: receiving (thesis §5.3) -------------------------------------
 
     def handle_install_snapshot(self, src: int, m: InstallSnapshot, now: float) -> None:
-        if self.role != FOLLOWER:
-            assert self.role != LEADER, "two leaders in one term"
-            self.become_follower(m.term, m.leader, now)  # §5.2: a leader of our term won
-        self.leader = m.leader
-        self.leader_seen = now
-        self.election_deadline = now + self._election_timeout()
+        self.follow(m, now)
         if m.index <= self.commit:
             # We already hold (and have committed) everything it covers.
             self._send(src, InstallSnapshotReply(self.term, self.id, m.index, m.size, True))
