@@ -45,12 +45,15 @@ from raftmp.core.session import DONE  # noqa: E402
 NEVER = 1 << 62   # snapshot threshold that is never reached (--no-compaction)
 
 
-def load_client(conn: Any, address: str, ids: list[int], args: Any, seed: int) -> dict:
-    """Puts until told to stop; per second: writes done and a latency histogram (0.1 ms bins)."""
+def load_client(conn: Any, address: str, ids: list[int], args: Any, seed: int,
+                raw: tuple[float, float]) -> dict:
+    """Puts until told to stop; per second: writes done and a latency histogram (0.1 ms
+    bins); every write completed within ``raw`` as (completed, latency)."""
     client = raftmp.Client(address, ids, seed=seed)
     rng = random.Random(seed)
     done: Counter = Counter()
     hist: dict[int, Counter] = defaultdict(Counter)
+    each: list[tuple[float, float]] = []
     value = "v" * args.value_size
     try:
         while common.recv_command(conn) != "stop":
@@ -58,12 +61,14 @@ def load_client(conn: Any, address: str, ids: list[int], args: Any, seed: int) -
                 client.submit("put", f"k{rng.randrange(args.keys)}", value)
             for o in client.poll(0.05):
                 if o.outcome == DONE:
-                    sec = int(o.complete)
+                    sec, took = int(o.complete), o.complete - o.invoke
                     done[sec] += 1
-                    hist[sec][min(int((o.complete - o.invoke) * 10_000), 100_000)] += 1
+                    hist[sec][min(int(took * 10_000), 100_000)] += 1
+                    if raw[0] <= o.complete < raw[1]:
+                        each.append((o.complete, took))
     finally:
         client.close()
-    return {"done": dict(done), "hist": {k: dict(v) for k, v in hist.items()}}
+    return {"done": dict(done), "hist": {k: dict(v) for k, v in hist.items()}, "raw": each}
 
 
 def sample(cluster: raftmp.Cluster, t0: float) -> dict:
@@ -132,6 +137,27 @@ def events(cluster: raftmp.Cluster, args: Any) -> list[dict]:
     return rows
 
 
+def split_p99(raw: list[tuple[float, float]], times: list[tuple[float, float]]) -> dict:
+    """p99 latency (ms) of the writes that completed while some node was taking a
+    snapshot (from its fork to its log compaction) and of the others."""
+    merged: list[list[float]] = []          # the union of the intervals, in order
+    for a, b in sorted(times):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    during, between = [], []
+    i = 0
+    for done, took in sorted(raw):
+        while i < len(merged) and merged[i][1] < done:
+            i += 1
+        inside = i < len(merged) and merged[i][0] <= done
+        (during if inside else between).append(took * 1000)
+    return {"writes during snapshots": len(during), "writes between": len(between),
+            "p99 ms during": common.percentile(sorted(during), 0.99),
+            "p99 ms between": common.percentile(sorted(between), 0.99)}
+
+
 def p99(hists: list[Counter]) -> float:
     total = Counter()
     for h in hists:
@@ -161,6 +187,9 @@ def main() -> int:
     p.add_argument("--behind-drop", type=float, default=0.3,
                    help="replica-link loss while the follower that was down catches up")
     p.add_argument("--no-compaction", action="store_true", help="snapshots off")
+    p.add_argument("--raw", type=float, default=20.0,
+                   help="seconds at the end of the writes whose latencies are split into "
+                        "during/between snapshots (default 20)")
     p.add_argument("--plot", metavar="FILE.png", default=None)
     args = p.parse_args()
     if args.quick:
@@ -175,14 +204,15 @@ def main() -> int:
             "value_size": args.value_size, "drop": args.drop, "behind_s": args.behind,
             "behind_drop": args.behind_drop, "compaction": not args.no_compaction,
             "snapshot_entries": config.snapshot_entries, "snapshot_keep": config.snapshot_keep,
-            "snapshot_bytes": config.snapshot_bytes, "quick": args.quick}
+            "snapshot_bytes": config.snapshot_bytes, "raw_s": args.raw, "quick": args.quick}
     common.progress(f"seed {seed}")
     samples = []
     with raftmp.Cluster(nodes=args.nodes, seed=seed, drop=args.drop, config=config) as cluster, \
             common.Children() as kids:
-        conns = [kids.start(load_client, cluster.address, cluster.ids, args, seed * 100 + c)
-                 for c in range(args.clients)]
         t0 = time.monotonic()
+        raw = (t0 + args.duration - min(args.raw, args.duration / 2), t0 + args.duration)
+        conns = [kids.start(load_client, cluster.address, cluster.ids, args, seed * 100 + c, raw)
+                 for c in range(args.clients)]
         while time.monotonic() - t0 < args.duration:
             time.sleep(min(args.sample, max(0.0, t0 + args.duration - time.monotonic())))
             samples.append(sample(cluster, t0))
@@ -192,6 +222,8 @@ def main() -> int:
                             f"{max(n['log_entries'] or 0 for n in s)}, commit "
                             f"{max(n['commit'] or 0 for n in s)}")
         t_events = time.monotonic()
+        times = [t for i in cluster.ids
+                 for t in cluster.node_status(i).get("snapshot_times", [])]
         rows_events = events(cluster, args)
         for c in conns:
             c.send("stop")
@@ -220,13 +252,20 @@ def main() -> int:
         })
         prev = s["t"]
     total = sum(v for k, v in done.items() if k <= int(t_events))
-    summary = {"writes": total, "writes_per_s": total / max(1e-9, t_events - t0)}
+    summary = {"writes": total, "writes_per_s": total / max(1e-9, t_events - t0),
+               "raw_window_s": raw[1] - raw[0], "snapshots_in_window":
+               sum(1 for a, _ in times if raw[0] <= a < raw[1]),
+               **split_p99([x for r in results for x in r["raw"]], times)}
     common.write_json(args.json, {"meta": meta, "rows": rows, "events": rows_events,
                                   "samples": samples, "summary": summary})
     common.print_table("raftmp endurance: sustained writes", rows, meta, notes=[
         f"{summary['writes']} writes in {t_events - t0:.0f} s "
         f"({summary['writes_per_s']:.0f}/s) before the restarts",
-        "RSS, log entries and data size: the largest over the live workers at each sample"])
+        "RSS, log entries and data size: the largest over the live workers at each sample",
+        f"last {summary['raw_window_s']:.0f} s of writes: p99 {summary['p99 ms during']:.1f} ms "
+        f"for the {summary['writes during snapshots']} completed while a node was taking one "
+        f"of {summary['snapshots_in_window']} snapshots, p99 {summary['p99 ms between']:.1f} ms "
+        f"for the {summary['writes between']} others"])
     common.print_table("raftmp endurance: restarts under load", rows_events, {"seed": seed})
     if args.plot:
         plot(args.plot, rows, meta)

@@ -31,7 +31,7 @@ import random
 import signal
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from multiprocessing.connection import Client as connect
 from multiprocessing.connection import Connection
 from typing import Any, Optional
@@ -81,6 +81,8 @@ class Worker:
         self.node = Node(node_id, nodes, self.storage.load(), random.Random(seed),
                          time.monotonic(), config, limits, self.storage.load_snapshot())
         self.writer = SnapshotWriter(self.storage)
+        self.snapshot_started = 0.0
+        self.snapshot_times: deque[tuple[float, float]] = deque(maxlen=256)  # (fork, compacted)
         self.link, _ = connect_router(address, node_id)
         self.poller = wire.Poller(self.link, ctl)
         self.reader = wire.Reader(self.link)
@@ -132,7 +134,9 @@ class Worker:
             base = node.snapshot_saved(snap)
             if base is not None:
                 self.storage.compact(*base)
+            self.snapshot_times.append((self.snapshot_started, time.monotonic()))
         if not writer.busy and node.snapshot_due():
+            self.snapshot_started = time.monotonic()
             writer.start(node)
 
     def drain(self) -> None:
@@ -250,7 +254,7 @@ class Worker:
             "snapshot": raft.snapshot.index if raft.snapshot else 0, "installs": raft.installs,
             "log_entries": len(raft.log.entries), "sessions": len(kv.sessions),
             "data_bytes": self.storage.disk_usage(), "rss": rss,
-            "incarnation": self.incarnation,
+            "incarnation": self.incarnation, "snapshot_times": list(self.snapshot_times),
             "threads": threading.active_count(), "bad_packets": self.bad_packets,
         }
 
