@@ -283,3 +283,30 @@ def test_sessions_expire_by_the_clock_in_the_log():
     assert kv.data["a"] == "1" and 1 not in kv.sessions
     # A client that never had a write applied (acked stays 1) opens a session.
     assert kv.apply(cmd("put", "c", "1", client=3, seq=7, acked=1)) == (OK, None)
+
+
+def test_client_session_opens_then_reports_expiry():
+    """A client sends acked=1 until one of its writes is applied (so the state
+    machine may open its session), then its real floor; an EXPIRED answer ends
+    the operation as failed (not applied), whichever node gave it."""
+    import random
+
+    from raftmp.core.messages import ClientReply
+    from raftmp.core.session import DONE, FAILED, ClientSession
+
+    c = ClientSession(7, [0, 1, 2], random.Random(1))
+    c.leader = 0
+    c.submit("get", "k", None, None, 0.0)
+    c.submit("put", "k", "v", None, 0.0)
+    c.submit("put", "k", "w", None, 0.0)
+    assert [m.command.acked for _, m in c.take_messages()] == [1, 1, 1]
+    c.step(0, ClientReply(7, 1, OK, None), 0.1)           # the get: no session yet
+    c.tick(0.5)
+    assert {m.command.acked for _, m in c.take_messages()} == {1}
+    c.step(0, ClientReply(7, 2, OK, None), 0.6)           # a write applied: session open
+    c.step(0, ClientReply(7, 3, EXPIRED, "gone"), 0.6)
+    done = {o.command.seq: o for o in c.take_finished()}
+    assert done[2].outcome == DONE and done[3].outcome == FAILED
+    assert done[3].result.startswith(EXPIRED)
+    c.submit("put", "k", "x", None, 1.0)
+    assert [m.command.acked for _, m in c.take_messages()] == [4]
