@@ -50,7 +50,10 @@ class MemoryStorage:
         self.snapshot: Optional[Snapshot] = None
 
     def load(self) -> tuple[int, Optional[int], list[Entry]]:
-        return self.term, self.vote, entries_after(self.snapshot, self.base, self.entries)
+        snap = self.snapshot
+        if snap is not None and snap.index > self.base.index:
+            self.compact(snap.index, snap.term)   # a restart compacts, as FileStorage's does
+        return self.term, self.vote, entries_after(snap, self.base, self.entries)
 
     def load_snapshot(self) -> Optional[Snapshot]:
         return self.snapshot
