@@ -131,6 +131,19 @@ def print_table(title: str, rows: list[dict], meta: dict, notes: Iterable[str] =
     sys.stdout.flush()
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot on a file backend, or None (with a note) if it is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install 'raftmp[plot]'): skipping --plot",
+              file=sys.stderr)
+        return None
+    return plt
+
+
 # ------------------------------------------------------------------ children
 
 def _child_main(target: Callable[..., Any], conn: Connection, parent_pid: int,

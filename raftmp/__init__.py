@@ -9,11 +9,18 @@
 
 from .client import Client
 from .cluster import Cluster
-from .core.errors import ConfigError, InvalidRequest, RaftmpError, Timeout, Unavailable
+from .core.errors import (
+           ConfigError,
+           InvalidRequest,
+           RaftmpError,
+           SessionExpired,
+           Timeout,
+           Unavailable,
+)
 from .core.kv import Limits
 from .core.raft import Config
 from .core.session import Timing
 from .faults import Faults
 
 __all__ = ["Client", "Cluster", "Config", "ConfigError", "Faults", "InvalidRequest", "Limits",
-           "RaftmpError", "Timeout", "Timing", "Unavailable"]
+           "RaftmpError", "SessionExpired", "Timeout", "Timing", "Unavailable"]

@@ -29,7 +29,7 @@ import weakref
 from dataclasses import asdict
 from typing import Any, Iterable, Optional
 
-from . import wire
+from . import identity, wire
 from .client import Client
 from .core.errors import ConfigError, RaftmpError
 from .core.kv import Limits
@@ -94,6 +94,7 @@ class Cluster:
         self.runtime_dir = _fresh_dir()  # the router socket, and the data unless data_dir is given
         self.data_dir = self.user_data_dir or os.path.join(self.runtime_dir, "data")
         os.makedirs(self.data_dir, exist_ok=True)
+        self.cluster_id = identity.init_cluster(self.data_dir, self.ids)
         self.address = os.path.join(self.runtime_dir, "router.sock")
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _close_in_child(ref))
@@ -186,8 +187,14 @@ class Cluster:
         return sorted(self.workers)
 
     def node_status(self, i: int, timeout: float = 2.0) -> dict:
-        """Role, term, commit, applied, log length, threads... of node ``i``."""
-        return self._ask(i, "status", timeout) or {"node": i, "alive": False}
+        """Role, term, commit, applied, log length, snapshot index, data size, RSS...
+        of node ``i``; for a node that is down, its exit status if it exited
+        (``worker.LOST_STATE_EXIT``: it refused to start without its data)."""
+        status = self._ask(i, "status", timeout)
+        if status is not None:
+            return status
+        p = self.procs.get(i)
+        return {"node": i, "alive": False, "exitcode": p.exitcode if p is not None else None}
 
     def dump(self, i: int, timeout: float = 5.0) -> Optional[dict]:
         """Node ``i``'s whole key-value map (for checks), or None if it is down."""

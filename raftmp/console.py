@@ -77,7 +77,8 @@ class Console:
 
     def do_status(self) -> None:
         stats = self.cluster.stats()
-        cols = ("node", "alive", "role", "term", "leader", "commit", "applied", "log", "keys")
+        cols = ("node", "alive", "role", "term", "leader", "commit", "applied", "log", "snapshot",
+                "log_entries", "data_bytes", "keys")
         rows = [[n.get(c, "") for c in cols] for n in stats["nodes"]]
         self.out(tabulate(rows, headers=cols))
         t = stats["router"]["total"]

@@ -17,6 +17,14 @@ requests and replies arrive after leaders change) and ``corrupt`` (a crash
 flips a bit in the stored log: the node must refuse to start, never run with
 entries silently lost). Each node's disk is a ``DiskImage``: FileStorage's
 format and recovery code, in memory.
+
+Snapshots: the default thresholds are tiny (``SIM_RAFT``), so that nearly every
+seed compacts its logs and sends InstallSnapshot. A snapshot is taken the
+way a worker's forked child takes it: its image is fixed when it starts, it
+completes a little later (a crash in between loses it), and with the crash
+fault a node may also crash between saving it and compacting its log. Every
+snapshot saved or installed must equal the state a reference state machine
+reaches by applying the committed entries up to its index.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import heapq
 import multiprocessing
 import os
+import pickle
 import random
 import sys
 import time
@@ -36,9 +45,10 @@ from tabulate import tabulate
 
 from .checker import check_outcomes
 from .core.errors import ConfigError
-from .core.messages import OK, ClientReply, ClientRequest
+from .core.kv import KVStore
+from .core.messages import OK, ClientReply, ClientRequest, SessionClock, Snapshot
 from .core.node import Node
-from .core.raft import LEADER, Config
+from .core.raft import LEADER, Config, majority_of
 from .core.session import DONE, UNKNOWN, ClientSession, Outcome, Timing
 from .faults import Faults
 from .storage import CorruptStorage, DiskImage
@@ -47,6 +57,11 @@ from .wire import FIRST_CLIENT_ID
 FAULTS = ("crash", "restart", "partition", "duplicate", "delay", "hold", "corrupt")
 # Where in a node's turn a crash lands ("idle": between turns).
 CRASH_POINTS = ("idle", "before_save", "mid_save", "after_save")
+# Small enough that most seeds snapshot many times and send InstallSnapshot in
+# several chunks; the session timeout stays above the clients' op timeout.
+SIM_RAFT = {"snapshot_entries": 24, "snapshot_keep": 4, "snapshot_chunk": 200,
+            "session_timeout": 40.0}
+SNAPSHOT_TIME = (0.001, 0.05)   # virtual seconds a snapshot takes to write
 
 
 @dataclass
@@ -96,6 +111,8 @@ class SimResult:
     packets: int = 0
     messages: int = 0
     end_time: float = 0.0
+    snapshots: int = 0          # taken by nodes on their own
+    installs: int = 0           # received from a leader
     violations: list[str] = field(default_factory=list)
     history: list[Outcome] = field(default_factory=list)
 
@@ -107,7 +124,7 @@ class Violation(Exception):
 class Simulation:
     def __init__(self, seed: int, cfg: SimConfig, raft_config: Optional[Config] = None) -> None:
         self.seed, self.cfg = seed, cfg
-        self.raft_config = raft_config or Config()
+        self.raft_config = raft_config or Config(**SIM_RAFT)
         self.rng = random.Random(seed)
         self.now = 0.0
         self.ids = list(range(cfg.nodes))
@@ -138,6 +155,11 @@ class Simulation:
         self.committed = 0                                          # highest index committed
         # (node, client_id, seq) of a get -> what was committed when it reached the node
         self.read_floor: dict[tuple[int, int, int], int] = {}
+        # Snapshots: node -> (incarnation, image, when it is written); the
+        # reference state machine and its state at each index it passed.
+        self.snapshotting: dict[int, tuple[int, Snapshot, float]] = {}
+        self.reference = KVStore()
+        self.reference_at: dict[int, tuple] = {0: _state(self.reference.snapshot_data())}
         self.heal_time = 0.0 if self.healed else cfg.fault_period
 
     # ------------------------------------------------------------- the run
@@ -269,7 +291,9 @@ class Simulation:
     def _boot(self, i: int) -> Node:
         self.incarnation[i] += 1
         rng = random.Random(f"{self.seed}/{i}/{self.incarnation[i]}")
-        return Node(i, self.ids, self.storage[i].load(), rng, self.now, self.raft_config)
+        storage = self.storage[i]
+        return Node(i, self.ids, storage.load(), rng, self.now, self.raft_config,
+                    snapshot=storage.load_snapshot())
 
     def _guard(self, i: int, fn, *args):
         try:
@@ -280,22 +304,37 @@ class Simulation:
             raise Violation(f"node {i} raised {exc!r}") from exc
 
     def _turn(self, i: int, node: Node) -> None:
-        """One worker loop turn, in the Ready's order: tick, ready, check, send
-        the early messages, persist, send the rest; a pending crash lands in it."""
+        """One worker loop turn, in the Ready's order: finish a snapshot that is
+        due, tick, ready, check, send the early messages, persist (a snapshot
+        from the leader first), send the rest; a pending crash lands in it."""
+        if not self._snapshot_step(i, node):
+            return   # crashed while it compacted
         self._guard(i, node.tick, self.now)
         rd = self._guard(i, node.ready, self.now)
         self._check_entries(i, node, rd.entries)
         self._check_applied(i, rd.committed)
+        self._check_compaction(i, node)
         if node.role == LEADER:
             self._check_leader(i, node)
         if self.read_floor:
             self._check_reads(i, node, rd.persisted_messages)
+        if rd.snapshot is not None:
+            self.result.installs += 1
+            self._check_snapshot(i, rd.snapshot)
+        if i not in self.snapshotting and node.snapshot_due():
+            done = self.now + self.rng.uniform(*SNAPSHOT_TIME)
+            self.snapshotting[i] = (self.incarnation[i], node.make_snapshot(), done)
         self._send_each(i, rd.messages)
-        point = self.crash_at.pop(i, None) if rd.entries or rd.hard_state else None
+        storage = self.storage[i]
+        persists = rd.entries or rd.hard_state or rd.snapshot
+        point = self.crash_at.pop(i, None) if persists else None
+        if rd.snapshot is not None and point != "before_save":
+            storage.save_snapshot(rd.snapshot)
+            storage.compact(rd.snapshot.index, rd.snapshot.term)
         if point == "mid_save":
-            self.storage[i].save_torn(rd.entries, self.rng)
+            storage.save_torn(rd.entries, self.rng)
         elif point != "before_save":
-            self.storage[i].save(rd.hard_state, rd.entries)
+            storage.save(rd.hard_state, rd.entries)
         if point is not None:
             self._crash(i, corrupt=point != "mid_save")
             return
@@ -319,6 +358,21 @@ class Simulation:
         if (corrupt and "corrupt" in cfg.faults and not self.corrupted and cfg.nodes >= 3
                 and r.random() < cfg.corrupt and self.storage[i].flip_bit(r)):
             self.corrupted.add(i)
+        self._check_durable(i)
+
+    def _check_durable(self, i: int) -> None:
+        """Figure 3's guarantee rests on this (§5.4): an entry is committed only once
+        a majority stores it durably, so the latest committed entry is on a
+        majority of disks whatever crashes. A node that acknowledged before its
+        save, or a save that was not durable, shows up here at the crash."""
+        if not self.applied_at:
+            return
+        index = max(self.applied_at)
+        term = self.applied_at[index][0]
+        holders = [j for j in self.ids if self.storage[j].holds(index, term)]
+        if len(holders) < majority_of(self.cfg.nodes):
+            raise Violation(f"durability: committed entry {index} (term {term}) is on the disks "
+                            f"of nodes {holders} only, after node {i} crashed")
 
     def _restart(self, i: int) -> None:
         """Boot node i from its disk: a flipped bit must stop it (CorruptStorage)."""
@@ -333,7 +387,34 @@ class Simulation:
             raise Violation(f"node {i} started from a log with a flipped bit: entries "
                             "may be silently lost")
 
+    def _snapshot_step(self, i: int, node: Node) -> bool:
+        """Finish node i's snapshot if its time has come: save it, then compact
+        (with the crash fault, sometimes crash in between). False if it crashed."""
+        pending = self.snapshotting.get(i)
+        if pending is None or pending[2] > self.now:
+            return True
+        del self.snapshotting[i]
+        incarnation, snap, _ = pending
+        if incarnation != self.incarnation[i]:
+            return True   # the node crashed while writing it: the image is lost
+        self._check_snapshot(i, snap)
+        storage = self.storage[i]
+        storage.save_snapshot(snap)
+        self.result.snapshots += 1
+        if self._may_crash() and self.rng.random() < 0.05:
+            self._crash(i, corrupt=True)
+            return False
+        base = node.snapshot_saved(snap)
+        if base is not None:
+            storage.compact(*base)
+        return True
+
     # ---------------------------------------------------------------- faults
+
+    def _may_crash(self) -> bool:
+        down = len(self.ids) - len(self.nodes)
+        return (not self.healed and "crash" in self.cfg.faults
+                and down < (self.cfg.nodes - 1) // 2 + ("restart" in self.cfg.faults))
 
     def _fault_gap(self) -> float:
         return self.now + self.rng.uniform(0.2, 0.8)
@@ -348,7 +429,7 @@ class Simulation:
         choices = []
         down = [i for i in self.ids if i not in self.nodes]
         restartable = [i for i in down if i not in self.dead]
-        if "crash" in cfg.faults and len(down) < (cfg.nodes - 1) // 2 + ("restart" in cfg.faults):
+        if self._may_crash():
             choices.append("crash")
         if "restart" in cfg.faults and restartable:
             choices += ["restart", "restart"]
@@ -442,9 +523,36 @@ class Simulation:
             self.leader_of[node.term] = i
             self.result.elections += 1
             for index, (term, _) in self.applied_at.items():
-                if node.log_term(index) != term:
+                if index > node.log_base and node.log_term(index) != term:
                     raise Violation(f"leader completeness: leader {i} of term {node.term} "
                                     f"lacks committed entry {index} (term {term})")
+
+    def _check_compaction(self, i: int, node: Node) -> None:
+        """A log is compacted only under a snapshot, of applied entries only:
+        base <= snapshot index <= applied <= commit."""
+        snap = node.snapshot_index
+        if not node.log_base <= snap <= node.applied <= node.commit:
+            raise Violation(f"compaction: node {i} has log base {node.log_base}, snapshot "
+                            f"{snap}, applied {node.applied}, commit {node.commit}")
+
+    def _check_snapshot(self, i: int, snap: Snapshot) -> None:
+        """A snapshot is the state after applying the committed entries up to its
+        index, in order: the data and the session table alike."""
+        ref = self.reference
+        while max(self.reference_at) < snap.index:
+            index = max(self.reference_at) + 1
+            if index not in self.applied_at:
+                raise Violation(f"node {i} has a snapshot at {snap.index}, but entry {index} "
+                                "was never applied")
+            term, cmd = self.applied_at[index]
+            if cmd is not None:
+                ref.apply(cmd)
+            self.reference_at[index] = _state(ref.snapshot_data())
+        if self.applied_at.get(snap.index, (0,))[0] != snap.term and snap.index:
+            raise Violation(f"node {i} snapshot at {snap.index} has term {snap.term}")
+        if _state(snap.data) != self.reference_at[snap.index]:
+            raise Violation(f"node {i} snapshot at {snap.index} differs from the state "
+                            "the committed entries give there")
 
     def _final_checks(self) -> None:
         # Let the live nodes converge on the leader's commit index.
@@ -466,7 +574,7 @@ class Simulation:
                  if o.outcome == DONE and o.command.op != "get"}
         upto = min(self.nodes[i].applied for i in live)
         present = {(cmd.client_id, cmd.seq) for index, (_, cmd) in self.applied_at.items()
-                   if cmd is not None and index <= upto}
+                   if type(cmd) is not SessionClock and cmd is not None and index <= upto}
         lost = acked - present
         if lost:
             raise Violation(f"acknowledged writes missing from live nodes: {sorted(lost)[:5]}")
@@ -487,6 +595,12 @@ class Simulation:
         for i, node in list(self.nodes.items()):
             if node.next_deadline() <= self.now:
                 self._turn(i, node)
+
+
+def _state(blob: bytes) -> tuple:
+    """A state machine snapshot, comparable by content (dict order aside)."""
+    data, sessions, clock = pickle.loads(blob)
+    return data, sessions, clock
 
 
 def run_seed(args: tuple[int, SimConfig]) -> SimResult:
@@ -569,6 +683,8 @@ def print_table(results: list[SimResult], cfg: SimConfig) -> None:
         "unknown": sum(r.ops_unknown for r in results),
         "failed": sum(r.ops_failed for r in results),
         "elections": sum(r.elections for r in results),
+        "snapshots": sum(r.snapshots for r in results),
+        "installs": sum(r.installs for r in results),
         "packets": sum(r.packets for r in results),
         "messages": sum(r.messages for r in results),
         "violations": sum(1 for r in results if r.violations),

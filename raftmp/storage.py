@@ -6,7 +6,14 @@ and hands out what must be made durable in each ``Ready``. A worker calls
 appends (see ``Ready``).
 
 Interface (MemoryStorage, DiskImage, FileStorage):
-    load() -> (term, vote, entries)         # entries are Entry(term, index, command), index 1..
+    load() -> (term, vote, entries)         # entries are Entry(term, index, command),
+                                            #   from load_snapshot().index + 1 (or 1) on
+    load_snapshot() -> Snapshot or None     # the newest snapshot saved
+    save_snapshot(snapshot) -> None         # durable when it returns; the log is unchanged
+    compact(index, term) -> None            # drop the log up to (index, term), which a
+                                            #   saved snapshot covers: entries after it are
+                                            #   kept if the log holds that very entry, else
+                                            #   the whole log goes (thesis §5.3)
     save(hard_state, entries, pickled=None) -> None   # durable when it returns
         hard_state: (term, vote) or None when unchanged
         entries:    [] or contiguous entries; entries[0].index may be <= the
@@ -28,10 +35,10 @@ import pickle
 import random
 import struct
 import zlib
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from .core.errors import CorruptStorage, RaftmpError
-from .core.messages import Entry
+from .core.messages import Entry, Snapshot
 
 
 class MemoryStorage:
@@ -40,18 +47,35 @@ class MemoryStorage:
     def __init__(self) -> None:
         self.term = 0
         self.vote: Optional[int] = None
-        self.entries: list[Entry] = []
+        self.base = LogBase(0, 0)
+        self.entries: list[Entry] = []     # from base.index + 1 on
+        self.snapshot: Optional[Snapshot] = None
 
     def load(self) -> tuple[int, Optional[int], list[Entry]]:
-        return self.term, self.vote, list(self.entries)
+        snap = self.snapshot
+        if snap is not None and snap.index > self.base.index:
+            self.compact(snap.index, snap.term)   # a restart compacts, as FileStorage's does
+        return self.term, self.vote, entries_after(snap, self.base, self.entries)
+
+    def load_snapshot(self) -> Optional[Snapshot]:
+        return self.snapshot
+
+    def save_snapshot(self, snap: Snapshot) -> None:
+        if self.snapshot is None or snap.index > self.snapshot.index:
+            self.snapshot = snap
+
+    def compact(self, index: int, term: int) -> None:
+        if index > self.base.index:
+            self.entries = entries_after(Snapshot(index, term, b""), self.base, self.entries)
+            self.base = LogBase(index, term)
 
     def save(self, hard_state: Optional[tuple[int, Optional[int]]], entries: Sequence[Entry],
              pickled: Optional[list[bytes]] = None) -> None:
         if hard_state is not None:
             self.term, self.vote = hard_state
         if entries:
-            first = entries[0].index
-            assert first <= len(self.entries) + 1, "entries must continue the stored log"
+            first = entries[0].index - self.base.index
+            assert 1 <= first <= len(self.entries) + 1, "entries must continue the stored log"
             del self.entries[first - 1:]
             self.entries.extend(entries)
 
@@ -61,21 +85,66 @@ class DiskImage:
     framed records, recovered by the same ``decode_log``, so a simulated crash
     can tear the last write and a fault can flip a bit, and recovery is the
     real one. The hard state is replaced atomically, after the log write, as
-    FileStorage does."""
+    FileStorage does; so are the snapshot and the compacted log (a ``LogBase``
+    record first, then the entries after it)."""
 
     def __init__(self) -> None:
         self.log = bytearray()
         self.hard: tuple[int, Optional[int]] = (0, None)
+        self.snapshot: Optional[Snapshot] = None
 
     def load(self) -> tuple[int, Optional[int], list[Entry]]:
-        """Recover (raises ``CorruptStorage`` as FileStorage would); a torn tail is cut off."""
+        """Recover (raises ``CorruptStorage`` as FileStorage would); a torn tail is
+        cut off, and a log older than the snapshot is compacted."""
+        mem = self._recover()
+        base = mem.base
+        state = mem.load()
+        if mem.base != base:
+            self._rewrite(mem)
+        return state
+
+    def load_snapshot(self) -> Optional[Snapshot]:
+        return self.snapshot
+
+    def save_snapshot(self, snap: Snapshot) -> None:
+        if self.snapshot is None or snap.index > self.snapshot.index:
+            self.snapshot = snap
+
+    def compact(self, index: int, term: int) -> None:
+        mem = self._recover()
+        mem.compact(index, term)
+        self._rewrite(mem)
+
+    def holds(self, index: int, term: int) -> bool:
+        """Whether a restart would find entry ``(index, term)``, in the log or under
+        a snapshot. A disk that fails its checks holds everything: its node refuses
+        to start, so it never votes again and cannot help elect a leader without it."""
+        if self.snapshot is not None and self.snapshot.index >= index:
+            return True
+        try:
+            mem = self._recover(repair=False)
+        except CorruptStorage:
+            return True
+        at = index - mem.base.index
+        return 0 < at <= len(mem.entries) and mem.entries[at - 1].term == term
+
+    def _recover(self, repair: bool = True) -> MemoryStorage:
         records, torn = decode_log(bytes(self.log))
-        if torn is not None:
+        if torn is not None and repair:
             del self.log[sum(size for _, size in records):]
         mem = MemoryStorage()
+        mem.term, mem.vote = self.hard
+        mem.snapshot = self.snapshot
         for entries, _ in records:
-            mem.save(None, entries)
-        return (*self.hard, mem.entries)
+            if type(entries) is LogBase:
+                mem.base = entries
+                continue
+            mem.save(None, [e for e in entries if e.index > mem.base.index])
+        return mem
+
+    def _rewrite(self, mem: MemoryStorage) -> None:
+        log = _frame(pickle.dumps(mem.base, pickle.HIGHEST_PROTOCOL)) if mem.base.index else b""
+        self.log = bytearray(log + (encode_record(mem.entries) if mem.entries else b""))
 
     def save(self, hard_state: Optional[tuple[int, Optional[int]]], entries: Sequence[Entry],
              pickled: Optional[list[bytes]] = None) -> None:
@@ -116,6 +185,7 @@ _HEADER = struct.Struct("<II")
 _MAX_BODY = 0xFFFFFFFF
 # Entries per record when the log is rewritten by compaction.
 _COMPACT_CHUNK = 1024
+_SNAPSHOT = "snapshot-"   # snapshot file names: this + the index, 20 digits
 # Where os.fdatasync exists (Linux) it is enough for an append: it flushes the
 # data and the new file size, skipping the mtime update that fsync also writes.
 def _datasync(fd: int) -> None:
@@ -140,12 +210,40 @@ def _makedirs_durably(path: str, sync: bool) -> None:
             os.close(fd)
 
 
-def _load_all(body: memoryview) -> list[Entry]:
-    """The entries of a record body: one or more pickled sequences, back to back."""
+class LogBase(NamedTuple):
+    """The log was compacted up to this entry (the first record of a compacted log file)."""
+
+    index: int
+    term: int
+
+
+def entries_after(snap: Optional[Snapshot], base: LogBase, entries: list[Entry]) -> list[Entry]:
+    """The stored entries that follow snapshot ``snap``, from a log that starts
+    after ``base``: those after the snapshot's own entry if the log holds it,
+    else none (the log predates a snapshot received from the leader, or a
+    crash came between saving a snapshot and compacting the log)."""
+    if snap is None:
+        if base.index:
+            raise CorruptStorage(f"the log was compacted up to {base.index}, but no snapshot "
+                                 "is left to cover it")
+        return list(entries)
+    if snap.index < base.index:
+        raise CorruptStorage(f"the newest snapshot ({snap.index}) is older than the log's "
+                             f"start ({base.index}): entries in between are lost")
+    at = snap.index - base.index
+    term = base.term if at == 0 else entries[at - 1].term if at <= len(entries) else None
+    return entries[at:] if term == snap.term else []
+
+
+def _load_all(body: memoryview) -> "list[Entry] | LogBase":
+    """The entries of a record body: one or more pickled sequences, back to back
+    (or the LogBase that starts a compacted log)."""
     f = io.BytesIO(body)
     entries: list[Entry] = []
     while f.tell() < len(body):
         part = pickle.load(f)
+        if type(part) is LogBase and not entries and f.tell() == len(body):
+            return part
         if not isinstance(part, (list, tuple)):
             raise ValueError(f"a record holds a {type(part).__name__}, not entries")
         entries.extend(part)
@@ -251,6 +349,19 @@ class FileStorage:
         ``CorruptStorage``.
     ``LOCK``
         ``flock``-ed while open, so two processes never append to one log.
+    ``snapshot-<index>``
+        One record whose body is a pickled ``Snapshot``, written to a ``.tmp``
+        name, fsynced, renamed, and the directory fsynced (``write_snapshot``;
+        safe to call from a forked child). The newest valid one is loaded.
+
+    Compaction (``compact``, after a snapshot is durable) rewrites the log
+    with a ``LogBase`` record first and only the entries after it, by the
+    same replace sequence; then the older snapshot files go. A crash at any
+    point restarts correctly: mid-write, a ``.tmp`` is removed at open and the
+    old files are intact; after the rename, the new snapshot is loaded and
+    the old log's entries after it are kept (``entries_after``), and the log
+    is compacted at open; mid-rewrite, ``log.tmp`` is removed and the old log
+    is intact.
 
     Costs: ``save(None, [])``, or a ``hard_state`` equal to the stored one,
     makes no system call. Otherwise one ``write`` + one fdatasync of the log
@@ -263,8 +374,7 @@ class FileStorage:
     When the log holds ``compact_ratio`` times more superseded bytes than live
     ones (and at least ``compact_min_bytes``), ``save`` rewrites it (to
     ``log.tmp``, fsync, replace, fsync the directory). Superseded bytes come only
-    from truncations, so this is rare; dropping a snapshotted prefix would need
-    a new method in the interface and is not done here.
+    from truncations, so this is rare; a snapshot's ``compact`` is the usual rewrite.
 
     The body is a pickle: the data dir must be as trusted as the code.
     """
@@ -300,16 +410,19 @@ class FileStorage:
     def _open(self) -> None:
         """Recover term, vote and log from the files; runs holding the lock."""
         # Leftovers of a crash in the middle of a replace: the old file is intact.
-        for leftover in ("state.tmp", "log.tmp"):
+        for leftover in ["state.tmp", "log.tmp"] + [
+                name for name in os.listdir(self.path)
+                if name.startswith(_SNAPSHOT) and name.endswith(".tmp")]:
             try:
                 os.unlink(os.path.join(self.path, leftover))
             except FileNotFoundError:
                 pass
 
         self.term, self.vote = self._read_state()
-        # Invariant: self.entries[i].index == i + 1, and it equals what replay
-        # of the log file yields. The Entry objects are the caller's, shared,
-        # so this costs a pointer per entry.
+        # Invariant: self.entries[i].index == base.index + i + 1, and it equals
+        # what replay of the log file yields. The Entry objects are the caller's,
+        # shared, so this costs a pointer per entry.
+        self.base = LogBase(0, 0)
         self.entries: list[Entry] = []
         # One (first_index, size) per record still holding live entries; a
         # record that truncation made wholly dead moves to self._dead_bytes.
@@ -321,11 +434,65 @@ class FileStorage:
         self._log_fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if created:
             self._fsync_dir()
+        self.snapshot = self._read_snapshot()
+        entries_after(self.snapshot, self.base, self.entries)   # raises if they do not fit
+        if self.snapshot is not None and self.snapshot.index > self.base.index:
+            # A crash came after a snapshot was saved, before the log shrank.
+            self.compact(self.snapshot.index, self.snapshot.term)
 
     # -- interface ------------------------------------------------------------
 
     def load(self) -> tuple[int, Optional[int], list[Entry]]:
-        return self.term, self.vote, list(self.entries)
+        return self.term, self.vote, entries_after(self.snapshot, self.base, self.entries)
+
+    def load_snapshot(self) -> Optional[Snapshot]:
+        return self.snapshot
+
+    def save_snapshot(self, snap: Snapshot, written: bool = False) -> None:
+        """Make ``snap`` durable (``written``: a forked child already wrote its file)."""
+        if self.snapshot is not None and snap.index <= self.snapshot.index:
+            return
+        if not written:
+            self.write_snapshot(snap)
+        self.snapshot = snap
+
+    def write_snapshot(self, snap: Snapshot) -> None:
+        """Write ``snap``'s file durably; touches no other state (a forked child calls it)."""
+        name = os.path.join(self.path, f"{_SNAPSHOT}{snap.index:020d}")
+        fd = os.open(name + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            self._write_all(fd, _frame(pickle.dumps(snap, pickle.HIGHEST_PROTOCOL)))
+            if self.sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(name + ".tmp", name)
+        self._fsync_dir()
+
+    def read_snapshot(self, index: int) -> Snapshot:
+        """The snapshot file of ``index`` (written by a forked child)."""
+        snap = self._read_snapshot_file(f"{_SNAPSHOT}{index:020d}")
+        if snap is None or snap.index != index:
+            raise CorruptStorage(f"{self.path}: snapshot {index} is unreadable")
+        return snap
+
+    def compact(self, index: int, term: int) -> None:
+        """Drop the log up to (index, term): a saved snapshot covers it. Then
+        the snapshot files older than the newest go."""
+        assert self.snapshot is not None and index <= self.snapshot.index, "compact past a snapshot"
+        if index <= self.base.index:
+            return
+        self.entries = entries_after(Snapshot(index, term, b""), self.base, self.entries)
+        self.base = LogBase(index, term)
+        self._compact()
+        for name in os.listdir(self.path):
+            if (name.startswith(_SNAPSHOT) and not name.endswith(".tmp")
+                    and name < f"{_SNAPSHOT}{self.snapshot.index:020d}"):
+                os.unlink(os.path.join(self.path, name))
+
+    def disk_usage(self) -> int:
+        """Bytes in the data dir's files."""
+        return sum(e.stat().st_size for e in os.scandir(self.path) if e.is_file())
 
     def save(self, hard_state: Optional[tuple[int, Optional[int]]], entries: Sequence[Entry],
              pickled: Optional[list[bytes]] = None) -> None:
@@ -355,8 +522,9 @@ class FileStorage:
         assert self._log_fd is not None, "save after close"
         first = entries[0].index
         # A bug must stop loudly: a hole in the log would be replayed as data.
-        assert 1 <= first <= len(self.entries) + 1, (
-            f"entries start at {first}, the stored log ends at {len(self.entries)}"
+        last = self.base.index + len(self.entries)
+        assert self.base.index < first <= last + 1, (
+            f"entries start at {first}, the stored log is {self.base.index + 1}..{last}"
         )
         assert entries[-1].index == first + len(entries) - 1, "entries not contiguous"
         record = _frame(b"".join(pickled)) if pickled else encode_record(entries)
@@ -372,8 +540,11 @@ class FileStorage:
     def _apply(self, entries: list[Entry], size: int) -> None:
         """MemoryStorage's overwrite rule, plus the live/dead byte accounting."""
         first = entries[0].index
-        if first <= len(self.entries):
-            del self.entries[first - 1:]
+        at = first - self.base.index     # position of ``first`` in self.entries, from 1
+        if at <= 0:                      # (only a rewritten log's first record)
+            entries, first, at = entries[1 - at:], self.base.index + 1, 1
+        if at <= len(self.entries):
+            del self.entries[at - 1:]
             while self._records and self._records[-1][0] >= first:
                 self._dead_bytes += self._records.pop()[1]
         self.entries.extend(entries)
@@ -391,11 +562,16 @@ class FileStorage:
             raise CorruptStorage(f"{self._log_path}: {e}") from None
         pos = 0
         for entries, size in records:
+            if type(entries) is LogBase and pos == 0:
+                self.base = entries
+                pos += size
+                continue
             # A CRC-valid record that breaks the log's shape was written by a
             # bug, not torn by a crash: stop, don't repair.
             if not (entries
                     and all(isinstance(e, Entry) for e in entries)
-                    and 1 <= entries[0].index <= len(self.entries) + 1
+                    and 1 <= entries[0].index <= self.base.index + len(self.entries) + 1
+                    and entries[-1].index > self.base.index
                     and all(e.index == entries[0].index + i for i, e in enumerate(entries))):
                 raise CorruptStorage(f"{self._log_path}: record at offset {pos} does not "
                                      "continue the log")
@@ -404,7 +580,8 @@ class FileStorage:
         self._size = pos
         if torn is not None:
             _log.warning("%s: torn last write (%s); truncating %d bytes (index %d is the last "
-                         "kept)", self._log_path, torn, len(data) - pos, len(self.entries))
+                         "kept)", self._log_path, torn, len(data) - pos,
+                         self.base.index + len(self.entries))
             fd = os.open(self._log_path, os.O_WRONLY)
             try:
                 os.ftruncate(fd, pos)
@@ -420,6 +597,10 @@ class FileStorage:
         records: list[tuple[int, int]] = []
         size = 0
         try:
+            if self.base.index:
+                marker = _frame(pickle.dumps(self.base, pickle.HIGHEST_PROTOCOL))
+                self._write_all(fd, marker)
+                size = len(marker)
             for i in range(0, len(self.entries), _COMPACT_CHUNK):
                 chunk = self.entries[i:i + _COMPACT_CHUNK]
                 record = encode_record(chunk)
@@ -456,6 +637,31 @@ class FileStorage:
         os.replace(tmp, self._state_path)
         self._fsync_dir()
         self.term, self.vote = term, vote
+
+    def _read_snapshot(self) -> Optional[Snapshot]:
+        """The newest valid snapshot file (a corrupt one is skipped, with a warning:
+        ``entries_after`` then refuses a log that it leaves uncovered)."""
+        names = sorted((n for n in os.listdir(self.path)
+                        if n.startswith(_SNAPSHOT) and not n.endswith(".tmp")), reverse=True)
+        for name in names:
+            snap = self._read_snapshot_file(name)
+            if snap is not None:
+                return snap
+            _log.warning("%s: snapshot file %s is unreadable; skipped", self.path, name)
+        return None
+
+    def _read_snapshot_file(self, name: str) -> Optional[Snapshot]:
+        try:
+            with open(os.path.join(self.path, name), "rb") as f:
+                data = f.read()
+            length, crc = _HEADER.unpack_from(data)
+            body = memoryview(data)[_HEADER.size:]
+            if len(body) != length or zlib.crc32(body) != crc:
+                return None
+            snap = pickle.loads(body)
+        except Exception:  # noqa: BLE001 — unreadable for any reason: not a snapshot
+            return None
+        return snap if type(snap) is Snapshot and name.endswith(f"{snap.index:020d}") else None
 
     def _read_state(self) -> tuple[int, Optional[int]]:
         try:

@@ -9,6 +9,7 @@
         send rd.messages                            # a leader's appends (thesis §10.2.1)
         storage.save(rd.hard_state, rd.entries)     # durable before ...
         send rd.persisted_messages                  # ... votes and acknowledgements
+        reap a finished snapshot writer (compact), or fork one if a snapshot is due
 
 No threads (``threading.active_count() == 1`` always): the links are plain
 ``multiprocessing`` connections, polled (``wire.Poller``) and read a whole
@@ -22,7 +23,6 @@ to its log file as they are.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
@@ -31,32 +31,23 @@ import random
 import signal
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
-from . import wire
+from . import identity, wire
 from .core.kv import Limits
 from .core.messages import RAFT_MESSAGES, AppendEntries, ClientRequest, Entry, check_raft_message
 from .core.node import Node
 from .core.raft import Config
+from .procs import die_with_parent
+from .snapshots import SnapshotWriter
 from .storage import FileStorage
 
 log = logging.getLogger("raftmp.worker")
 
 PICKLE_CACHE = 64           # pickled entry batches kept for reuse
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Linux: get SIGKILL when the launcher dies, however it dies (even SIGKILL)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: pipe EOF still ends the worker
-        pass
-    if os.getppid() != parent_pid:  # the launcher died before prctl took effect
-        os._exit(1)
+LOST_STATE_EXIT = 3         # exit status of a worker that refuses to start (identity.py)
 
 
 class Worker:
@@ -66,9 +57,13 @@ class Worker:
         self.id = node_id
         self.ids = set(nodes)
         self.ctl = ctl
-        self.storage = FileStorage(os.path.join(data_dir, f"node{node_id}"), sync=sync)
+        self.incarnation = identity.start_node(data_dir, node_id)
+        self.storage = FileStorage(identity.node_dir(data_dir, node_id), sync=sync)
         self.node = Node(node_id, nodes, self.storage.load(), random.Random(seed),
-                         time.monotonic(), config, limits)
+                         time.monotonic(), config, limits, self.storage.load_snapshot())
+        self.writer = SnapshotWriter(self.storage)
+        self.snapshot_started = 0.0
+        self.snapshot_times: deque[tuple[float, float]] = deque(maxlen=256)  # (fork, compacted)
         self.link, _ = wire.connect_router(address, node_id, secret)
         self.poller = wire.Poller(self.link, ctl)
         self.reader = wire.Reader(self.link)
@@ -91,6 +86,9 @@ class Worker:
             rd = node.ready(now)
             if rd.messages:
                 self.send(rd.messages)   # a leader's appends (thesis §10.2.1)
+            if rd.snapshot is not None:   # from the leader: durable before anything else
+                self.storage.save_snapshot(rd.snapshot)
+                self.storage.compact(rd.snapshot.index, rd.snapshot.term)
             if rd.entries:
                 self.storage.save(rd.hard_state, rd.entries, self.pickled(rd.entries))
             elif rd.hard_state is not None:
@@ -98,6 +96,22 @@ class Worker:
             self.received.clear()
             if rd.persisted_messages:
                 self.send(rd.persisted_messages)
+            self.snapshot_turn()
+
+    def snapshot_turn(self) -> None:
+        """Compact once the forked writer has made a snapshot durable; start
+        one when the node wants it (see snapshots.py for why a fork)."""
+        node, writer = self.node, self.writer
+        snap = writer.poll()
+        if snap is not None:
+            self.storage.save_snapshot(snap, written=True)
+            base = node.snapshot_saved(snap)
+            if base is not None:
+                self.storage.compact(*base)
+            self.snapshot_times.append((self.snapshot_started, time.monotonic()))
+        if not writer.busy and node.snapshot_due():
+            self.snapshot_started = time.monotonic()
+            writer.start(node)
 
     def drain(self) -> None:
         now = time.monotonic()
@@ -206,15 +220,22 @@ class Worker:
     def status(self) -> dict:
         node, data = self.node, self.node.data()
         digest = hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()[:16]
+        with open("/proc/self/statm") as f:   # Linux: resident pages are the second field
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         return {
             "node": self.id, "pid": os.getpid(), "alive": True,
             "role": node.role, "term": node.term, "vote": node.vote, "leader": node.leader,
             "commit": node.commit, "applied": node.applied, "log": node.last_index,
             "keys": len(data), "kv_digest": digest,
+            "snapshot": node.snapshot_index, "installs": node.installs,
+            "log_entries": node.log_entries, "sessions": node.sessions,
+            "data_bytes": self.storage.disk_usage(), "rss": rss,
+            "incarnation": self.incarnation, "snapshot_times": list(self.snapshot_times),
             "threads": threading.active_count(), "bad_packets": self.bad_packets,
         }
 
     def close(self) -> None:
+        self.writer.close()
         self.link.close()
         self.storage.close()
 
@@ -225,7 +246,11 @@ def worker_main(node_id: int, nodes: list[int], address: str, secret: bytes, dat
     """Process entry point (forked by the launcher)."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
-    worker = Worker(node_id, nodes, address, secret, data_dir, ctl, seed, config, limits, sync)
+    try:
+        worker = Worker(node_id, nodes, address, secret, data_dir, ctl, seed, config, limits, sync)
+    except identity.LostState as e:
+        log.error("%s", e)
+        os._exit(LOST_STATE_EXIT)
     try:
         worker.run()
     finally:

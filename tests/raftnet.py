@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raftmp.core.log import RaftLog
-from raftmp.core.messages import Entry
+from raftmp.core.messages import Entry, Snapshot
 from raftmp.core.raft import LEADER, Config, Raft
 from raftmp.storage import MemoryStorage
 
@@ -73,7 +73,8 @@ class Network:
     def _boot(self, i: int) -> Raft:
         self.incarnation[i] += 1
         rng = random.Random(f"{self.seed}/{i}/{self.incarnation[i]}")
-        core = Raft(i, list(self.ids), self.storage[i].load(), rng, self.now, self.config)
+        core = Raft(i, list(self.ids), self.storage[i].load(), rng, self.now, self.config,
+                    self.storage[i].load_snapshot())
         self.cores[i] = core
         return core
 
@@ -174,9 +175,15 @@ class Network:
         rd = core.ready(self.now)
         for dst, m in rd.messages:
             self.send(i, dst, m)
-        self.storage[i].save(rd.hard_state, rd.entries)
+        storage = self.storage[i]
+        if rd.snapshot is not None:
+            storage.save_snapshot(rd.snapshot)
+            storage.compact(rd.snapshot.index, rd.snapshot.term)
+        storage.save(rd.hard_state, rd.entries)
         # What the core persisted is exactly its log: nothing sent may promise more.
-        assert self.storage[i].load() == (core.term, core.vote, core.log.entries)
+        done = core.snapshot.index if core.snapshot else 0
+        assert storage.load() == (core.term, core.vote,
+                                  [e for e in core.log.entries if e.index > done])
         self.applied[i].extend(rd.committed)
         for e in rd.committed:
             # State machine safety (§5.4.3), across every node and incarnation.
@@ -258,6 +265,18 @@ class Network:
         assert self.cores[i].role == LEADER, f"node {i} did not win: {self.cores[i].role}"
         return self.cores[i]
 
+    def snapshot(self, i: int, size: int = 1000) -> Snapshot:
+        """Node i snapshots its applied state (``size`` bytes standing for the
+        state machine's) and compacts: what a driver does when it is due."""
+        core = self.cores[i]
+        data = (b"%d:" % core.applied).ljust(size, b".")
+        snap = Snapshot(core.applied, core.log.term(core.applied), data)
+        self.storage[i].save_snapshot(snap)
+        base = core.snapshot_saved(snap)
+        if base is not None:
+            self.storage[i].compact(*base)
+        return snap
+
     def propose(self, i: int, *commands: Any) -> list[int | None]:
         out = [self.cores[i].propose(c) for c in commands]
         self.flush(i)
@@ -289,7 +308,9 @@ class Network:
 def check_log_matching(a: RaftLog, b: RaftLog) -> None:
     """§5.3 Log Matching: an equal (index, term) means equal prefixes up to it."""
     n = min(a.last_index, b.last_index)
-    for i in range(n, 0, -1):
+    lo = max(a.base, b.base) + 1      # below it, one of them was compacted
+    for i in range(n, lo - 1, -1):
         if a.term(i) == b.term(i):
-            assert a.entries[:i] == b.entries[:i], f"logs differ before matching index {i}"
+            assert a.slice(lo, i + 1) == b.slice(lo, i + 1), \
+                f"logs differ before matching index {i}"
             return

@@ -238,9 +238,10 @@ def test_well_formed_raft_messages_pass():
 
 def test_malformed_messages_from_a_replica_id_are_counted_and_dropped(cluster, data, seed):
     """A broken replica (it holds the cluster's secret) on a dead node's id sends
-    inconsistent, ill-typed and undecodable Raft messages: each live worker drops and counts every one, and
-    keeps serving (before issue 8 an AppendEntries whose entries did not follow
-    prev_index tripped an assertion and killed the worker)."""
+    inconsistent, ill-typed and undecodable Raft messages: each live
+    worker drops and counts every one, and keeps serving (before issue 8
+    an AppendEntries whose entries did not follow prev_index tripped an
+    assertion and killed the worker)."""
     kv, expected = data
     cluster.kill(2)
     bad_before = bad_packets(cluster)

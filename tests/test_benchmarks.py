@@ -81,7 +81,7 @@ def test_compare_quick(tmp_path):
 
 
 def test_help():
-    for script in ("throughput", "latency", "failover", "compare"):
+    for script in ("throughput", "latency", "failover", "compare", "endurance"):
         proc = subprocess.run([sys.executable, os.path.join(BENCH, f"{script}.py"), "--help"],
                               capture_output=True, text=True, timeout=30, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
@@ -93,3 +93,16 @@ def test_checker_quick(tmp_path):
     _, data = run_quick("checker", tmp_path)
     assert {r["k"] for r in data["rows"]} == {8, 24}
     assert all(r["checker"] == "now" and r["verdict"] == "linearizable" for r in data["rows"])
+
+
+def test_endurance_quick(tmp_path):
+    stdout, data = run_quick("endurance", tmp_path, timeout=120.0)
+    assert "restarts under load" in stdout
+    assert data["rows"] and data["meta"]["compaction"] is True
+    for r in data["rows"]:
+        assert {"t s", "writes/s", "p99 ms", "max RSS MB", "max log entries", "max data MB",
+                "min snapshot", "commit"} <= set(r)
+    assert [e["event"].split()[0] for e in data["events"]] == ["follower", "follower", "leader"]
+    for e in data["events"]:
+        assert e["caught up s"] is not None, e      # every restarted node caught up
+    assert data["summary"]["writes"] > 0

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftmp.core.kv import KVStore, Limits, check_command
-from raftmp.core.messages import INVALID, OK, Command
+from raftmp.core.messages import EXPIRED, INVALID, OK, Command, SessionClock
 
 
 def cmd(op, key, value=None, expected=None, client=1, seq=1, acked=None):
@@ -118,6 +118,7 @@ def test_results_below_acked_are_forgotten_and_stale_commands_ignored():
 
 def test_acked_never_moves_the_floor_backwards():
     kv = KVStore()
+    kv.apply(cmd("put", "a", "0", client=1, seq=1, acked=1))   # opens the session
     kv.apply(cmd("put", "a", "1", client=1, seq=5, acked=5))
     kv.apply(cmd("put", "a", "2", client=1, seq=6, acked=2))   # an older acked value
     assert kv.apply(cmd("put", "a", "3", client=1, seq=4, acked=2)) == (None, None)
@@ -246,3 +247,66 @@ def test_kvstore_matches_dict_model_with_retries(script):
             if o.seq < kv.sessions[o.client_id].floor:
                 assert kv.apply(o) == (None, None)
         assert kv.data == model
+
+
+# ------------------------------------------------- snapshots and session expiry
+
+
+def test_snapshot_restores_data_and_sessions_exactly_once():
+    kv = KVStore()
+    kv.apply(cmd("put", "x", "1", client=1, seq=1))
+    kv.apply(cmd("delete", "x", client=1, seq=2, acked=1))
+    restored = KVStore()
+    restored.restore(kv.snapshot_data())
+    assert restored.data == kv.data == {}
+    # A retry of seq 2 after the snapshot is answered from the session table, not re-applied.
+    assert restored.apply(cmd("delete", "x", client=1, seq=2, acked=1)) == (OK, True)
+    assert restored.apply(cmd("put", "x", "1", client=1, seq=1, acked=1)) == (OK, None)
+    assert restored.data == {}
+
+
+def test_sessions_expire_by_the_clock_in_the_log():
+    kv = KVStore()
+    kv.apply(cmd("put", "a", "1", client=1, seq=1))
+    kv.apply(SessionClock(100.0, 10.0))         # first clock: both count as active now
+    kv.apply(cmd("put", "b", "1", client=2, seq=1))
+    kv.apply(SessionClock(105.0, 10.0))
+    kv.apply(cmd("put", "b", "2", client=2, seq=2))
+    assert set(kv.sessions) == {1, 2}
+    kv.apply(SessionClock(111.0, 10.0))         # client 1 idle since 100
+    assert set(kv.sessions) == {2}
+    kv.apply(SessionClock(50.0, 10.0))          # a clock never goes back
+    assert kv.clock == 111.0
+    # Client 1 comes back past its first request: refused, not applied.
+    assert kv.apply(cmd("put", "a", "2", client=1, seq=2, acked=2)) == (
+        EXPIRED, "session expired: start a new client")
+    assert kv.data["a"] == "1" and 1 not in kv.sessions
+    # A client that never had a write applied (acked stays 1) opens a session.
+    assert kv.apply(cmd("put", "c", "1", client=3, seq=7, acked=1)) == (OK, None)
+
+
+def test_client_session_opens_then_reports_expiry():
+    """A client sends acked=1 until one of its writes is applied (so the state
+    machine may open its session), then its real floor; an EXPIRED answer ends
+    the operation as failed (not applied), whichever node gave it."""
+    import random
+
+    from raftmp.core.messages import ClientReply
+    from raftmp.core.session import DONE, FAILED, ClientSession
+
+    c = ClientSession(7, [0, 1, 2], random.Random(1))
+    c.leader = 0
+    c.submit("get", "k", None, None, 0.0)
+    c.submit("put", "k", "v", None, 0.0)
+    c.submit("put", "k", "w", None, 0.0)
+    assert [m.command.acked for _, m in c.take_messages()] == [1, 1, 1]
+    c.step(0, ClientReply(7, 1, OK, None), 0.1)           # the get: no session yet
+    c.tick(0.5)
+    assert {m.command.acked for _, m in c.take_messages()} == {1}
+    c.step(0, ClientReply(7, 2, OK, None), 0.6)           # a write applied: session open
+    c.step(0, ClientReply(7, 3, EXPIRED, "gone"), 0.6)
+    done = {o.command.seq: o for o in c.take_finished()}
+    assert done[2].outcome == DONE and done[3].outcome == FAILED
+    assert done[3].result.startswith(EXPIRED)
+    c.submit("put", "k", "x", None, 1.0)
+    assert [m.command.acked for _, m in c.take_messages()] == [4]

@@ -74,7 +74,8 @@ def test_a_forbidden_import_is_caught(tmp_path: pathlib.Path) -> None:
 # Raft, and nothing below the launcher forks anything.
 FLOORS = [
     ["core"],
-    ["faults", "history", "seeds", "storage", "wire"],
+    ["faults", "history", "identity", "procs", "seeds", "storage", "wire"],
+    ["snapshots"],
     ["checker", "client", "router", "worker"],
     ["launcher", "scenario_file", "sim", "workload"],
     ["cluster"],

@@ -8,7 +8,13 @@ import random
 import pytest
 from raftnet import Network, make_log
 
-from raftmp.core.messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
+from raftmp.core.messages import (
+    AppendEntries,
+    AppendEntriesReply,
+    Entry,
+    RequestVote,
+    RequestVoteReply,
+)
 from raftmp.core.raft import FOLLOWER, LEADER, Config
 
 

@@ -13,7 +13,13 @@ import random
 import pytest
 from raftnet import Network, make_log, terms_of
 
-from raftmp.core.messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
+from raftmp.core.messages import (
+    AppendEntries,
+    AppendEntriesReply,
+    Entry,
+    RequestVote,
+    RequestVoteReply,
+)
 from raftmp.core.raft import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, Config, Raft
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from raftmp import sim, storage
 from raftmp.core import raft as raft_module
+from raftmp.core.kv import KVStore
 from raftmp.core.log import RaftLog
 from raftmp.core.messages import AppendEntries, AppendEntriesReply
 from raftmp.core.raft import FOLLOWER, LEADER, Config, Raft, Ready
@@ -246,7 +247,7 @@ MUTANTS = {
 def test_default_sweep_catches_mutant_and_replays_it(name, monkeypatch, capsys):
     owner, attr, mutant, what = MUTANTS[name]
     monkeypatch.setattr(owner, attr, mutant)
-    assert sim.main(["--seeds", "30", "--jobs", str(JOBS)]) == 1
+    assert sim.main(["--jobs", str(JOBS)]) == 1    # the default sweep: 100 seeds
     out = capsys.readouterr().out
     assert "faults=" + ",".join(sim.FAULTS) in out
     found = re.search(r"seed (\d+) violated: t=\S+ (.*)\n  replay: python -m raftmp sim (.*)", out)
@@ -295,3 +296,45 @@ def test_cli_fails_and_prints_replay_for_broken_core(capsys, break_up_to_date):
     assert sim.main(argv + ["--jobs", "1"]) == 1
     again = capsys.readouterr().out
     assert f"seed {seed} violated" in again
+
+
+# --------------------------------------------------------------- snapshots
+
+ALL = sim.FAULTS
+
+
+def test_most_seeds_snapshot_and_install_without_violations():
+    """With the simulator's small thresholds every seed compacts, and most send
+    InstallSnapshot to a follower that fell behind."""
+    cfg = SimConfig(ops=150, drop=0.3, faults=ALL)
+    results = run_many(list(range(7000, 7040)), cfg, jobs=JOBS)
+    assert not [(r.seed, r.violations[0]) for r in results if r.violations]
+    assert all(r.snapshots > 0 for r in results)
+    assert sum(r.installs > 0 for r in results) >= 0.6 * len(results)
+
+
+def _snapshot_without_sessions(self) -> bytes:
+    """KVStore.snapshot_data forgetting the session table."""
+    import pickle
+
+    return pickle.dumps((self.data, {}, self.clock))
+
+
+def _compact_everything(self, snap):
+    """Raft.snapshot_saved compacting the whole log, past the snapshot and the commit index."""
+    self.snapshot = snap
+    self.log.compact(self.log.last_index)
+    return self.log.base, self.log.base_term
+
+
+@pytest.mark.parametrize("patch,what", [
+    ((KVStore, "snapshot_data", _snapshot_without_sessions), "differs from the state"),
+    ((Raft, "snapshot_saved", _compact_everything), "compaction"),
+], ids=["forgets-sessions", "compacts-past-commit"])
+def test_broken_snapshot_is_caught(monkeypatch, patch, what):
+    monkeypatch.setattr(*patch)
+    cfg = SimConfig(ops=100, drop=0.2, faults=CORE, check_history=False)
+    results = run_many(list(range(20)), cfg, jobs=JOBS)
+    bad = [r for r in results if r.violations]
+    assert len(bad) >= 10, "a broken snapshot went unnoticed"
+    assert any(what in r.violations[0] for r in bad), bad[0].violations

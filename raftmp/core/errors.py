@@ -48,3 +48,8 @@ def check_positive(settings: Any, *names: str, integer: bool = False) -> None:
         if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
             raise ConfigError(f"{type(settings).__name__}.{name} must be a positive "
                               f"{'int' if integer else 'number'}, not {value!r}")
+
+
+class SessionExpired(RaftmpError):
+    """The client's session expired (idle past the cluster's session timeout,
+    thesis §6.3); the operation was not applied. Start a new client."""

@@ -9,15 +9,27 @@ session table remembers the result of every seq a client may still retry,
 so a retried command is answered with its first result instead of being
 applied again; ``acked`` (the lowest seq the client still waits for) lets the
 table forget everything below it.
+
+Bounded sessions (thesis §6.3): the leader writes its clock into the log
+(``SessionClock``); a session idle for longer than the timeout written with
+it is dropped, by every replica at the same index. A command of a client
+that has no session but has had a write acknowledged (``acked > 1``: the
+client has moved past its first request) comes from an expired session: it
+is refused (EXPIRED), never applied, because its retries could otherwise be
+applied twice.
+
+The whole state (data, sessions, clock) is what a snapshot holds
+(``snapshot_data`` / ``restore``).
 """
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .errors import check_positive
-from .messages import INVALID, OK, OPS, Command
+from .messages import EXPIRED, INVALID, OK, OPS, Command, SessionClock
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ def check_command(cmd: Any, limits: Optional[Limits]) -> Optional[str]:
 class Session:
     floor: int = 0                                   # every seq below this was acknowledged
     results: dict[int, Any] = field(default_factory=dict)
+    active: float = 0.0                              # log clock at its last command
 
 
 class KVStore:
@@ -77,6 +90,7 @@ class KVStore:
         self.limits = limits or Limits()
         self.data: dict[str, str] = {}
         self.sessions: dict[int, Session] = {}
+        self.clock = 0.0     # the latest SessionClock time applied (never goes back)
 
     def get(self, key: str) -> Optional[str]:
         return self.data.get(key)
@@ -94,12 +108,18 @@ class KVStore:
         status is OK or INVALID, or None for a request the client has already
         acknowledged (a stale duplicate: nobody waits for its answer).
         """
+        if type(cmd) is SessionClock:
+            self.expire(cmd)
+            return None, None
         err = check_command(cmd, None)
         if err is not None:
             return INVALID, err
         s = self.sessions.get(cmd.client_id)
         if s is None:
+            if cmd.acked > 1:
+                return EXPIRED, "session expired: start a new client"
             s = self.sessions[cmd.client_id] = Session()
+        s.active = self.clock
         if cmd.seq < s.floor:
             return None, None
         if cmd.seq in s.results:
@@ -111,6 +131,31 @@ class KVStore:
             for seq in [q for q in s.results if q < floor]:
                 del s.results[seq]
         return OK, result
+
+    def expire(self, clock: SessionClock) -> None:
+        """Drop the sessions idle for longer than ``clock.timeout`` (thesis §6.3).
+        The clock is the leaders' (the maximum written so far): on one machine
+        every process shares the monotonic clock; across machines a new leader's
+        clock running ahead would expire sessions early (never late)."""
+        if self.clock == 0:   # the first clock entry: sessions seen so far were active before it
+            for s in self.sessions.values():
+                s.active = clock.time
+        self.clock = max(self.clock, clock.time)
+        cutoff = self.clock - clock.timeout
+        for cid in [cid for cid, s in self.sessions.items() if s.active < cutoff]:
+            del self.sessions[cid]
+
+    def snapshot_data(self) -> bytes:
+        """The whole state machine, for a snapshot: data, sessions and clock."""
+        sessions = {cid: (s.floor, s.results, s.active) for cid, s in self.sessions.items()}
+        return pickle.dumps((self.data, sessions, self.clock), pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, blob: bytes) -> None:
+        """Replace the state by a snapshot's (``snapshot_data``)."""
+        data, sessions, clock = pickle.loads(blob)
+        self.data = data
+        self.sessions = {cid: Session(*s) for cid, s in sessions.items()}
+        self.clock = clock
 
     def _execute(self, cmd: Command) -> Any:
         data, key = self.data, cmd.key

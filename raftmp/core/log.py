@@ -1,16 +1,18 @@
-"""The in-memory Raft log: entries 1..last, with the lookups the core needs.
+"""The in-memory Raft log: entries base+1..last, with the lookups the core needs.
 
-Invariant: ``entries[i].index == i + 1`` for every i (no gaps, 1-based).
-Terms never decrease along the log, which lets the term lookups bisect.
-``ends[i]`` is the approximate byte size of entries 1..i+1 (a running sum,
-extended only when a leader batches, so followers never pay for it), so
-batching by bytes is a bisection.
+Entries up to ``base`` were compacted into a snapshot (§7); only the term of
+entry ``base`` is kept (``base_term``), for the consistency check of the
+entry after it. Invariant: ``entries[i].index == base + i + 1`` for every i
+(no gaps). Terms never decrease along the log, which lets the term lookups
+bisect. ``ends[i]`` is the approximate byte size of entries base+1..base+i+1
+(a running sum, extended lazily when a leader batches or the node measures
+the log for a snapshot), so batching by bytes is a bisection.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from .messages import Entry
 
@@ -31,68 +33,116 @@ def approx_size(command: Any) -> int:
 
 
 class RaftLog:
-    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+    def __init__(self, entries: Iterable[Entry] = (), base: int = 0, base_term: int = 0) -> None:
+        self.base = base
+        self.base_term = base_term
         self.entries: list[Entry] = list(entries)
         self.ends: list[int] = []
         # Storage hands over a contiguous log (it checks on load); a restart of a
         # long log should not pay a Python-level check per entry.
-        assert not self.entries or (self.entries[0].index == 1
-                                    and self.entries[-1].index == len(self.entries))
+        assert not self.entries or (self.entries[0].index == base + 1
+                                    and self.entries[-1].index == base + len(self.entries))
 
     @property
     def last_index(self) -> int:
-        return len(self.entries)
+        return self.base + len(self.entries)
 
     @property
     def last_term(self) -> int:
-        return self.entries[-1].term if self.entries else 0
+        return self.entries[-1].term if self.entries else self.base_term
 
-    def term(self, index: int) -> int:
-        """Term of the entry at ``index`` (0 for index 0, -1 past the end)."""
-        if index == 0:
-            return 0
-        if index > len(self.entries):
+    def term(self, index: int) -> Optional[int]:
+        """Term of the entry at ``index``: -1 past the end, None if compacted
+        (below ``base``; the term of ``base`` itself is kept, 0 for index 0)."""
+        base = self.base
+        if index <= base:
+            return self.base_term if index == base else None
+        if index > base + len(self.entries):
             return -1
-        return self.entries[index - 1].term
+        return self.entries[index - base - 1].term
 
     def slice(self, lo: int, hi: int) -> list[Entry]:
-        """Entries with lo <= index < hi."""
-        return self.entries[lo - 1:hi - 1]
+        """Entries with lo <= index < hi (lo above ``base``)."""
+        base = self.base
+        assert lo > base, f"slice from {lo}: compacted up to {base}"
+        return self.entries[lo - base - 1:hi - base - 1]
 
     def append(self, entry: Entry) -> None:
-        assert entry.index == len(self.entries) + 1, f"log entry {entry} after {len(self.entries)}"
+        assert entry.index == self.last_index + 1, f"log entry {entry} after {self.last_index}"
         self.entries.append(entry)
 
     def truncate(self, index: int) -> None:
         """Drop every entry from ``index`` on (§5.3: a conflicting suffix)."""
-        del self.entries[index - 1:]
-        del self.ends[index - 1:]
+        assert index > self.base, "truncating a compacted entry"
+        del self.entries[index - self.base - 1:]
+        del self.ends[index - self.base - 1:]
 
-    def batch(self, lo: int, max_entries: int, max_bytes: int) -> tuple:
-        """Entries from ``lo`` on, at most ``max_entries`` of them and about
-        ``max_bytes`` (always at least one, however large)."""
-        hi = min(lo - 1 + max_entries, len(self.entries))
+    def compact(self, index: int) -> None:
+        """Drop entries up to ``index``, which a snapshot now covers (§7)."""
+        assert self.base <= index <= self.last_index, f"compact to {index} of {self}"
+        self.base_term = self.term(index)
+        del self.entries[:index - self.base]
+        self.ends = []   # recomputed lazily from the new base
+        self.base = index
+
+    def install(self, index: int, term: int) -> bool:
+        """A snapshot of entries up to (index, term) replaces them (thesis §5.3):
+        if the log holds that entry, keep what follows it, else drop everything.
+        Whether the suffix was kept."""
+        if self.term(index) == term and index >= self.base:
+            self.compact(index)
+            return True
+        self.entries, self.ends = [], []
+        self.base, self.base_term = index, term
+        return False
+
+    def size(self, lo: int, hi: int) -> int:
+        """About how many bytes entries lo..hi (inclusive, above ``base``) take."""
         if hi < lo:
-            return ()
-        ends = self.ends
-        if len(ends) < hi:
+            return 0
+        ends = self._extend(hi)
+        below = ends[lo - self.base - 2] if lo > self.base + 1 else 0
+        return ends[hi - self.base - 1] - below
+
+    def _extend(self, hi: int) -> list[int]:
+        ends, n = self.ends, hi - self.base
+        if len(ends) < n:
             total = ends[-1] if ends else 0
-            for e in self.entries[len(ends):hi]:
+            for e in self.entries[len(ends):n]:
                 total += approx_size(e.command)
                 ends.append(total)
-        base = self.ends[lo - 2] if lo > 1 else 0
-        fit = bisect_right(self.ends, base + max_bytes, lo - 1, hi)
-        return tuple(self.entries[lo - 1:max(fit, lo)])
+        return ends
+
+    def batch(self, lo: int, max_entries: int, max_bytes: int) -> tuple:
+        """Entries from ``lo`` (above ``base``) on, at most ``max_entries`` of
+        them and about ``max_bytes`` (always at least one, however large)."""
+        base = self.base
+        hi = min(lo - 1 + max_entries, self.last_index)
+        if hi < lo:
+            return ()
+        ends = self._extend(hi)
+        start = lo - base - 1                # position of entry lo
+        below = ends[start - 1] if start > 0 else 0
+        fit = bisect_right(ends, below + max_bytes, start, hi - base)
+        return tuple(self.entries[start:max(fit, start + 1)])
 
     def is_up_to_date(self, last_index: int, last_term: int) -> bool:
         """§5.4.1: a log ending in (last_term, last_index) is at least as up to date as ours."""
         return (last_term, last_index) >= (self.last_term, self.last_index)
 
     def first_index_of_term(self, term: int) -> int:
-        """Index of the first entry with ``term`` (or where it would be)."""
-        return bisect_left(self.entries, term, key=_term) + 1
+        """Index of the first kept entry with ``term`` (or where it would be)."""
+        return self.base + bisect_left(self.entries, term, key=_term) + 1
 
     def last_index_of_term(self, term: int, upto: int) -> int:
-        """Index of the last entry at or before ``upto`` with ``term``; 0 if there is none."""
-        i = bisect_right(self.entries, term, hi=min(upto, len(self.entries)), key=_term)
-        return i if i > 0 and self.entries[i - 1].term == term else 0
+        """Index of the last entry at or before ``upto`` with ``term`` (``base``
+        included); 0 if there is none."""
+        base = self.base
+        i = bisect_right(self.entries, term, hi=max(0, min(upto - base, len(self.entries))),
+                         key=_term)
+        if i > 0 and self.entries[i - 1].term == term:
+            return base + i
+        return base if base and self.base_term == term and upto >= base else 0
+
+    def __repr__(self) -> str:
+        return f"RaftLog(base={self.base}/{self.base_term}, last={self.last_index})"

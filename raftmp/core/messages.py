@@ -69,7 +69,42 @@ class AppendEntriesReply(NamedTuple):
     round: int      # the request's round; 0 when rejecting a request of an older term
 
 
-RAFT_MESSAGES = (RequestVote, RequestVoteReply, AppendEntries, AppendEntriesReply)
+class Snapshot(NamedTuple):
+    """The state machine as of log entry ``index`` (of ``term``): the key-value
+    data and the session table, pickled (``KVStore.snapshot_data``)."""
+
+    index: int
+    term: int
+    data: bytes
+
+
+class InstallSnapshot(NamedTuple):
+    """Thesis §5.3 (Figure 5.3), sent in chunks: ``data`` is bytes
+    ``offset .. offset + len(data)`` of a snapshot of ``size`` bytes."""
+
+    term: int
+    leader: int
+    index: int        # the snapshot's last included index ...
+    last_term: int    # ... and its term
+    size: int
+    offset: int
+    data: bytes
+
+
+class InstallSnapshotReply(NamedTuple):
+    """``offset``: how many bytes of snapshot ``index`` the follower holds in
+    order (the next chunk it wants: a lost chunk is resent from there, not the
+    whole snapshot); ``done``: it has installed it (or holds a newer state)."""
+
+    term: int
+    follower: int
+    index: int
+    offset: int
+    done: bool
+
+
+RAFT_MESSAGES = (RequestVote, RequestVoteReply, AppendEntries, AppendEntriesReply,
+                 InstallSnapshot, InstallSnapshotReply)
 
 # The field kinds of each Raft message, for ``check_raft_message``.
 _N, _B = "count", "flag"   # an int >= 0; a bool
@@ -78,6 +113,8 @@ _FIELDS = {
     RequestVoteReply: (_N, _N, _B, _B),
     AppendEntries: (_N, _N, _N, _N, None, _N, _N),
     AppendEntriesReply: (_N, _N, _B, _N, _N, _N, _N),
+    InstallSnapshot: (_N, _N, _N, _N, _N, _N, None),
+    InstallSnapshotReply: (_N, _N, _N, _N, _B),
 }
 
 
@@ -112,6 +149,9 @@ def check_raft_message(m: Any, src: int) -> Optional[str]:
         terms = [m.prev_term, *[e.term for e in entries], m.term]
         if set(map(type, terms)) != {int} or terms != sorted(terms):
             return "AppendEntries terms out of order (prev_term <= entries <= term)"
+    if type(m) is InstallSnapshot:
+        if type(m.data) is not bytes or m.offset + len(m.data) > m.size:
+            return "InstallSnapshot chunk is not bytes within the snapshot's size"
     return None
 
 
@@ -139,6 +179,15 @@ class Command(NamedTuple):
     expected: Optional[str] = None
 
 
+class SessionClock(NamedTuple):
+    """A log entry written by the leader (thesis §6.3): the time on its clock, and
+    how long a session may stay idle. Every replica expires the same sessions
+    at the same index, because the time comes from the log, not its own clock."""
+
+    time: float
+    timeout: float
+
+
 class ClientRequest(NamedTuple):
     """Client -> node. The node replies to the endpoint that sent it."""
 
@@ -150,6 +199,7 @@ OK = "ok"                # result is the operation's result
 REDIRECT = "redirect"    # not the leader; ``leader`` is a hint (or None)
 RETRY = "retry"          # leader lost before the outcome was known; retry anywhere
 INVALID = "invalid"      # the request is malformed; ``result`` says why
+EXPIRED = "expired"      # the client's session expired; nothing was applied
 
 
 class ClientReply(NamedTuple):

@@ -15,6 +15,16 @@ Above it, code reads a node through its read API (``role``, ``term``,
 Client requests are answered here: a follower redirects to the leader it
 knows; the leader proposes writes to the log and answers them when they are
 applied, and serves reads by ReadIndex without touching the log.
+
+Snapshots: when ``snapshot_due()``, the driver takes ``make_snapshot()``
+(the state machine as of the applied index: cheap to call in a forked child,
+which is how the worker keeps its loop running), makes it durable, and hands
+it back with ``snapshot_saved``; the log then drops its prefix. A snapshot
+received from the leader arrives in ``Ready.snapshot`` and is loaded here.
+
+The leader writes its clock into the log (``SessionClock``) every eighth of
+the session timeout while there are sessions, so that every replica expires
+idle sessions at the same index (thesis §6.3).
 """
 
 from __future__ import annotations
@@ -23,8 +33,18 @@ import random
 from typing import Any, Optional
 
 from .kv import KVStore, Limits, check_command
-from .messages import INVALID, OK, REDIRECT, RETRY, ClientReply, ClientRequest, Command
-from .raft import LEADER, Config, Raft, Ready
+from .messages import (
+    INVALID,
+    OK,
+    REDIRECT,
+    RETRY,
+    ClientReply,
+    ClientRequest,
+    Command,
+    SessionClock,
+    Snapshot,
+)
+from .raft import INF, LEADER, Config, Raft, Ready
 
 # A client waits this long for an answer before it asks another node
 # (session.Timing.attempt_timeout). Telling it "retry" later would only be a
@@ -35,10 +55,13 @@ RETRY_WINDOW = 0.25
 class Node:
     def __init__(self, node_id: int, nodes: list[int], state: tuple, rng: random.Random,
                  now: float, config: Optional[Config] = None,
-                 limits: Optional[Limits] = None) -> None:
+                 limits: Optional[Limits] = None, snapshot: Optional[Snapshot] = None) -> None:
         self.id = node_id
-        self.raft = Raft(node_id, nodes, state, rng, now, config)
+        self.raft = Raft(node_id, nodes, state, rng, now, config, snapshot)
         self.kv = KVStore(limits)
+        if snapshot is not None:
+            self.kv.restore(snapshot.data)
+        self.clock_at = INF   # when this leader next writes its clock into the log
         # Requests this node accepted as leader of ``serving_term`` and owes an answer.
         self.serving_term: Optional[int] = None
         # (client_id, seq) -> (endpoint, when it asked); read ctx -> (endpoint, command, when)
@@ -88,6 +111,32 @@ class Node:
         raft = self.raft
         return raft.round, {p: pr.round for p, pr in raft.progress.items()}
 
+    @property
+    def snapshot_index(self) -> int:
+        """The last index covered by this node's newest snapshot (0: none)."""
+        snap = self.raft.snapshot
+        return snap.index if snap is not None else 0
+
+    @property
+    def installs(self) -> int:
+        """How many snapshots this node received from a leader (thesis §5.3)."""
+        return self.raft.installs
+
+    @property
+    def log_base(self) -> int:
+        """The last index compacted into the snapshot (entries after it are held)."""
+        return self.raft.log.base
+
+    @property
+    def log_entries(self) -> int:
+        """Entries held in memory (the log after its compacted base)."""
+        return len(self.raft.log.entries)
+
+    @property
+    def sessions(self) -> int:
+        """Client sessions in the state machine's table (thesis §6.3)."""
+        return len(self.kv.sessions)
+
     def data(self) -> dict[str, str]:
         """A copy of the key-value map this node has applied."""
         return dict(self.kv.data)
@@ -102,9 +151,25 @@ class Node:
 
     def tick(self, now: float) -> None:
         self.raft.tick(now)
+        if now >= self.clock_at:
+            self._write_clock(now)
 
     def next_deadline(self) -> float:
-        return self.raft.next_deadline()
+        return min(self.raft.next_deadline(), self.clock_at)
+
+    # -------------------------------------------------------------- snapshots
+
+    def snapshot_due(self) -> bool:
+        return self.raft.wants_snapshot()
+
+    def make_snapshot(self) -> Snapshot:
+        """The state machine as of the applied index."""
+        raft = self.raft
+        return Snapshot(raft.applied, raft.log.term(raft.applied), self.kv.snapshot_data())
+
+    def snapshot_saved(self, snap: Snapshot) -> Optional[tuple[int, int]]:
+        """``snap`` is durable: compact the log. The new log base for storage, or None."""
+        return self.raft.snapshot_saved(snap)
 
     def handle_client(self, src: int, cmd: Any, now: float) -> None:
         err = check_command(cmd, self.kv.limits)
@@ -137,11 +202,15 @@ class Node:
 
     def ready(self, now: float) -> Ready:
         rd = self.raft.ready(now)
+        if rd.snapshot is not None:
+            self.kv.restore(rd.snapshot.data)
         for entry in rd.committed:
             cmd = entry.command
             if cmd is None:
                 continue  # a leader's no-op
             status, result = self.kv.apply(cmd)
+            if type(cmd) is SessionClock:
+                continue
             waiting = self.writes.pop((cmd.client_id, cmd.seq), None)
             if waiting is not None and status is not None:
                 self._reply(waiting[0], cmd, status, result)
@@ -155,6 +224,10 @@ class Node:
         serving = self.serving_term
         if serving is not None and (raft.role != LEADER or raft.term != serving):
             self._stop_serving(now)
+        if raft.role != LEADER:
+            self.clock_at = INF
+        elif self.clock_at == INF:
+            self.clock_at = now + raft.config.session_timeout / 8
         rd.persisted_messages.extend(self.replies)
         self.replies = []
         return rd
@@ -180,6 +253,13 @@ class Node:
         self.writes = {}
         self.reads = {}
         self.serving_term = None
+
+    def _write_clock(self, now: float) -> None:
+        """Thesis §6.3: the leader's time, in the log, drives session expiry."""
+        raft = self.raft
+        self.clock_at = now + raft.config.session_timeout / 8
+        if raft.role == LEADER and self.kv.sessions:
+            raft.propose(SessionClock(now, raft.config.session_timeout))
 
     def _reply(self, src: int, cmd: Command, status: str, result: Any) -> None:
         self.replies.append((src, ClientReply(cmd.client_id, cmd.seq, status, result,

@@ -21,7 +21,17 @@ from typing import Any, Optional
 
 from .errors import ConfigError, check_positive
 from .log import RaftLog
-from .messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
+from .messages import (
+    AppendEntries,
+    AppendEntriesReply,
+    Entry,
+    InstallSnapshot,
+    InstallSnapshotReply,
+    RequestVote,
+    RequestVoteReply,
+    Snapshot,
+)
+from .snapshot import SnapshotRules
 
 FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
 INF = float("inf")
@@ -49,6 +59,17 @@ class Config:
     # trip (3 x smoothed RTT), so a lost append is resent in a few round trips.
     min_rto: float = 0.002
     max_rto: float = 0.1
+    # Log compaction (§7, thesis §5.1): snapshot when the applied log since the
+    # last snapshot passes either threshold; keep the last ``snapshot_keep``
+    # entries for followers a little behind; send snapshots in chunks.
+    snapshot_entries: int = 10_000
+    snapshot_bytes: int = 4 << 20
+    snapshot_keep: int = 5_000
+    snapshot_chunk: int = 64 << 10
+    # Thesis §6.3: a client session idle this long (by the leader's clock,
+    # written into the log) expires. Far above a client's op timeout, so no
+    # request of an expired session can still be retried.
+    session_timeout: float = 300.0
 
     def __post_init__(self) -> None:
         check_positive(self, "heartbeat_interval", "min_rto", "max_rto")
@@ -79,6 +100,10 @@ class Ready:
     4. apply ``committed`` in order; answer each read in ``reads`` as
        ``(ctx, index)`` once the state machine has applied ``index``.
 
+    ``snapshot`` (rare) is one received from the leader: persist it before
+    ``entries`` (the log now starts after it) and load it into the state
+    machine before applying ``committed``.
+
     (raft-rs splits its Ready the same way: ``messages`` and ``persisted_messages``.)
     """
 
@@ -88,6 +113,7 @@ class Ready:
     persisted_messages: list[tuple[int, Any]]
     committed: list[Entry]
     reads: list[tuple[Any, int]]
+    snapshot: Optional[Snapshot] = None
 
 
 class Progress:
@@ -102,7 +128,8 @@ class Progress:
     nothing may depend on a single packet arriving.
     """
 
-    __slots__ = ("match", "next", "probing", "inflight", "srtt", "rto", "round", "active")
+    __slots__ = ("match", "next", "probing", "inflight", "srtt", "rto", "round", "active",
+                 "snap", "snap_sent", "snap_acked")
 
     def __init__(self, next_index: int, rto: float) -> None:
         self.match = 0
@@ -113,16 +140,21 @@ class Progress:
         self.rto = rto
         self.round = 0        # highest round the follower has answered (ReadIndex)
         self.active = False   # answered since the last quorum check (thesis §6.2)
+        # Snapshot mode (thesis §5.3): the snapshot being sent, bytes sent and
+        # acknowledged; ``inflight`` then holds (end offset, time) per chunk.
+        self.snap: Optional[Snapshot] = None
+        self.snap_sent = self.snap_acked = 0
 
     def retransmit_at(self) -> float:
         return self.inflight[0][1] + self.rto if self.inflight else INF
 
 
-class Raft:
+class Raft(SnapshotRules):
     def __init__(self, node_id: int, nodes: list[int], state: tuple, rng: random.Random,
-                 now: float, config: Optional[Config] = None) -> None:
+                 now: float, config: Optional[Config] = None,
+                 snapshot: Optional[Snapshot] = None) -> None:
         """``nodes`` lists every member, this one included; ``state`` is storage's
-        ``(term, vote, entries)``."""
+        ``(term, vote, entries)``, the entries following ``snapshot`` if any."""
         assert node_id in nodes
         self.id = node_id
         self.peers = [n for n in nodes if n != node_id]
@@ -131,10 +163,17 @@ class Raft:
         self.rng = rng
         # Persistent state (Figure 2).
         self.term, self.vote, entries = state
-        self.log = RaftLog(entries)
+        # Invariant: log.base <= snapshot.index <= applied (log.base == 0 without one).
+        self.snapshot = snapshot
+        done = (snapshot.index, snapshot.term) if snapshot is not None else (0, 0)
+        self.log = RaftLog(entries, *done)
         # Volatile state. Invariant: applied <= commit <= log.last_index.
-        self.commit = 0
-        self.applied = 0
+        self.commit = done[0]
+        self.applied = done[0]
+        self.size_check_at = 0      # wants_snapshot measures bytes from here on
+        self.incoming: Optional[tuple[int, int, bytearray]] = None   # partial snapshot
+        self.installed: Optional[Snapshot] = None    # received this turn, for Ready
+        self.installs = 0                            # snapshots received (a statistic)
         self.role = FOLLOWER
         self.leader: Optional[int] = None
         self.leader_seen = -INF       # when we last heard from the leader
@@ -174,7 +213,8 @@ class Raft:
             else:
                 # §5.1: a newer term makes us a follower of that term (leader
                 # unknown unless the message comes from it).
-                self.become_follower(m.term, m.leader if t is AppendEntries else None, now)
+                leads = t is AppendEntries or t is InstallSnapshot
+                self.become_follower(m.term, m.leader if leads else None, now)
         if m.term < self.term:
             # §5.1: reject stale requests, telling the sender the current term. The
             # reply echoes no round (0): the sender may lead our term by the time it
@@ -185,6 +225,8 @@ class Raft:
                                                    0))
             elif t is RequestVote:
                 self._send(src, RequestVoteReply(self.term, self.id, False, m.pre))
+            elif t is InstallSnapshot:   # index 0: about no transfer of this term
+                self._send(src, InstallSnapshotReply(self.term, self.id, 0, 0, False))
             return
         handler = _HANDLERS.get(t)
         if handler is None:
@@ -268,7 +310,8 @@ class Raft:
         self.unstable_from = self.log.last_index + 1
         self.applied = self.commit
         self.appends, self.msgs = [], []
-        return Ready(hard, entries, early, msgs, committed, reads)
+        snap, self.installed = self.installed, None
+        return Ready(hard, entries, early, msgs, committed, reads, snap)
 
     # ------------------------------------------------------------- transitions
 
@@ -402,8 +445,10 @@ class Raft:
     def send_ping(self, peer: int, pr: Progress) -> None:
         """An empty AppendEntries anchored at the follower's known match: it
         always passes the consistency check, so it carries the commit index and
-        a round without provoking a spurious rejection."""
-        self._send(peer, AppendEntries(self.term, self.id, pr.match, self.log.term(pr.match),
+        a round without provoking a spurious rejection. (Below our log's base it is
+        anchored at 0, which matches every log: see handle_append.)"""
+        at = pr.match if pr.match >= self.log.base else 0
+        self._send(peer, AppendEntries(self.term, self.id, at, self.log.term(at) or 0,
                                        (), self.commit, self.round))
 
     def retransmit(self, peer: int, pr: Progress, now: float) -> None:
@@ -411,18 +456,24 @@ class Raft:
         ``match + 1`` (go-back-N) with one message until the follower answers —
         a dead follower costs one probe per RTO, not a window of them."""
         pr.rto = min(2 * pr.rto, self.config.max_rto)
-        if not pr.probing:
+        if pr.snap is not None:
+            self.go_back_snapshot(pr)
+        elif not pr.probing:
             pr.probing = True
             pr.next = pr.match + 1
         self.send_append(peer, pr, now)
 
     def maybe_send_append(self, peer: int, pr: Progress, now: float) -> None:
         """Pipeline new entries to a follower in replicate mode, within the window."""
-        while pr.next <= self.log.last_index and len(pr.inflight) < self.config.max_inflight:
+        while (pr.next <= self.log.last_index and len(pr.inflight) < self.config.max_inflight
+               and not pr.probing):   # (send_append may switch to sending a snapshot)
             self.send_append(peer, pr, now)
 
     def send_append(self, peer: int, pr: Progress, now: float) -> None:
         prev = pr.next - 1
+        if prev < self.log.base or pr.snap is not None:
+            self.send_snapshot(peer, pr, now)   # what it needs next was compacted (§7)
+            return
         cfg = self.config
         entries = self.log.batch(pr.next, cfg.max_batch_entries, cfg.max_batch_bytes)
         self._send(peer, AppendEntries(self.term, self.id, prev, self.log.term(prev),
@@ -434,14 +485,23 @@ class Raft:
             pr.next = entries[-1].index + 1
             pr.inflight.append((entries[-1].index, now))
 
-    def handle_append(self, src: int, m: AppendEntries, now: float) -> None:
+    def follow(self, m: Any, now: float) -> None:
+        """``m`` comes from the leader of our term: follow it, and wait a new election timeout."""
         if self.role != FOLLOWER:
             assert self.role != LEADER, "two leaders in one term"
             self.become_follower(m.term, m.leader, now)  # §5.2: a leader of our term won
         self.leader = m.leader
         self.leader_seen = now
         self.election_deadline = now + self._election_timeout()
+
+    def handle_append(self, src: int, m: AppendEntries, now: float) -> None:
+        self.follow(m, now)
         log = self.log
+        if m.prev_index < log.base:
+            # Our log up to its base is committed, so it matches any current
+            # leader's (§5.4 Leader Completeness): skip what the snapshot covers.
+            skip = log.base - m.prev_index
+            m = m._replace(prev_index=log.base, prev_term=log.base_term, entries=m.entries[skip:])
         if log.term(m.prev_index) != m.prev_term:
             # §5.3 consistency check failed. Hint where our log diverges so the
             # leader can skip the whole conflicting term in one round trip.
@@ -492,6 +552,7 @@ class Raft:
                     pr.inflight.popleft()
             if pr.probing and m.index >= pr.next - 1:
                 # The probe landed: the follower matches through m.index.
+                pr.snap = None   # (it caught up otherwise, if it was getting a snapshot)
                 pr.probing = False
                 pr.next = m.index + 1
                 pr.inflight.clear()
@@ -588,4 +649,6 @@ _HANDLERS = {
     RequestVoteReply: Raft.handle_vote_reply,
     AppendEntries: Raft.handle_append,
     AppendEntriesReply: Raft.handle_append_reply,
+    InstallSnapshot: Raft.handle_install_snapshot,
+    InstallSnapshotReply: Raft.handle_snapshot_reply,
 }

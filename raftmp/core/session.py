@@ -14,8 +14,15 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
 
-from .errors import InvalidRequest, RaftmpError, Timeout, Unavailable, check_positive
-from .messages import INVALID, OK, REDIRECT, ClientReply, ClientRequest, Command
+from .errors import (
+    InvalidRequest,
+    RaftmpError,
+    SessionExpired,
+    Timeout,
+    Unavailable,
+    check_positive,
+)
+from .messages import EXPIRED, INVALID, OK, REDIRECT, ClientReply, ClientRequest, Command
 from .raft import smoothed
 
 INF = float("inf")
@@ -92,6 +99,10 @@ class ClientSession:
         self.srtt = 0.0   # smoothed time from sending an attempt to its result
         self.heard: dict[int, float] = {}   # node -> when it last answered anything
         self.timers: list[tuple[float, int]] = []   # (time, seq), stale ones skipped (a heap)
+        # Whether a write of ours was applied (so the cluster holds our session):
+        # until then ``acked`` stays 1, which lets the state machine open the
+        # session at our first write, and tell an expired one apart after it.
+        self.has_session = False
 
     def submit(self, op: str, key: str, value: Optional[str], expected: Optional[str],
                now: float) -> int:
@@ -120,7 +131,12 @@ class ClientSession:
                 sample = now - p.sent_at
                 self.srtt = smoothed(self.srtt, sample)
             self.leader = src
+            if p.command.op != "get":
+                self.has_session = True
             self._finish(reply.seq, DONE, reply.result, now)
+        elif reply.status == EXPIRED:
+            # Final, like a result: the state machine refused it at its index.
+            self._finish(reply.seq, FAILED, f"{EXPIRED}: {reply.result}", now, SessionExpired)
         elif src != p.target or not p.sent:
             return  # a late refusal of an attempt we no longer wait for
         elif reply.status == INVALID:
@@ -190,6 +206,8 @@ class ClientSession:
     # ----------------------------------------------------------------- helpers
 
     def _acked(self) -> int:
+        if not self.has_session:
+            return 1
         # pending is ordered by seq (insertion order), so its first key is the lowest
         return next(iter(self.pending)) if self.pending else self.next_seq
 

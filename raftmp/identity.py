@@ -1,0 +1,93 @@
+"""Who a data directory belongs to: a cluster id, and each node's incarnation.
+
+A node whose data directory was lost must not rejoin as if it were new: it
+would vote again in terms where it already voted and forget entries it
+acknowledged, which a quorum may have counted on (Raft's safety assumes
+stable storage, Figure 2). So the launcher writes, when it creates a
+cluster's data directory, ``cluster.json`` (a random cluster id) and in each
+node's directory an ``identity`` file (the cluster id, the node, its
+incarnation); ``cluster.json`` last, so that it marks a complete set. A
+worker then starts only if its identity is there and names the same cluster,
+and counts one more incarnation. (Replacing a lost node properly needs
+membership changes.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from typing import Optional
+
+from .core.errors import RaftmpError
+
+CLUSTER_FILE = "cluster.json"
+IDENTITY_FILE = "identity"
+
+
+class LostState(RaftmpError):
+    """A node's data directory does not hold its state: it refuses to take part."""
+
+
+def node_dir(data_dir: str, node: int) -> str:
+    return os.path.join(data_dir, f"node{node}")
+
+
+def init_cluster(data_dir: str, nodes: list[int]) -> str:
+    """The cluster id of ``data_dir``, created with every node's identity if new."""
+    existing = _read(os.path.join(data_dir, CLUSTER_FILE))
+    if existing is not None:
+        return existing["cluster"]
+    cluster = secrets.token_hex(8)
+    for i in nodes:
+        os.makedirs(node_dir(data_dir, i), exist_ok=True)
+        if _read(os.path.join(node_dir(data_dir, i), IDENTITY_FILE)) is None:
+            _write(os.path.join(node_dir(data_dir, i), IDENTITY_FILE),
+                   {"cluster": cluster, "node": i, "incarnation": 0})
+    _write(os.path.join(data_dir, CLUSTER_FILE), {"cluster": cluster, "nodes": nodes})
+    return cluster
+
+
+def start_node(data_dir: str, node: int) -> Optional[int]:
+    """Check that node ``node`` may start from its directory, and count one more
+    incarnation: the new one (None when ``data_dir`` has no cluster file, as
+    for a worker started outside a launcher)."""
+    cluster = _read(os.path.join(data_dir, CLUSTER_FILE))
+    if cluster is None:
+        return None
+    path = os.path.join(node_dir(data_dir, node), IDENTITY_FILE)
+    me = _read(path)
+    if me is None or me.get("cluster") != cluster["cluster"] or me.get("node") != node:
+        found = "nothing" if me is None else f"{me!r}"
+        raise LostState(
+            f"node {node}: {os.path.dirname(path)} holds {found} where cluster "
+            f"{cluster['cluster']} keeps this node's identity: its data is lost or not its "
+            "own, so it refuses to take part (it could vote and acknowledge as if new)")
+    me["incarnation"] += 1
+    _write(path, me)
+    return me["incarnation"]
+
+
+def _read(path: str) -> Optional[dict]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        raise LostState(f"{path} is unreadable ({e})") from e
+
+
+def _write(path: str, value: dict) -> None:
+    """Atomically: write a temporary file, fsync, rename, fsync the directory."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
