@@ -27,7 +27,6 @@ Interface (MemoryStorage, DiskImage, FileStorage):
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import logging
 import os
@@ -35,10 +34,11 @@ import pickle
 import random
 import struct
 import zlib
-from typing import NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
 from .core.errors import CorruptStorage, RaftmpError
 from .core.messages import Entry, Snapshot
+from .logformat import HEADER, SECTOR, LogBase, decode_log, encode_record, entries_after, frame
 
 
 class MemoryStorage:
@@ -143,7 +143,7 @@ class DiskImage:
         return mem
 
     def _rewrite(self, mem: MemoryStorage) -> None:
-        log = _frame(pickle.dumps(mem.base, pickle.HIGHEST_PROTOCOL)) if mem.base.index else b""
+        log = frame(pickle.dumps(mem.base, pickle.HIGHEST_PROTOCOL)) if mem.base.index else b""
         self.log = bytearray(log + (encode_record(mem.entries) if mem.entries else b""))
 
     def save(self, hard_state: Optional[tuple[int, Optional[int]]], entries: Sequence[Entry],
@@ -165,7 +165,7 @@ class DiskImage:
         if cut == len(self.log) or rng.random() < 0.5:
             del self.log[cut:]
         else:
-            zero = max(start, cut - cut % _SECTOR)
+            zero = max(start, cut - cut % SECTOR)
             self.log[zero:] = bytes(len(self.log) - zero)
 
     def flip_bit(self, rng: random.Random) -> bool:
@@ -180,9 +180,6 @@ class DiskImage:
 
 _log = logging.getLogger(__name__)
 
-# Record frame: length of the body (uint32), CRC32 of the body (uint32), body.
-_HEADER = struct.Struct("<II")
-_MAX_BODY = 0xFFFFFFFF
 # Entries per record when the log is rewritten by compaction.
 _COMPACT_CHUNK = 1024
 _SNAPSHOT = "snapshot-"   # snapshot file names: this + the index, 20 digits
@@ -190,7 +187,6 @@ _SNAPSHOT = "snapshot-"   # snapshot file names: this + the index, 20 digits
 # data and the new file size, skipping the mtime update that fsync also writes.
 def _datasync(fd: int) -> None:
     (os.fdatasync if hasattr(os, "fdatasync") else os.fsync)(fd)
-
 
 
 def _makedirs_durably(path: str, sync: bool) -> None:
@@ -208,121 +204,6 @@ def _makedirs_durably(path: str, sync: bool) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-class LogBase(NamedTuple):
-    """The log was compacted up to this entry (the first record of a compacted log file)."""
-
-    index: int
-    term: int
-
-
-def entries_after(snap: Optional[Snapshot], base: LogBase, entries: list[Entry]) -> list[Entry]:
-    """The stored entries that follow snapshot ``snap``, from a log that starts
-    after ``base``: those after the snapshot's own entry if the log holds it,
-    else none (the log predates a snapshot received from the leader, or a
-    crash came between saving a snapshot and compacting the log)."""
-    if snap is None:
-        if base.index:
-            raise CorruptStorage(f"the log was compacted up to {base.index}, but no snapshot "
-                                 "is left to cover it")
-        return list(entries)
-    if snap.index < base.index:
-        raise CorruptStorage(f"the newest snapshot ({snap.index}) is older than the log's "
-                             f"start ({base.index}): entries in between are lost")
-    at = snap.index - base.index
-    term = base.term if at == 0 else entries[at - 1].term if at <= len(entries) else None
-    return entries[at:] if term == snap.term else []
-
-
-def _load_all(body: memoryview) -> "list[Entry] | LogBase":
-    """The entries of a record body: one or more pickled sequences, back to back
-    (or the LogBase that starts a compacted log)."""
-    f = io.BytesIO(body)
-    entries: list[Entry] = []
-    while f.tell() < len(body):
-        part = pickle.load(f)
-        if type(part) is LogBase and not entries and f.tell() == len(body):
-            return part
-        if not isinstance(part, (list, tuple)):
-            raise ValueError(f"a record holds a {type(part).__name__}, not entries")
-        entries.extend(part)
-    return entries
-
-
-_SECTOR = 512
-
-
-def _valid_record_at(view: memoryview, pos: int) -> bool:
-    if len(view) - pos < _HEADER.size:
-        return False
-    length, crc = _HEADER.unpack_from(view, pos)
-    start = pos + _HEADER.size
-    return 0 < length <= len(view) - start and zlib.crc32(view[start:start + length]) == crc
-
-
-def _zeros(view: memoryview) -> bool:
-    return view.tobytes() == bytes(len(view))
-
-
-def _torn(view: memoryview, pos: int) -> Optional[str]:
-    """Why the bad record at ``pos`` can be the leftover of a crash (a write
-    that was never fsynced, so never acknowledged), or None if it cannot.
-
-    A crash tears only the last write: nothing valid may follow it, and the
-    record must be short, or unwritten (zeros), or hold an unwritten sector,
-    as etcd's WAL decoder judges (``isTornEntry``). Anything else is corruption:
-    truncating there could drop acknowledged entries."""
-    if any(_valid_record_at(view, p) for p in range(pos + 1, len(view) - _HEADER.size)):
-        return None
-    if len(view) - pos < _HEADER.size:
-        return "short header"
-    length, crc = _HEADER.unpack_from(view, pos)
-    start, end = pos + _HEADER.size, pos + _HEADER.size + length
-    if length == 0:
-        return "zero-filled tail" if _zeros(view[pos:]) else None
-    if end > len(view):
-        # Cut short, unless the body is all there under a flipped length.
-        return "short body" if zlib.crc32(view[start:]) != crc else None
-    sectors = range(pos - pos % _SECTOR, end, _SECTOR)
-    if any(_zeros(view[max(o, pos):min(o + _SECTOR, end)]) for o in sectors):
-        return "unwritten sector"
-    return None
-
-
-def decode_log(data: bytes) -> tuple[list[tuple[list[Entry], int]], Optional[str]]:
-    """Parse a log file: its records as (entries, framed size), in order, and why
-    the bytes after them were dropped (None if nothing was). A torn last write
-    is dropped (see ``_torn``); anything else that is not a valid record raises
-    ``CorruptStorage``. The records' entries are not checked to continue each other."""
-    view = memoryview(data)
-    records: list[tuple[list[Entry], int]] = []
-    pos = 0
-    while pos < len(data):
-        if not _valid_record_at(view, pos):
-            why = _torn(view, pos)
-            if why is None:
-                raise CorruptStorage(f"bad record at offset {pos} of {len(data)} bytes, and it "
-                                     "is not a torn last write: refusing to drop what follows")
-            return records, f"{why} at offset {pos}"
-        length, _ = _HEADER.unpack_from(view, pos)
-        try:
-            entries = _load_all(view[pos + _HEADER.size:pos + _HEADER.size + length])
-        except Exception as e:  # noqa: BLE001 — any unpickling failure means a bad record
-            raise CorruptStorage(f"CRC-valid record at offset {pos} is unreadable ({e!r})") from e
-        records.append((entries, _HEADER.size + length))
-        pos += _HEADER.size + length
-    return records, None
-
-
-def _frame(body: bytes) -> bytes:
-    assert 0 < len(body) <= _MAX_BODY, "record body empty or over 4 GiB"
-    return _HEADER.pack(len(body), zlib.crc32(body)) + body
-
-
-def encode_record(entries: Sequence[Entry]) -> bytes:
-    """One framed log record holding ``entries`` (what ``decode_log`` reads back)."""
-    return _frame(pickle.dumps(tuple(entries), pickle.HIGHEST_PROTOCOL))
 
 
 class FileStorage:
@@ -461,7 +342,7 @@ class FileStorage:
         name = os.path.join(self.path, f"{_SNAPSHOT}{snap.index:020d}")
         fd = os.open(name + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            self._write_all(fd, _frame(pickle.dumps(snap, pickle.HIGHEST_PROTOCOL)))
+            self._write_all(fd, frame(pickle.dumps(snap, pickle.HIGHEST_PROTOCOL)))
             if self.sync:
                 os.fsync(fd)
         finally:
@@ -527,7 +408,7 @@ class FileStorage:
             f"entries start at {first}, the stored log is {self.base.index + 1}..{last}"
         )
         assert entries[-1].index == first + len(entries) - 1, "entries not contiguous"
-        record = _frame(b"".join(pickled)) if pickled else encode_record(entries)
+        record = frame(b"".join(pickled)) if pickled else encode_record(entries)
         self._write_all(self._log_fd, record)
         if self.sync:
             _datasync(self._log_fd)
@@ -598,7 +479,7 @@ class FileStorage:
         size = 0
         try:
             if self.base.index:
-                marker = _frame(pickle.dumps(self.base, pickle.HIGHEST_PROTOCOL))
+                marker = frame(pickle.dumps(self.base, pickle.HIGHEST_PROTOCOL))
                 self._write_all(fd, marker)
                 size = len(marker)
             for i in range(0, len(self.entries), _COMPACT_CHUNK):
@@ -629,7 +510,7 @@ class FileStorage:
         tmp = os.path.join(self.path, "state.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            self._write_all(fd, _frame(json.dumps([term, vote]).encode()))
+            self._write_all(fd, frame(json.dumps([term, vote]).encode()))
             if self.sync:
                 os.fsync(fd)
         finally:
@@ -654,8 +535,8 @@ class FileStorage:
         try:
             with open(os.path.join(self.path, name), "rb") as f:
                 data = f.read()
-            length, crc = _HEADER.unpack_from(data)
-            body = memoryview(data)[_HEADER.size:]
+            length, crc = HEADER.unpack_from(data)
+            body = memoryview(data)[HEADER.size:]
             if len(body) != length or zlib.crc32(body) != crc:
                 return None
             snap = pickle.loads(body)
@@ -670,8 +551,8 @@ class FileStorage:
         except FileNotFoundError:
             return 0, None
         try:
-            length, crc = _HEADER.unpack_from(data)
-            body = data[_HEADER.size:]
+            length, crc = HEADER.unpack_from(data)
+            body = data[HEADER.size:]
             if len(body) != length or zlib.crc32(body) != crc:
                 raise ValueError("bad length or CRC")
             term, vote = json.loads(body)

@@ -74,7 +74,8 @@ def test_a_forbidden_import_is_caught(tmp_path: pathlib.Path) -> None:
 # Raft, and nothing below the launcher forks anything.
 FLOORS = [
     ["core"],
-    ["faults", "history", "identity", "procs", "seeds", "storage", "wire"],
+    ["faults", "history", "identity", "logformat", "procs", "seeds", "wire"],
+    ["storage"],
     ["snapshots"],
     ["checker", "client", "router", "worker"],
     ["launcher", "scenario_file", "sim", "workload"],

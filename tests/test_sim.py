@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from raftmp import sim, storage
+from raftmp import logformat, sim
 from raftmp.core import raft as raft_module
 from raftmp.core.kv import KVStore
 from raftmp.core.log import RaftLog
@@ -238,7 +238,7 @@ MUTANTS = {
     "read-before-noop-commits": (Raft, "read_index", read_before_noop_commits, "stale read"),
     "reads-without-quorum": (Raft, "_released_reads", reads_without_quorum, "stale read"),
     "ack-before-save": (Raft, "ready", ack_before_save, ""),
-    "truncate-mid-log": (storage, "_torn", lambda view, pos: "any bad record",
+    "truncate-mid-log": (logformat, "_torn", lambda view, pos: "any bad record",
                          "started from a log with a flipped bit"),
 }
 
