@@ -193,8 +193,8 @@ class Cluster:
         status = self._ask(i, "status", timeout)
         if status is not None:
             return status
-        p = self.procs.get(i)
-        return {"node": i, "alive": False, "exitcode": p.exitcode if p is not None else None}
+        w = self.workers.get(i)
+        return {"node": i, "alive": False, "exitcode": w.process.exitcode if w else None}
 
     def dump(self, i: int, timeout: float = 5.0) -> Optional[dict]:
         """Node ``i``'s whole key-value map (for checks), or None if it is down."""
