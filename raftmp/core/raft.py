@@ -15,12 +15,12 @@ where marked "thesis", to Ongaro's dissertation (2014).
 from __future__ import annotations
 
 import random
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from .log import RaftLog
 from .messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
+from .progress import Progress, Segment
 
 FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
 INF = float("inf")
@@ -33,7 +33,12 @@ class Config:
     election_timeout: tuple[float, float] = (0.2, 0.4)
     max_batch_entries: int = 256        # per AppendEntries
     max_batch_bytes: int = 1 << 20      # per AppendEntries (approximate)
-    max_inflight: int = 4               # unacknowledged AppendEntries per follower
+    # AppendEntries in flight per follower and not known to be delivered, on a
+    # clean link; the window grows with the measured loss (progress.py).
+    max_inflight: int = 4
+    # A follower holds up to this many AppendEntries that arrived past a gap in
+    # its log; the leader keeps no more than this many outstanding per follower.
+    max_held: int = 64
     # Retransmission timeout bounds; in between it follows the measured round
     # trip (3 x smoothed RTT), so a lost append is resent in a few round trips.
     min_rto: float = 0.002
@@ -60,34 +65,6 @@ class Ready:
     reads: list[tuple[Any, int]]
 
 
-class Progress:
-    """The leader's view of one follower (thesis §3.5; etcd's tracker.Progress).
-
-    Invariant: match < next. While ``probing`` the leader does not know where
-    the follower's log diverges and keeps one AppendEntries with entries
-    outstanding (heartbeat pings aside); otherwise it pipelines up to
-    ``max_inflight`` of them. ``inflight`` holds (last index carried, time
-    sent) of each unacknowledged one, oldest first: when the oldest is older
-    than ``rto``, the leader probes again from ``match + 1`` (go-back-N) —
-    nothing may depend on a single packet arriving.
-    """
-
-    __slots__ = ("match", "next", "probing", "inflight", "srtt", "rto", "round", "active")
-
-    def __init__(self, next_index: int, rto: float) -> None:
-        self.match = 0
-        self.next = next_index
-        self.probing = True
-        self.inflight: deque[tuple[int, float]] = deque()
-        self.srtt = 0.0       # smoothed round trip of acknowledged appends (0: no sample yet)
-        self.rto = rto
-        self.round = 0        # highest round the follower has answered (ReadIndex)
-        self.active = False   # answered since the last quorum check (thesis §6.2)
-
-    def retransmit_at(self) -> float:
-        return self.inflight[0][1] + self.rto if self.inflight else INF
-
-
 class Raft:
     def __init__(self, node_id: int, nodes: list[int], state: tuple, rng: random.Random,
                  now: float, config: Optional[Config] = None) -> None:
@@ -108,6 +85,7 @@ class Raft:
         self.role = FOLLOWER
         self.leader: Optional[int] = None
         self.leader_seen = -INF       # when we last heard from the leader
+        self.held: dict[int, AppendEntries] = {}   # prev_index -> append past a gap
         # Output of the current turn.
         self.msgs: list[tuple[int, Any]] = []
         self.hard_dirty = False
@@ -239,6 +217,7 @@ class Raft:
         if term > self.term:
             self.term, self.vote = term, None
             self.hard_dirty = True
+            self.held.clear()
         if self.role != FOLLOWER:
             self.election_deadline = now + self._election_timeout()
         self.role = FOLLOWER
@@ -346,12 +325,12 @@ class Raft:
         empty one. On the heartbeat timer (§5.2) this is the heartbeat."""
         self.round += 1
         self.read_bcast = False
-        last, window = self.log.last_index, self.config.max_inflight
+        last, window, held = self.log.last_index, self.config.max_inflight, self.config.max_held
         rto = 0.0
         for peer, pr in self.progress.items():
             if pr.probing and not pr.inflight:
                 self.send_append(peer, pr, now)  # a probe, where none is outstanding
-            elif not pr.probing and pr.next <= last and len(pr.inflight) < window:
+            elif not pr.probing and pr.next <= last and pr.can_send(window, held):
                 self.send_append(peer, pr, now)
             else:
                 self.send_ping(peer, pr)
@@ -369,18 +348,35 @@ class Raft:
                                        (), self.commit, self.round))
 
     def retransmit(self, peer: int, pr: Progress, now: float) -> None:
-        """The oldest unacknowledged append timed out: back off, and probe from
-        ``match + 1`` (go-back-N) with one message until the follower answers —
-        a dead follower costs one probe per RTO, not a window of them."""
+        """The oldest unacknowledged append timed out (nothing sent after it
+        arrived to show it lost): back off and resend it alone — a dead follower
+        costs one message per RTO, not a window of them. A probe is resent as
+        it is; if the follower was thought to hold the oldest segment, it has
+        dropped what it held (it restarted), and the leader probes from
+        ``match + 1``."""
         pr.rto = min(2 * pr.rto, self.config.max_rto)
+        pr.timed_out()
+        oldest = pr.inflight[0]
+        if not pr.probing and not oldest.sacked:
+            self.resend(peer, pr, oldest, now)
+            return
         if not pr.probing:
             pr.probing = True
             pr.next = pr.match + 1
         self.send_append(peer, pr, now)
 
+    def resend(self, peer: int, pr: Progress, s: Segment, now: float) -> None:
+        """Selective repeat: the one segment found lost, as it was first sent."""
+        prev = s.first - 1
+        self._send(peer, AppendEntries(self.term, self.id, prev, self.log.term(prev),
+                                       tuple(self.log.slice(s.first, s.last + 1)), self.commit,
+                                       self.round))
+        pr.resend(s, now)
+
     def maybe_send_append(self, peer: int, pr: Progress, now: float) -> None:
         """Pipeline new entries to a follower in replicate mode, within the window."""
-        while pr.next <= self.log.last_index and len(pr.inflight) < self.config.max_inflight:
+        cfg = self.config
+        while pr.next <= self.log.last_index and pr.can_send(cfg.max_inflight, cfg.max_held):
             self.send_append(peer, pr, now)
 
     def send_append(self, peer: int, pr: Progress, now: float) -> None:
@@ -390,11 +386,10 @@ class Raft:
         self._send(peer, AppendEntries(self.term, self.id, prev, self.log.term(prev),
                                        entries, self.commit, self.round))
         if pr.probing:
-            pr.inflight.clear()  # one probe outstanding; its reply or its timeout moves on
-            pr.inflight.append((prev + len(entries), now))
+            pr.sent(pr.next, prev + len(entries), now)
         elif entries:
             pr.next = entries[-1].index + 1
-            pr.inflight.append((entries[-1].index, now))
+            pr.sent(entries[0].index, entries[-1].index, now)
 
     def handle_append(self, src: int, m: AppendEntries, now: float) -> None:
         if self.role != FOLLOWER:
@@ -408,13 +403,23 @@ class Raft:
             # §5.3 consistency check failed. Hint where our log diverges so the
             # leader can skip the whole conflicting term in one round trip.
             if m.prev_index > log.last_index:
+                # A gap (an earlier append was lost): keep this one until the gap
+                # fills, and say what is missing (progress.py: a SACK).
                 cterm, cindex = 0, log.last_index + 1
+                self._hold(m)
             else:
                 cterm = log.term(m.prev_index)
                 cindex = log.first_index_of_term(cterm)
             self._send(src, AppendEntriesReply(self.term, self.id, False, m.prev_index,
                                                cterm, cindex, m.round))
             return
+        last_new = self._drain_held(self._append(m))
+        self._send(src, AppendEntriesReply(self.term, self.id, True, last_new, 0, 0, m.round))
+
+    def _append(self, m: AppendEntries) -> int:
+        """Append what ``m`` carries (its consistency check passed); the index
+        through which the log now provably matches the leader's."""
+        log = self.log
         # §5.3: delete a conflicting suffix and append what is new. Entries we
         # already hold with the same term are kept: a duplicated or reordered
         # (shorter) message must never truncate the log.
@@ -432,7 +437,32 @@ class Raft:
         # what this message proved to match.
         if m.commit > self.commit:
             self.commit = max(self.commit, min(m.commit, last_new))
-        self._send(src, AppendEntriesReply(self.term, self.id, True, last_new, 0, 0, m.round))
+        return last_new
+
+    def _hold(self, m: AppendEntries) -> None:
+        """Keep an append that arrived past a gap (bounded; the longest per slot).
+        Holding it is no more than the network delaying it."""
+        held = self.held
+        if not m.entries:
+            return
+        old = held.get(m.prev_index)
+        if (old is None and len(held) < self.config.max_held) or \
+                (old is not None and len(m.entries) > len(old.entries)):
+            held[m.prev_index] = m
+
+    def _drain_held(self, last_new: int) -> int:
+        """Append the held messages the log now reaches (each passes the §5.3
+        consistency check as if it had just arrived); the highest index proven
+        to match. Messages of an older term are dropped."""
+        held, log = self.held, self.log
+        while held:
+            prev = min(held)
+            if prev > log.last_index:
+                break
+            m = held.pop(prev)
+            if m.term == self.term and log.term(prev) == m.prev_term:
+                last_new = max(last_new, self._append(m))
+        return last_new
 
     def handle_append_reply(self, src: int, m: AppendEntriesReply, now: float) -> None:
         if self.role != LEADER:
@@ -442,12 +472,13 @@ class Raft:
         if m.round > pr.round:
             pr.round = m.round
         if m.success:
-            if pr.inflight and pr.inflight[0][0] <= m.index and not pr.probing:
+            if not pr.probing:
                 # Karn: no samples while probing, where the reply may answer an
                 # earlier copy of what was resent.
-                self._sample_rtt(pr, now - pr.inflight[0][1])
-                while pr.inflight and pr.inflight[0][0] <= m.index:
-                    pr.inflight.popleft()
+                sent, lost = pr.acked(m.index)
+                if sent is not None:
+                    self._sample_rtt(pr, now - sent)
+                self._resend_all(src, pr, lost, now)
             if pr.probing and m.index >= pr.next - 1:
                 # The probe landed: the follower matches through m.index.
                 pr.probing = False
@@ -463,6 +494,11 @@ class Raft:
         # or a probe that is no longer outstanding).
         if m.index <= pr.match or (pr.probing and m.index != pr.next - 1):
             return
+        if not pr.probing and m.conflict_term == 0:
+            # A gap: the follower kept this append and lacks conflict_index on.
+            # Resend only what was lost (progress.py), and stay pipelined.
+            self._resend_all(src, pr, pr.hole(m.index, m.conflict_index), now)
+            return
         # Fast backtracking: jump past the follower's whole conflicting term.
         nxt = m.conflict_index
         if m.conflict_term:
@@ -472,6 +508,10 @@ class Raft:
         pr.next = max(pr.match + 1, min(nxt, m.index))
         pr.probing = True
         self.send_append(src, pr, now)
+
+    def _resend_all(self, peer: int, pr: Progress, lost: list[Segment], now: float) -> None:
+        for s in lost:
+            self.resend(peer, pr, s, now)
 
     def _sample_rtt(self, pr: Progress, rtt: float) -> None:
         pr.srtt = rtt if pr.srtt == 0 else 0.875 * pr.srtt + 0.125 * rtt
