@@ -16,8 +16,8 @@ Loss recovery follows TCP and QUIC rather than go-back-N:
   send time, so it is declared lost again only when something sent after it
   arrives: one resend per hole per round trip, however many replies report it.
 * The retransmission timeout covers the tail (nothing sent later arrived to
-  reveal the loss): it resends the oldest unacknowledged segment and backs off
-  (RFC 6298 §5.5). A follower that dropped what it held (it restarted, or its
+  reveal the loss): it resends what is not held and is older than the timeout,
+  and backs off while the follower stays silent (RFC 6298 §5.5). A follower that dropped what it held (it restarted, or its
   buffer was full) is found out when it reports a hole where the leader thought
   it held data (SACK reneging, RFC 2018 §8): the segment counts as lost again.
 * The window grows with the measured loss rate (it counts segments not known
@@ -101,14 +101,16 @@ class Progress:
         inflight = self.inflight
         if not inflight or inflight[0].last > index:
             return None, []
-        clean, newest = True, -INF
+        newest = -INF
         while inflight and inflight[0].last <= index:
             s = inflight.popleft()
             if not s.sacked:
                 self._outcome(0.0)
-            clean = clean and not s.resent and not s.sacked
             newest = max(newest, s.sent)
-        return (newest if clean else None), self._lost_before(newest, index + 1, INF)
+        # The last segment acknowledged times the round trip, unless it was
+        # sent twice (Karn) or held past a gap (the ack waited for the hole).
+        sample = None if s.resent or s.sacked else s.sent
+        return sample, self._lost_before(newest, index + 1, INF)
 
     def hole(self, prev_index: int, missing: int) -> list[Segment]:
         """The follower kept the segment after ``prev_index`` but lacks ``missing``
@@ -129,9 +131,12 @@ class Progress:
     def resend(self, s: Segment, now: float) -> None:
         s.sent, s.resent = now, True
 
-    def timed_out(self) -> None:
-        """RFC 6298 §5.5: back off; what to resend is the caller's (the oldest)."""
-        self._outcome(1.0)
+    def expired(self, now: float) -> list[Segment]:
+        """The retransmission timer fired: the segments not held whose time is up."""
+        lost = [s for s in self.inflight if not s.sacked and s.sent + self.rto <= now]
+        for _ in lost:
+            self._outcome(1.0)
+        return lost
 
     def _lost_before(self, sent: float, lo: int, hi: float) -> list[Segment]:
         """RACK: unacknowledged segments overlapping ``lo..hi`` sent before ``sent``."""

@@ -86,6 +86,9 @@ class Raft:
         self.leader: Optional[int] = None
         self.leader_seen = -INF       # when we last heard from the leader
         self.held: dict[int, AppendEntries] = {}   # prev_index -> append past a gap
+        # (term, index): our log matches that term's leader's through index. The
+        # leader never truncates its log, so within a term this only grows.
+        self.matched = (0, 0)
         # Output of the current turn.
         self.msgs: list[tuple[int, Any]] = []
         self.hard_dirty = False
@@ -349,16 +352,15 @@ class Raft:
 
     def retransmit(self, peer: int, pr: Progress, now: float) -> None:
         """The oldest unacknowledged append timed out (nothing sent after it
-        arrived to show it lost): back off and resend it alone — a dead follower
-        costs one message per RTO, not a window of them. A probe is resent as
-        it is; if the follower was thought to hold the oldest segment, it has
-        dropped what it held (it restarted), and the leader probes from
-        ``match + 1``."""
+        arrived to show it lost): resend every segment whose time is up and the
+        follower does not hold (they leave in one packet), and back off until
+        the follower answers again (RFC 6298 §5.5). A probe is resent as it is;
+        if the follower was thought to hold the oldest segment, it has dropped
+        what it held (it restarted), and the leader probes from ``match + 1``."""
+        expired = pr.expired(now)
         pr.rto = min(2 * pr.rto, self.config.max_rto)
-        pr.timed_out()
-        oldest = pr.inflight[0]
-        if not pr.probing and not oldest.sacked:
-            self.resend(peer, pr, oldest, now)
+        if not pr.probing and not pr.inflight[0].sacked:
+            self._resend_all(peer, pr, expired, now)
             return
         if not pr.probing:
             pr.probing = True
@@ -414,6 +416,13 @@ class Raft:
                                                cterm, cindex, m.round))
             return
         last_new = self._drain_held(self._append(m))
+        # Acknowledge everything proven to match in this term, not only what this
+        # message proved: a lost acknowledgement is then repaired by any later
+        # one, heartbeats included (cumulative acks).
+        term, proven = self.matched
+        if term == self.term and proven > last_new:
+            last_new = proven
+        self.matched = (self.term, last_new)
         self._send(src, AppendEntriesReply(self.term, self.id, True, last_new, 0, 0, m.round))
 
     def _append(self, m: AppendEntries) -> int:
@@ -469,6 +478,7 @@ class Raft:
             return
         pr = self.progress[src]
         pr.active = True
+        self._reset_rto(pr)  # it answers: whatever it lost, no backoff
         if m.round > pr.round:
             pr.round = m.round
         if m.success:
@@ -515,7 +525,12 @@ class Raft:
 
     def _sample_rtt(self, pr: Progress, rtt: float) -> None:
         pr.srtt = rtt if pr.srtt == 0 else 0.875 * pr.srtt + 0.125 * rtt
+        self._reset_rto(pr)
+
+    def _reset_rto(self, pr: Progress) -> None:
         cfg = self.config
+        if pr.srtt == 0:
+            return
         pr.rto = min(cfg.max_rto, max(cfg.min_rto, 3 * pr.srtt))
 
     def maybe_commit(self) -> bool:
