@@ -12,6 +12,7 @@ that the client history is linearizable.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import multiprocessing
 import os
@@ -48,6 +49,10 @@ class SimConfig:
     duplicate: float = 0.1             # with the "duplicate" fault
     keys: int = 5
     check_history: bool = True
+    read_mode: str = "index"           # the nodes' Config.read_mode
+    # Each node's clock runs at 1 - clock_drift or 1 + clock_drift times real
+    # time (drawn per boot): the extremes of what lease reads assume.
+    clock_drift: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULTS)
@@ -59,6 +64,8 @@ class SimConfig:
             raise ValueError("drop and client_drop must be in [0, 1)")
         if self.nodes < 1:
             raise ValueError("nodes must be >= 1")
+        if not 0 <= self.clock_drift < 1:
+            raise ValueError("clock_drift must be in [0, 1)")
 
 
 @dataclass
@@ -82,7 +89,8 @@ class Violation(Exception):
 class Simulation:
     def __init__(self, seed: int, cfg: SimConfig, raft_config: Optional[Config] = None) -> None:
         self.seed, self.cfg = seed, cfg
-        self.raft_config = raft_config or Config()
+        self.raft_config = dataclasses.replace(raft_config or Config(), read_mode=cfg.read_mode)
+        self.rate: dict[int, float] = {}
         self.rng = random.Random(seed)
         self.now = 0.0
         self.ids = list(range(cfg.nodes))
@@ -132,7 +140,7 @@ class Simulation:
                 raise Violation("operations still pending long after the faults healed "
                                 f"({sum(len(c.pending) for c in self.clients.values())} left)")
             t_net = self.net[0][0] if self.net else float("inf")
-            t_node = min((n.next_deadline() for n in self.nodes.values()), default=float("inf"))
+            t_node = min((self._deadline(i) for i in self.nodes), default=float("inf"))
             t_client = min(c.next_deadline() for c in self.clients.values())
             t_heal = self.heal_time if not self.healed else float("inf")
             self.now = max(self.now, min(t_net, t_node, t_client, self.next_fault, t_heal,
@@ -145,7 +153,7 @@ class Simulation:
             elif self.now >= self.next_fault:
                 self._inject_fault()
             for i, node in list(self.nodes.items()):
-                if node.next_deadline() <= self.now:
+                if self._deadline(i) <= self.now:
                     self._turn(i, node)
             for cid, c in self.clients.items():
                 if c.next_deadline() <= self.now:
@@ -224,8 +232,9 @@ class Simulation:
         node = self.nodes.get(dst)
         if node is None:
             return  # crashed: the packet vanishes
+        local = self._local(dst)
         for m in msgs:
-            self._guard(dst, node.step, src, m, self.now)
+            self._guard(dst, node.step, src, m, local)
         self._turn(dst, node)
 
     # ----------------------------------------------------------------- nodes
@@ -233,7 +242,20 @@ class Simulation:
     def _boot(self, i: int) -> Node:
         self.incarnation[i] += 1
         rng = random.Random(f"{self.seed}/{i}/{self.incarnation[i]}")
-        return Node(i, self.ids, self.storage[i].load(), rng, self.now, self.raft_config)
+        drift = self.cfg.clock_drift
+        self.rate[i] = 1 + drift * rng.choice((-1, 1)) if drift else 1.0
+        return Node(i, self.ids, self.storage[i].load(), rng, self._local(i), self.raft_config)
+
+    def _local(self, i: int) -> float:
+        """Node i's clock reading now."""
+        return self.now * self.rate[i]
+
+    def _deadline(self, i: int) -> float:
+        """Node i's next deadline in simulated (real) time, rounded up so that
+        node i's clock has reached it then."""
+        rate = self.rate[i]
+        t = self.nodes[i].next_deadline()
+        return t if rate == 1.0 else t / rate * (1 + 1e-12)
 
     def _guard(self, i: int, fn, *args):
         try:
@@ -245,8 +267,9 @@ class Simulation:
 
     def _turn(self, i: int, node: Node) -> None:
         """One worker loop turn: tick, ready, persist, check, send."""
-        self._guard(i, node.tick, self.now)
-        rd = self._guard(i, node.ready, self.now)
+        local = self._local(i)
+        self._guard(i, node.tick, local)
+        rd = self._guard(i, node.ready, local)
         raft = node.raft
         self._check_entries(i, raft, rd.entries)
         self.storage[i].save(rd.hard_state, rd.entries)
@@ -339,6 +362,12 @@ class Simulation:
         if leader is None:  # a new leader: it must hold everything committed so far
             self.leader_of[raft.term] = i
             self.result.elections += 1
+            for j, other in self.nodes.items():
+                # Thesis §6.4.1: no leader is elected while an older one's lease holds.
+                if j != i and other.raft.lease_until() > self._local(j):
+                    raise Violation(f"lease: node {i} leads term {raft.term} while node {j} "
+                                    f"(term {other.raft.term}) holds a lease for "
+                                    f"{other.raft.lease_until() - self._local(j):.4f} s more")
             for index, (term, _) in self.applied_at.items():
                 if raft.log.term(index) != term:
                     raise Violation(f"leader completeness: leader {i} of term {raft.term} "
@@ -375,7 +404,7 @@ class Simulation:
 
     def _step_time(self) -> None:
         t_net = self.net[0][0] if self.net else float("inf")
-        t_node = min(n.next_deadline() for n in self.nodes.values())
+        t_node = min(self._deadline(i) for i in self.nodes)
         self.now = max(self.now, min(t_net, t_node))
         if t_net <= self.now:
             _, _, src, dst, msgs = heapq.heappop(self.net)
@@ -383,7 +412,7 @@ class Simulation:
                 return
             self._deliver(src, dst, msgs)
         for i, node in list(self.nodes.items()):
-            if node.next_deadline() <= self.now:
+            if self._deadline(i) <= self.now:
                 self._turn(i, node)
 
 
@@ -409,16 +438,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--faults", default="crash,restart,partition",
                    help=f"comma-separated subset of {','.join(FAULTS)} (or 'none')")
     p.add_argument("--ops", type=int, default=200, help="client operations per seed")
+    p.add_argument("--read-mode", choices=("index", "lease"), default="index",
+                   help="the nodes' read mode (default index: ReadIndex)")
+    p.add_argument("--clock-drift", type=float, default=0.05,
+                   help="each node's clock runs at 1 +- this rate (default 0.05, the bound "
+                        "lease reads assume)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     a = p.parse_args(argv)
     faults = tuple(f for f in a.faults.split(",") if f and f != "none")
     try:
-        cfg = SimConfig(nodes=a.nodes, drop=a.drop, faults=faults, ops=a.ops)
+        cfg = SimConfig(nodes=a.nodes, drop=a.drop, faults=faults, ops=a.ops,
+                        read_mode=a.read_mode, clock_drift=a.clock_drift)
     except ValueError as exc:
         p.error(str(exc))
     seeds = [a.seed] if a.seed is not None else list(range(a.first_seed, a.first_seed + a.seeds))
     print(f"raftmp sim: {len(seeds)} seeds from {seeds[0]}, nodes={a.nodes} drop={a.drop} "
-          f"faults={','.join(faults) or 'none'} ops={a.ops}", flush=True)
+          f"faults={','.join(faults) or 'none'} ops={a.ops} read-mode={a.read_mode} "
+          f"clock-drift={a.clock_drift}", flush=True)
     start = time.monotonic()
     results = run_many(seeds, cfg, a.jobs, progress=sys.stderr.isatty())
     print_table(results, cfg)
@@ -427,7 +463,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     for r in bad[:5]:
         print(f"\nseed {r.seed} violated: {r.violations[0]}")
         print(f"  replay: python -m raftmp sim --seed {r.seed} --nodes {a.nodes} --drop {a.drop} "
-              f"--faults {','.join(faults) or 'none'} --ops {a.ops}")
+              f"--faults {','.join(faults) or 'none'} --ops {a.ops} --read-mode {a.read_mode} "
+              f"--clock-drift {a.clock_drift}")
     return 1 if bad else 0
 
 

@@ -62,7 +62,7 @@ class Progress:
     """
 
     __slots__ = ("match", "next", "probing", "inflight", "srtt", "rto", "round", "active",
-                 "loss")
+                 "loss", "acked_start")
 
     def __init__(self, next_index: int, rto: float) -> None:
         self.match = 0
@@ -72,6 +72,7 @@ class Progress:
         self.srtt = 0.0       # smoothed round trip of acknowledged appends (0: no sample yet)
         self.rto = rto
         self.round = 0        # highest round the follower has answered (ReadIndex)
+        self.acked_start = -INF   # when that round began (the lease, core/lease.py)
         self.active = False   # answered since the last quorum check (thesis §6.2)
         self.loss = 0.0       # estimated fraction of segments lost on the way (and back)
 

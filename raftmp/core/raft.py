@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .log import RaftLog
+from .lease import Lease, lease_duration
 from .messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
 from .progress import Progress, Segment
 
 FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
+READ_MODES = ("index", "lease")
 INF = float("inf")
 
 
@@ -43,6 +45,12 @@ class Config:
     # trip (3 x smoothed RTT), so a lost append is resent in a few round trips.
     min_rto: float = 0.002
     max_rto: float = 0.1
+    # Reads (thesis §6.4): "index" confirms leadership by a heartbeat round per
+    # batch of reads (ReadIndex); "lease" answers them at once while a quorum's
+    # recent acknowledgements hold the leader's lease (§6.4.1, core/lease.py),
+    # assuming clock rates within clock_drift of real time.
+    read_mode: str = "index"
+    clock_drift: float = 0.05
 
 
 @dataclass
@@ -75,6 +83,8 @@ class Raft:
         self.peers = [n for n in nodes if n != node_id]
         self.quorum = len(nodes) // 2 + 1
         self.config = config or Config()
+        if self.config.read_mode not in READ_MODES:
+            raise ValueError(f"read_mode must be one of {READ_MODES}: {self.config.read_mode!r}")
         self.rng = rng
         # Persistent state (Figure 2).
         self.term, self.vote, entries = state
@@ -103,6 +113,12 @@ class Raft:
         self.reads_waiting_commit: list[Any] = []       # before the leader's no-op commits
         self.read_bcast = False
         self.read_deadline = INF
+        self.lease = Lease(self.lease_duration())
+        self.lease_reads: list[Any] = []    # read_mode "lease": to answer this turn
+        # A node that just booted does not know whom it last heard: in lease mode
+        # it grants no vote for an election timeout, as if it had heard a leader.
+        lease = self.config.read_mode == "lease"
+        self.vote_hold_until = now + self.config.election_timeout[0] if lease else -INF
         # Timers (absolute times on the caller's clock).
         self.election_deadline = now + self._election_timeout()
         self.heartbeat_deadline = INF
@@ -190,6 +206,8 @@ class Raft:
             # Thesis §6.4 step 1: until its no-op commits, a new leader does not know
             # the commit index of the previous term.
             self.reads_waiting_commit.append(ctx)
+        elif self.config.read_mode == "lease":
+            self.lease_reads.append(ctx)
         else:
             self.reads.append((ctx, self.round + 1))
             self.read_bcast = True
@@ -197,13 +215,16 @@ class Raft:
 
     def ready(self, now: float) -> Ready:
         """Flush the turn: send pending appends, then hand out everything to do."""
+        reads = []
         if self.role == LEADER:
+            if self.lease_reads:
+                reads = self._lease_reads(now)
             if self.read_bcast:
                 self.bcast_append(now, heartbeat=False)
             for peer, pr in self.progress.items():
                 if not pr.probing:
                     self.maybe_send_append(peer, pr, now)
-        reads = self._released_reads()
+        reads += self._released_reads()
         hard = (self.term, self.vote) if self.hard_dirty else None
         entries = self.log.slice(self.unstable_from, self.log.last_index + 1)
         committed = self.log.slice(self.applied + 1, self.commit + 1)
@@ -267,6 +288,7 @@ class Raft:
         rto = self.config.heartbeat_interval  # until a round trip is measured
         self.progress = {p: Progress(last + 1, rto) for p in self.peers}
         self.round = 0
+        self.lease = Lease(self.lease_duration())
         # §8 / thesis §6.4: a no-op from the new term lets the leader commit,
         # and so learn the commit index, without waiting for a client.
         self.log.append(Entry(self.term, last + 1, None))
@@ -278,6 +300,7 @@ class Raft:
         self.progress = {}
         self.reads = []
         self.reads_waiting_commit = []
+        self.lease_reads = []
         self.read_bcast = False
         self.heartbeat_deadline = self.quorum_deadline = self.resend_deadline = INF
         self.read_deadline = INF
@@ -327,6 +350,7 @@ class Raft:
         counts the replies): new entries where the window allows, else an
         empty one. On the heartbeat timer (§5.2) this is the heartbeat."""
         self.round += 1
+        self.lease.round_started(self.round, now)
         self.read_bcast = False
         last, window, held = self.log.last_index, self.config.max_inflight, self.config.max_held
         rto = 0.0
@@ -481,6 +505,7 @@ class Raft:
         self._reset_rto(pr)  # it answers: whatever it lost, no backoff
         if m.round > pr.round:
             pr.round = m.round
+            pr.acked_start = self.lease.start_of(m.round)
         if m.success:
             if not pr.probing:
                 # Karn: no samples while probing, where the reply may answer an
@@ -547,10 +572,12 @@ class Raft:
     def _commit_to(self, n: int) -> None:
         self.commit = n
         if self.reads_waiting_commit:
-            for ctx in self.reads_waiting_commit:
-                self.reads.append((ctx, self.round + 1))
+            if self.config.read_mode == "lease":
+                self.lease_reads += self.reads_waiting_commit
+            else:
+                self.reads += [(ctx, self.round + 1) for ctx in self.reads_waiting_commit]
+                self.read_bcast = True
             self.reads_waiting_commit = []
-            self.read_bcast = True
 
     def check_quorum(self, now: float) -> None:
         """Thesis §6.2: a leader that has not heard from a majority steps down,
@@ -579,12 +606,33 @@ class Raft:
             self.reads = [r for r in self.reads if r[1] > confirmed]
         return done
 
+    def _lease_reads(self, now: float) -> list[tuple[Any, int]]:
+        """Thesis §6.4.1: within the lease, reads are answered at the commit index
+        with no messages; past it (acknowledgements were lost) they fall back to
+        ReadIndex."""
+        ctxs, self.lease_reads = self.lease_reads, []
+        if now < self.lease_until():
+            return [(ctx, self.commit) for ctx in ctxs]
+        self.reads += [(ctx, self.round + 1) for ctx in ctxs]
+        self.read_bcast = True
+        return []
+
+    def lease_until(self) -> float:
+        """When this leader's lease ends, on its clock (-INF if it holds none)."""
+        if self.role != LEADER:
+            return -INF
+        return self.lease.until((pr.acked_start for pr in self.progress.values()), self.quorum)
+
+    def lease_duration(self) -> float:
+        return lease_duration(self.config.election_timeout[0], self.config.clock_drift)
+
     # ----------------------------------------------------------------- helpers
 
     def _in_lease(self, now: float) -> bool:
         """Whether we heard from a live leader within the minimum election timeout
-        (a leader trusts itself: check-quorum deposes it when it loses its majority)."""
-        if self.role == LEADER:
+        (a leader trusts itself: check-quorum deposes it when it loses its majority),
+        or booted within it in lease mode (core/lease.py)."""
+        if self.role == LEADER or now < self.vote_hold_until:
             return True
         return self.leader is not None and now - self.leader_seen < self.config.election_timeout[0]
 
