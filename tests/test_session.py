@@ -6,6 +6,7 @@ Pure: a ``ClientSession`` on a virtual clock, the test playing the nodes."""
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 
 from raftmp.core.messages import OK, REDIRECT, ClientReply
 from raftmp.core.session import DONE, FAILED, UNKNOWN, ClientSession, Timing
@@ -47,9 +48,9 @@ def test_without_a_leader_one_probe_is_in_flight_whatever_the_window():
     # Nobody answers, so each probe waits out its attempt timeout: one at a time.
     assert 3.0 / timing.attempt_timeout - 2 <= len(sent) <= 3.0 / timing.attempt_timeout + 1
     times = [t for t, _, _ in sent]
-    assert all(b - a >= timing.attempt_timeout - STEP for a, b in zip(times, times[1:]))
+    assert all(b - a >= timing.attempt_timeout - STEP for a, b in pairwise(times))
     targets = [dst for _, dst, _ in sent]
-    assert all(b != a for a, b in zip(targets, targets[1:]))       # node after node
+    assert all(b != a for a, b in pairwise(targets))       # node after node
     assert len({req.command.seq for _, _, req in sent}) == 1         # the same operation
 
 
@@ -71,7 +72,7 @@ def test_backoff_is_exponential_jittered_capped_and_reset_by_an_answer():
 
     now, sent = run(s, 3.0, 0.0, answer)
     times = [t for t, _, _ in sent[50:]]       # after the first burst: the probes
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in pairwise(times)]
     assert len(gaps) >= 10
     for k, gap in enumerate(gaps):
         nominal = min(timing.max_backoff, timing.backoff * 2 ** k)

@@ -17,9 +17,10 @@ Loss recovery follows TCP and QUIC rather than go-back-N:
   arrives: one resend per hole per round trip, however many replies report it.
 * The retransmission timeout covers the tail (nothing sent later arrived to
   reveal the loss): it resends what is not held and is older than the timeout,
-  and backs off while the follower stays silent (RFC 6298 §5.5). A follower that dropped what it held (it restarted, or its
-  buffer was full) is found out when it reports a hole where the leader thought
-  it held data (SACK reneging, RFC 2018 §8): the segment counts as lost again.
+  and backs off while the follower stays silent (RFC 6298 §5.5). A follower
+  that dropped what it held (it restarted, or its buffer was full) is found
+  out when it reports a hole where the leader thought it held data (SACK
+  reneging, RFC 2018 §8): the segment counts as lost again.
 * The window grows with the measured loss rate (it counts segments not known
   to be delivered): on a lossy link the same number of segments is on its way
   to being delivered as on a clean one. It is capped, and it does not grow

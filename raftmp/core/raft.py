@@ -18,8 +18,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .log import RaftLog
 from .lease import Lease, lease_duration
+from .log import RaftLog
 from .messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, RequestVoteReply
 from .progress import Progress, Segment
 

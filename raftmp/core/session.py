@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .messages import INVALID, OK, REDIRECT, ClientReply, ClientRequest, Command
+from .messages import INVALID, OK, ClientReply, ClientRequest, Command
 
 INF = float("inf")
 
