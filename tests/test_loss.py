@@ -121,3 +121,26 @@ def test_the_window_grows_with_measured_loss():
     net.heartbeat(20)
     assert net.converged()
     net.check_safety()
+
+
+def test_a_silent_follower_costs_one_segment_per_timeout():
+    """The first timeout resends what expired; while the follower stays silent
+    (dead, cut off) each later one resends only the oldest, backing off; an
+    answer ends the backoff."""
+    net = three_segments(Config(max_batch_entries=2, max_inflight=8))
+    net.cut(0, 1)
+    net.settle()
+    pr = net[0].progress[1]
+    counts, rtos = [], []
+    net.now = pr.inflight[-1].sent + pr.rto
+    for _ in range(5):
+        mark = len(net.sent)
+        net.now = max(net.now, pr.retransmit_at())
+        rtos.append(pr.rto)
+        net.tick(0)
+        counts.append(len(appends_to(net, 1, mark)))
+    assert counts == [3, 1, 1, 1, 1]
+    assert rtos == sorted(rtos) and rtos[-1] > rtos[0]
+    net.recover()
+    net.heartbeat()
+    assert pr.timeouts == 0 and net[1].log.last_index == 7 == pr.match

@@ -63,7 +63,7 @@ class Progress:
     """
 
     __slots__ = ("match", "next", "probing", "inflight", "srtt", "rto", "round", "active",
-                 "loss", "acked_start")
+                 "loss", "acked_start", "timeouts")
 
     def __init__(self, next_index: int, rto: float) -> None:
         self.match = 0
@@ -76,6 +76,7 @@ class Progress:
         self.acked_start = -INF   # when that round began (the lease, core/lease.py)
         self.active = False   # answered since the last quorum check (thesis §6.2)
         self.loss = 0.0       # estimated fraction of segments lost on the way (and back)
+        self.timeouts = 0     # retransmission timeouts since the follower last answered
 
     def retransmit_at(self) -> float:
         return self.inflight[0].sent + self.rto if self.inflight else INF
