@@ -49,7 +49,7 @@ class SimConfig:
     duplicate: float = 0.1             # with the "duplicate" fault
     keys: int = 5
     check_history: bool = True
-    read_mode: str = "index"           # the nodes' Config.read_mode
+    read_mode: str = "index"           # the nodes' Config.read_mode (sweep both: --read-mode)
     # Each node's clock runs at 1 - clock_drift or 1 + clock_drift times real
     # time (drawn per boot): the extremes of what lease reads assume.
     clock_drift: float = 0.0
@@ -438,8 +438,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--faults", default="crash,restart,partition",
                    help=f"comma-separated subset of {','.join(FAULTS)} (or 'none')")
     p.add_argument("--ops", type=int, default=200, help="client operations per seed")
-    p.add_argument("--read-mode", choices=("index", "lease"), default="index",
-                   help="the nodes' read mode (default index: ReadIndex)")
+    p.add_argument("--read-mode", choices=("index", "lease"), default=Config.read_mode,
+                   help=f"the nodes' read mode (default {Config.read_mode})")
     p.add_argument("--clock-drift", type=float, default=0.05,
                    help="each node's clock runs at 1 +- this rate (default 0.05, the bound "
                         "lease reads assume)")

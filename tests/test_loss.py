@@ -63,9 +63,10 @@ def test_a_lost_acknowledgement_is_repaired_by_a_heartbeat():
     assert not net[0].progress[1].inflight
 
 
-def test_the_retransmission_timeout_resends_every_expired_segment_in_one_turn():
+def test_the_retransmission_timeout_resends_the_oldest_and_its_answer_the_rest():
     """When nothing later arrives to reveal a loss (the tail), the timeout resends
-    all that expired, together, and the leader keeps pipelining (no probing)."""
+    the oldest segment only; its acknowledgement shows the others, sent before
+    it, lost, and they go at once. The leader keeps pipelining (no probing)."""
     net = three_segments(Config(max_batch_entries=2, max_inflight=8))
     net.take(lambda s, d, m: d == 1)
     net.settle()
@@ -74,10 +75,11 @@ def test_the_retransmission_timeout_resends_every_expired_segment_in_one_turn():
     mark = len(net.sent)
     net.now = pr.inflight[-1].sent + pr.rto        # every segment's time is up
     net.tick(0)
+    assert [(m.prev_index, len(m.entries)) for m in appends_to(net, 1, mark)] == [(1, 2)]
+    net.settle()                                   # no time passes
     resent = appends_to(net, 1, mark)
     assert [(m.prev_index, len(m.entries)) for m in resent] == [(1, 2), (3, 2), (5, 2)]
     assert not pr.probing
-    net.settle()
     assert net[1].log.last_index == 7 and pr.match == 7 and not pr.inflight
 
 
@@ -124,9 +126,8 @@ def test_the_window_grows_with_measured_loss():
 
 
 def test_a_silent_follower_costs_one_segment_per_timeout():
-    """The first timeout resends what expired; while the follower stays silent
-    (dead, cut off) each later one resends only the oldest, backing off; an
-    answer ends the backoff."""
+    """While a follower stays silent (dead, cut off) each timeout resends only
+    the oldest segment, backing off; an answer ends the backoff."""
     net = three_segments(Config(max_batch_entries=2, max_inflight=8))
     net.cut(0, 1)
     net.settle()
@@ -139,8 +140,9 @@ def test_a_silent_follower_costs_one_segment_per_timeout():
         rtos.append(pr.rto)
         net.tick(0)
         counts.append(len(appends_to(net, 1, mark)))
-    assert counts == [3, 1, 1, 1, 1]
+    assert counts == [1, 1, 1, 1, 1]
     assert rtos == sorted(rtos) and rtos[-1] > rtos[0]
     net.recover()
     net.heartbeat()
-    assert pr.timeouts == 0 and net[1].log.last_index == 7 == pr.match
+    assert net[1].log.last_index == 7 == pr.match
+    assert pr.rto < rtos[-1]

@@ -9,7 +9,8 @@ drive a ``Node`` the same way::
 
 Client requests are answered here: a follower redirects to the leader it
 knows; the leader proposes writes to the log and answers them when they are
-applied, and serves reads by ReadIndex without touching the log.
+applied, and serves reads (lease or ReadIndex, ``Config.read_mode``)
+without touching the log.
 """
 
 from __future__ import annotations

@@ -16,11 +16,12 @@ Loss recovery follows TCP and QUIC rather than go-back-N:
   send time, so it is declared lost again only when something sent after it
   arrives: one resend per hole per round trip, however many replies report it.
 * The retransmission timeout covers the tail (nothing sent later arrived to
-  reveal the loss): it resends what is not held and is older than the timeout,
-  and backs off while the follower stays silent (RFC 6298 §5.5). A follower
-  that dropped what it held (it restarted, or its buffer was full) is found
-  out when it reports a hole where the leader thought it held data (SACK
-  reneging, RFC 2018 §8): the segment counts as lost again.
+  reveal the loss): it resends the oldest segment, and backs off while the
+  follower stays silent (RFC 6298 §5.5); the answer to that resend reveals
+  the rest by time order. A follower that dropped what it held (it
+  restarted, or its buffer was full) is found out when it reports a hole
+  where the leader thought it held data (SACK reneging, RFC 2018 §8): the
+  segment counts as lost again.
 * The window grows with the measured loss rate (it counts segments not known
   to be delivered): on a lossy link the same number of segments is on its way
   to being delivered as on a clean one. It is capped, and it does not grow
@@ -39,12 +40,12 @@ MAX_LOSS = 0.75         # the window stops growing here (4 x the clean window)
 
 
 class Segment:
-    """One AppendEntries with entries ``first..last``, as last sent."""
+    """One AppendEntries with entries ``first..last``, as last sent (in ``round``)."""
 
-    __slots__ = ("first", "last", "sent", "resent", "sacked")
+    __slots__ = ("first", "last", "sent", "round", "resent", "sacked")
 
-    def __init__(self, first: int, last: int, sent: float) -> None:
-        self.first, self.last, self.sent = first, last, sent
+    def __init__(self, first: int, last: int, sent: float, round_: int) -> None:
+        self.first, self.last, self.sent, self.round = first, last, sent, round_
         self.resent = False     # Karn: no RTT sample from a segment sent twice
         self.sacked = False     # the follower said it holds it, past a gap
 
@@ -63,7 +64,7 @@ class Progress:
     """
 
     __slots__ = ("match", "next", "probing", "inflight", "srtt", "rto", "round", "active",
-                 "loss", "acked_start", "timeouts")
+                 "loss", "acked_start")
 
     def __init__(self, next_index: int, rto: float) -> None:
         self.match = 0
@@ -76,7 +77,6 @@ class Progress:
         self.acked_start = -INF   # when that round began (the lease, core/lease.py)
         self.active = False   # answered since the last quorum check (thesis §6.2)
         self.loss = 0.0       # estimated fraction of segments lost on the way (and back)
-        self.timeouts = 0     # retransmission timeouts since the follower last answered
 
     def retransmit_at(self) -> float:
         return self.inflight[0].sent + self.rto if self.inflight else INF
@@ -92,15 +92,15 @@ class Progress:
             return False
         return sum(not s.sacked for s in inflight) < self.window(base)
 
-    def sent(self, first: int, last: int, now: float) -> None:
+    def sent(self, first: int, last: int, now: float, round_: int) -> None:
         if self.probing:
             self.inflight.clear()   # one probe outstanding; its reply or its timeout moves on
-        self.inflight.append(Segment(first, last, now))
+        self.inflight.append(Segment(first, last, now, round_))
 
-    def acked(self, index: int) -> tuple[Optional[float], list[Segment]]:
-        """The follower matches through ``index`` (a cumulative acknowledgement).
-        Returns the send time to sample an RTT from (None if Karn forbids it) and
-        the segments now found lost."""
+    def acked(self, index: int, round_: int) -> tuple[Optional[float], list[Segment]]:
+        """The follower matches through ``index`` (a cumulative acknowledgement, in
+        answer to a message of ``round_``). Returns the send time to sample an RTT
+        from (None if there is none to trust) and the segments now found lost."""
         inflight = self.inflight
         if not inflight or inflight[0].last > index:
             return None, []
@@ -111,8 +111,9 @@ class Progress:
                 self._outcome(0.0)
             newest = max(newest, s.sent)
         # The last segment acknowledged times the round trip, unless it was
-        # sent twice (Karn) or held past a gap (the ack waited for the hole).
-        sample = None if s.resent or s.sacked else s.sent
+        # sent twice (Karn), held past a gap (the ack waited for the hole), or
+        # the answer is to a later round's message (a heartbeat's, say).
+        sample = None if s.resent or s.sacked or s.round != round_ else s.sent
         return sample, self._lost_before(newest, index + 1, INF)
 
     def hole(self, prev_index: int, missing: int) -> list[Segment]:
@@ -131,15 +132,11 @@ class Progress:
             return []
         return self._lost_before(held.sent, missing, prev_index)
 
-    def resend(self, s: Segment, now: float) -> None:
-        s.sent, s.resent = now, True
+    def resend(self, s: Segment, now: float, round_: int) -> None:
+        s.sent, s.round, s.resent = now, round_, True
 
-    def expired(self, now: float) -> list[Segment]:
-        """The retransmission timer fired: the segments not held whose time is up."""
-        lost = [s for s in self.inflight if not s.sacked and s.sent + self.rto <= now]
-        for _ in lost:
-            self._outcome(1.0)
-        return lost
+    def timed_out(self) -> None:
+        self._outcome(1.0)
 
     def _lost_before(self, sent: float, lo: int, hi: float) -> list[Segment]:
         """RACK: unacknowledged segments overlapping ``lo..hi`` sent before ``sent``."""
