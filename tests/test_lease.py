@@ -29,6 +29,14 @@ def test_the_lease_is_shortened_by_the_drift_bound():
     assert net[0].lease_until() == pytest.approx(start + e * 0.95 / 1.05)
 
 
+def test_no_lease_in_index_mode():
+    """ReadIndex mode keeps no lease (a node votes as soon as it boots there)."""
+    net = Network(3, config=Config(read_mode="index"))
+    net.elect(0)
+    net.heartbeat()
+    assert net[0].lease_until() == float("-inf")
+
+
 def test_lease_reads_need_no_messages_within_the_lease():
     net = Network(3, config=LEASE)
     net.elect(0)

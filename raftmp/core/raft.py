@@ -626,8 +626,9 @@ class Raft:
         return []
 
     def lease_until(self) -> float:
-        """When this leader's lease ends, on its clock (-INF if it holds none)."""
-        if self.role != LEADER:
+        """When this leader's lease ends, on its clock (-INF if it holds none;
+        only in lease mode do nodes keep the promises a lease rests on)."""
+        if self.role != LEADER or self.config.read_mode != "lease":
             return -INF
         return self.lease.until((pr.acked_start for pr in self.progress.values()), self.quorum)
 
