@@ -6,7 +6,9 @@ is set on replica-replica links (client links stay lossless), and
 ``--clients`` client processes each keep ``--concurrency`` operations in flight
 (closed loop: a new operation is submitted as soon as one finishes) over
 ``--keys`` keys, a ``--reads`` fraction of gets, the rest puts/cas/deletes with
-``--value-size``-character values (``raftmp.workload.Workload``). After a
+``--value-size``-character values (``raftmp.workload.Workload``). Before the
+load starts, once a leader is elected, the router's packet rate is measured
+for ``--idle`` seconds (idle pkts/s: heartbeats and their answers). After a
 ``--warmup`` the launcher snapshots the router counters and node terms, and
 again after ``--duration`` seconds; the row reports what happened in between:
 
@@ -20,11 +22,15 @@ again after ``--duration`` seconds; the row reports what happened in between:
   outcome (gave up after it may have been applied) or failed.
 
 Operations still in flight at the end of the window are abandoned (not
-counted). Timeouts are raftmp's defaults (``raftmp.Config``, ``raftmp.Timing``).
+counted). Timeouts are raftmp's defaults (``raftmp.Config``, ``raftmp.Timing``);
+``--read-mode`` picks ReadIndex or lease reads.
 
     .venv/bin/python benchmarks/throughput.py                  # the full sweep
     .venv/bin/python benchmarks/throughput.py --quick          # a smoke run
     .venv/bin/python benchmarks/throughput.py --drops 0,0.3 --plot tput.png --json tput.json
+
+``--plot FILE.png`` draws ops/s and p50/p99 latency against the drop rate
+(needs matplotlib: ``pip install 'raftmp[plot]'``).
 """
 
 from __future__ import annotations
@@ -87,8 +93,15 @@ def measure(args: Any, drop: float, seed: int) -> dict:
     workload = Workload(keys=args.keys, read_fraction=args.reads, value_size=args.value_size,
                         concurrency=args.concurrency)
     common.progress(f"drop {drop}: starting a {args.nodes}-node cluster")
-    with raftmp.Cluster(nodes=args.nodes, seed=seed) as cluster, common.Children() as kids:
+    config = raftmp.Config(read_mode=args.read_mode)
+    with raftmp.Cluster(nodes=args.nodes, seed=seed, config=config) as cluster, \
+            common.Children() as kids:
         cluster.set_faults(drop=drop)
+        cluster.wait_for_leader()
+        i0 = snapshot(cluster)
+        time.sleep(args.idle)
+        i1 = snapshot(cluster)
+        idle_rate = (i1["router"]["packets"] - i0["router"]["packets"]) / (i1["t"] - i0["t"])
         t_start = time.monotonic() + 0.2
         warm_end = t_start + args.warmup
         t_end = warm_end + args.duration
@@ -121,6 +134,7 @@ def measure(args: Any, drop: float, seed: int) -> dict:
         "elections": s2["term"] - s1["term"],
         "unknown": sum(code == UNK for _, _, code in recs),
         "failed": sum(code == FAIL for _, _, code in recs),
+        "idle pkts/s": idle_rate,
     }
     common.progress(f"drop {drop}: {row['ops/s']:.0f} ops/s, p99 {row['p99 ms']:.1f} ms")
     return {"row": row, "committed": ops, "window_s": window, "router_delta": d,
@@ -141,13 +155,18 @@ def plot(path: str, rows: list[dict], meta: dict) -> None:
     a1.plot(drops, [r["ops/s"] for r in rows], "o-")
     a1.set_xlabel("packet drop rate (replica links)")
     a1.set_ylabel("committed ops/s")
+    a1.set_ylim(bottom=0)
     a1.grid(True)
-    a2.plot(drops, [r["p99 ms"] for r in rows], "o-", color="tab:red")
+    a2.plot(drops, [r["p50 ms"] for r in rows], "o-", label="p50")
+    a2.plot(drops, [r["p99 ms"] for r in rows], "o-", color="tab:red", label="p99")
     a2.set_xlabel("packet drop rate (replica links)")
-    a2.set_ylabel("p99 latency (ms)")
+    a2.set_ylabel("latency (ms)")
+    a2.set_yscale("log")
+    a2.legend()
     a2.grid(True)
     fig.suptitle(f"raftmp, {meta['nodes']} nodes, {meta['clients']}x{meta['concurrency']} "
-                 f"in flight, {meta['machine']['cores']} cores")
+                 f"in flight, reads: {meta['read_mode']}, {meta['machine']['cores']} cores, "
+                 f"seed {meta['seed']}")
     fig.tight_layout()
     fig.savefig(path)
     common.progress(f"plot written to {path}")
@@ -166,17 +185,21 @@ def main() -> int:
     p.add_argument("--reads", type=float, default=0.5, help="fraction of gets (default 0.5)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds (default 2)")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds (default 10)")
+    p.add_argument("--idle", type=float, default=2.0,
+                   help="seconds of idle packet rate measured before the load (default 2)")
+    p.add_argument("--read-mode", choices=("index", "lease"), default=raftmp.Config.read_mode,
+                   help=f"the nodes' read mode (default {raftmp.Config.read_mode})")
     p.add_argument("--plot", metavar="FILE.png", default=None,
-                   help="plot throughput and p99 against drop rate (needs matplotlib)")
+                   help="plot throughput and p50/p99 latency against drop rate (needs matplotlib)")
     args = p.parse_args()
     if args.quick:
-        args.drops, args.warmup, args.duration = [0.0, 0.3], 0.5, 1.0
+        args.drops, args.warmup, args.duration, args.idle = [0.0, 0.3], 0.5, 1.0, 0.5
     seed = common.pick_seed(args.seed)
     meta = {"benchmark": "throughput", "machine": common.machine_info(), "seed": seed,
             "nodes": args.nodes, "clients": args.clients, "concurrency": args.concurrency,
             "keys": args.keys, "value_size": args.value_size, "reads": args.reads,
             "warmup_s": args.warmup, "duration_s": args.duration, "drops": args.drops,
-            "quick": args.quick}
+            "idle_s": args.idle, "read_mode": args.read_mode, "quick": args.quick}
     common.progress(f"seed {seed}")
     runs = [measure(args, drop, seed + i) for i, drop in enumerate(args.drops)]
     rows = [r["row"] for r in runs]
@@ -185,6 +208,8 @@ def main() -> int:
         f"closed loop: {args.clients} client processes x {args.concurrency} ops in flight; "
         "drop applies to replica-replica links only",
         "pkts/op and msgs/op count every router link (client links too) over the window",
+        f"idle pkts/s: router packets per second over {args.idle} s before the load, "
+        "once a leader was elected",
         "elections = increase of the highest node term over the window",
     ])
     if args.plot:

@@ -30,6 +30,7 @@ reaches by applying the committed entries up to its index.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import multiprocessing
 import os
@@ -46,7 +47,16 @@ from tabulate import tabulate
 from .checker import check_outcomes
 from .core.errors import ConfigError
 from .core.kv import KVStore
-from .core.messages import OK, ClientReply, ClientRequest, SessionClock, Snapshot
+from .core.messages import (
+    OK,
+    AppendEntriesReply,
+    ClientReply,
+    ClientRequest,
+    InstallSnapshotReply,
+    RequestVoteReply,
+    SessionClock,
+    Snapshot,
+)
 from .core.node import Node
 from .core.raft import LEADER, Config, majority_of
 from .core.session import DONE, UNKNOWN, ClientSession, Outcome, Timing
@@ -55,6 +65,7 @@ from .storage import CorruptStorage, DiskImage
 from .wire import FIRST_CLIENT_ID
 
 FAULTS = ("crash", "restart", "partition", "duplicate", "delay", "hold", "corrupt")
+REPLIES = (AppendEntriesReply, RequestVoteReply, InstallSnapshotReply, ClientReply)
 # Where in a node's turn a crash lands ("idle": between turns).
 CRASH_POINTS = ("idle", "before_save", "mid_save", "after_save")
 # Small enough that most seeds snapshot many times and send InstallSnapshot in
@@ -83,6 +94,10 @@ class SimConfig:
     keys: int = 5
     check_history: bool = True
     check_reads: bool = True           # read safety as answers leave (see _check_reads)
+    read_mode: str = "index"           # the nodes' Config.read_mode (sweep both: --read-mode)
+    # Each node's clock runs at 1 - clock_drift or 1 + clock_drift times real
+    # time (drawn per boot): the extremes of what lease reads assume.
+    clock_drift: float = 0.0
     network: Faults = field(init=False)   # the per-packet faults the settings above make
 
     def __post_init__(self) -> None:
@@ -99,6 +114,8 @@ class SimConfig:
             self.drop, self.client_drop,
             self.extra_delay if "delay" in self.faults else (0.0, 0.0),
             self.duplicate if "duplicate" in self.faults else 0.0)
+        if not 0 <= self.clock_drift < 1:
+            raise ConfigError("clock_drift must be in [0, 1)")
 
 
 @dataclass
@@ -124,7 +141,9 @@ class Violation(Exception):
 class Simulation:
     def __init__(self, seed: int, cfg: SimConfig, raft_config: Optional[Config] = None) -> None:
         self.seed, self.cfg = seed, cfg
-        self.raft_config = raft_config or Config(**SIM_RAFT)
+        self.raft_config = dataclasses.replace(raft_config or Config(**SIM_RAFT),
+                                               read_mode=cfg.read_mode)
+        self.rate: dict[int, float] = {}
         self.rng = random.Random(seed)
         self.now = 0.0
         self.ids = list(range(cfg.nodes))
@@ -185,7 +204,7 @@ class Simulation:
                 raise Violation("operations still pending long after the faults healed "
                                 f"({sum(len(c.pending) for c in self.clients.values())} left)")
             t_net = self.net[0][0] if self.net else float("inf")
-            t_node = min((n.next_deadline() for n in self.nodes.values()), default=float("inf"))
+            t_node = min((self._deadline(i) for i in self.nodes), default=float("inf"))
             t_client = min(c.next_deadline() for c in self.clients.values())
             t_heal = self.heal_time if not self.healed else float("inf")
             self.now = max(self.now, min(t_net, t_node, t_client, self.next_fault, t_heal,
@@ -198,7 +217,7 @@ class Simulation:
             elif self.now >= self.next_fault:
                 self._inject_fault()
             for i, node in list(self.nodes.items()):
-                if node.next_deadline() <= self.now:
+                if self._deadline(i) <= self.now:
                     self._turn(i, node)
             for cid, c in self.clients.items():
                 if c.next_deadline() <= self.now:
@@ -279,11 +298,12 @@ class Simulation:
         node = self.nodes.get(dst)
         if node is None:
             return  # crashed: the packet vanishes
+        local = self._local(dst)
         for m in msgs:
             if type(m) is ClientRequest and m.command.op == "get" and self.cfg.check_reads:
                 c = m.command
                 self.read_floor.setdefault((dst, c.client_id, c.seq), self.committed)
-            self._guard(dst, node.step, src, m, self.now)
+            self._guard(dst, node.step, src, m, local)
         self._turn(dst, node)
 
     # ----------------------------------------------------------------- nodes
@@ -292,8 +312,21 @@ class Simulation:
         self.incarnation[i] += 1
         rng = random.Random(f"{self.seed}/{i}/{self.incarnation[i]}")
         storage = self.storage[i]
-        return Node(i, self.ids, storage.load(), rng, self.now, self.raft_config,
+        drift = self.cfg.clock_drift
+        self.rate[i] = 1 + drift * rng.choice((-1, 1)) if drift else 1.0
+        return Node(i, self.ids, storage.load(), rng, self._local(i), self.raft_config,
                     snapshot=storage.load_snapshot())
+
+    def _local(self, i: int) -> float:
+        """Node i's clock reading now."""
+        return self.now * self.rate[i]
+
+    def _deadline(self, i: int) -> float:
+        """Node i's next deadline in simulated (real) time, rounded up so that
+        node i's clock has reached it then."""
+        rate = self.rate[i]
+        t = self.nodes[i].next_deadline()
+        return t if rate == 1.0 else t / rate * (1 + 1e-12)
 
     def _guard(self, i: int, fn, *args):
         try:
@@ -309,8 +342,9 @@ class Simulation:
         from the leader first), send the rest; a pending crash lands in it."""
         if not self._snapshot_step(i, node):
             return   # crashed while it compacted
-        self._guard(i, node.tick, self.now)
-        rd = self._guard(i, node.ready, self.now)
+        local = self._local(i)
+        self._guard(i, node.tick, local)
+        rd = self._guard(i, node.ready, local)
         self._check_entries(i, node, rd.entries)
         self._check_applied(i, rd.committed)
         self._check_compaction(i, node)
@@ -324,9 +358,11 @@ class Simulation:
         if i not in self.snapshotting and node.snapshot_due():
             done = self.now + self.rng.uniform(*SNAPSHOT_TIME)
             self.snapshotting[i] = (self.incarnation[i], node.make_snapshot(), done)
+        persists = rd.entries or rd.hard_state or rd.snapshot
+        if persists:
+            self._check_early(i, rd.messages)
         self._send_each(i, rd.messages)
         storage = self.storage[i]
-        persists = rd.entries or rd.hard_state or rd.snapshot
         point = self.crash_at.pop(i, None) if persists else None
         if rd.snapshot is not None and point != "before_save":
             storage.save_snapshot(rd.snapshot)
@@ -339,6 +375,16 @@ class Simulation:
             self._crash(i, corrupt=point != "mid_save")
             return
         self._send_each(i, rd.persisted_messages)
+
+    def _check_early(self, i: int, messages: list[tuple[int, Any]]) -> None:
+        """Figure 2: a server answers an RPC only after what the answer promises is
+        on stable storage. So in a turn that persists something, the messages that
+        leave before the save (thesis §10.2.1) are a leader's appends, never a
+        reply (a vote, an acknowledgement, an answer to a client)."""
+        for dst, m in messages:
+            if type(m) in REPLIES:
+                raise Violation(f"reply before the save: node {i} sent {type(m).__name__} to "
+                                f"{dst} before persisting the turn it answers")
 
     def _send_each(self, i: int, messages: list[tuple[int, Any]]) -> None:
         """One packet per destination."""
@@ -522,6 +568,12 @@ class Simulation:
         if leader is None:  # a new leader: it must hold everything committed so far
             self.leader_of[node.term] = i
             self.result.elections += 1
+            for j, other in self.nodes.items():
+                # Thesis §6.4.1: no leader is elected while an older one's lease holds.
+                if j != i and other.lease_until() > self._local(j):
+                    raise Violation(f"lease: node {i} leads term {node.term} while node {j} "
+                                    f"(term {other.term}) holds a lease for "
+                                    f"{other.lease_until() - self._local(j):.4f} s more")
             for index, (term, _) in self.applied_at.items():
                 if index > node.log_base and node.log_term(index) != term:
                     raise Violation(f"leader completeness: leader {i} of term {node.term} "
@@ -585,7 +637,7 @@ class Simulation:
 
     def _step_time(self) -> None:
         t_net = self.net[0][0] if self.net else float("inf")
-        t_node = min(n.next_deadline() for n in self.nodes.values())
+        t_node = min(self._deadline(i) for i in self.nodes)
         self.now = max(self.now, min(t_net, t_node))
         if t_net <= self.now:
             _, _, src, dst, msgs = heapq.heappop(self.net)
@@ -593,7 +645,7 @@ class Simulation:
                 return
             self._deliver(src, dst, msgs)
         for i, node in list(self.nodes.items()):
-            if node.next_deadline() <= self.now:
+            if self._deadline(i) <= self.now:
                 self._turn(i, node)
 
 
@@ -625,16 +677,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--faults", default=",".join(FAULTS),
                    help=f"comma-separated subset of {','.join(FAULTS)} (default: all), or 'none'")
     p.add_argument("--ops", type=int, default=200, help="client operations per seed")
+    p.add_argument("--read-mode", choices=("index", "lease"), default=Config.read_mode,
+                   help=f"the nodes' read mode (default {Config.read_mode})")
+    p.add_argument("--clock-drift", type=float, default=0.05,
+                   help="each node's clock runs at 1 +- this rate (default 0.05, the bound "
+                        "lease reads assume)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     a = p.parse_args(argv)
     faults = tuple(f for f in a.faults.split(",") if f and f != "none")
     try:
-        cfg = SimConfig(nodes=a.nodes, drop=a.drop, faults=faults, ops=a.ops)
+        cfg = SimConfig(nodes=a.nodes, drop=a.drop, faults=faults, ops=a.ops,
+                        read_mode=a.read_mode, clock_drift=a.clock_drift)
     except ValueError as exc:
         p.error(str(exc))
     seeds = [a.seed] if a.seed is not None else list(range(a.first_seed, a.first_seed + a.seeds))
     print(f"raftmp sim: {len(seeds)} seeds from {seeds[0]}, nodes={a.nodes} drop={a.drop} "
-          f"faults={','.join(faults) or 'none'} ops={a.ops}", flush=True)
+          f"faults={','.join(faults) or 'none'} ops={a.ops} read-mode={a.read_mode} "
+          f"clock-drift={a.clock_drift}", flush=True)
     start = time.monotonic()
     results = run_many(seeds, cfg, a.jobs, progress=sys.stderr.isatty())
     print_table(results, cfg)
@@ -643,7 +702,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     for r in bad[:5]:
         print(f"\nseed {r.seed} violated: {r.violations[0]}")
         print(f"  replay: python -m raftmp sim --seed {r.seed} --nodes {a.nodes} --drop {a.drop} "
-              f"--faults {','.join(faults) or 'none'} --ops {a.ops}")
+              f"--faults {','.join(faults) or 'none'} --ops {a.ops} --read-mode {a.read_mode} "
+              f"--clock-drift {a.clock_drift}")
     return 1 if bad else 0
 
 

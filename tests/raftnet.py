@@ -49,7 +49,9 @@ class Network:
         """``states`` maps a node id to its stored ``(term, vote, entries)``."""
         self.ids = list(range(n))
         self.seed = seed
-        self.config = config or Config()
+        # The paper's rules, with ReadIndex reads and votes from the first
+        # instant; lease reads (the product default) are tested in test_lease.
+        self.config = config or Config(read_mode="index")
         self.now = now
         self.rng = random.Random(f"net/{seed}")
         self.storage = {i: MemoryStorage() for i in self.ids}

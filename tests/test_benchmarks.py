@@ -43,7 +43,18 @@ def test_throughput_quick(tmp_path):
     assert [r["drop"] for r in rows] == [0.0, 0.3]
     for r in rows:
         assert {"ops/s", "p50 ms", "p99 ms", "p99.9 ms", "pkts/op", "msgs/op", "dropped",
-                "elections", "unknown", "failed"} <= set(r)
+                "elections", "unknown", "failed", "idle pkts/s"} <= set(r)
+        assert r["idle pkts/s"] > 0                     # heartbeats, at least
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                    reason="matplotlib is not installed (pip install 'raftmp[plot]')")
+def test_throughput_plot(tmp_path):
+    png = tmp_path / "tput.png"
+    _, data = run_quick("throughput", tmp_path, "--drops", "0,0.3", "--read-mode", "lease",
+                        "--plot", str(png))
+    assert data["meta"]["read_mode"] == "lease"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_latency_quick(tmp_path):

@@ -547,3 +547,40 @@ def test_long_delays_and_leader_changes_stay_linearizable(run, seed):
 @pytest.mark.parametrize("run", range(10))
 def test_long_delays_and_leader_changes_soak(run, seed):
     _delayed_leader_changes(seed + run, seconds=30.0)
+
+
+# ----------------------------------------------------------- no majority, no storm
+
+
+def _packet_rate(cluster, seconds: float, client=None) -> float:
+    """Router packets per second over ``seconds``, polling ``client`` meanwhile."""
+    t0, p0 = time.monotonic(), cluster.stats()["router"]["total"]["packets"]
+    end = t0 + seconds
+    while time.monotonic() < end:
+        if client is not None:
+            client.poll(min(0.05, max(0.0, end - time.monotonic())))
+        else:
+            time.sleep(0.05)
+    t1, p1 = time.monotonic(), cluster.stats()["router"]["total"]["packets"]
+    return (p1 - p0) / (t1 - t0)
+
+
+def test_pending_writes_without_a_majority_do_not_raise_the_packet_rate(seed):
+    """Issue 11: with no majority (leader killed, the rest split 2 | 2), a client
+    with 200 writes pending adds at most as much traffic as the cluster makes
+    on its own: one probe at a time, backing off, not 200 retries."""
+    with raftmp.Cluster(5, seed=seed) as cluster:
+        kv = cluster.client()
+        kv.put("before", "1")
+        leader = stable_leader(cluster, seed)
+        cluster.kill(leader)
+        rest = cluster.alive()
+        cluster.partition(rest[:2], rest[2:])
+        _packet_rate(cluster, 0.5)                      # the cut-off nodes start campaigning
+        idle = _packet_rate(cluster, 2.0)
+        for i in range(200):
+            kv.submit("put", f"w{i}", "x")
+        busy = _packet_rate(cluster, 2.0, client=kv)
+        assert kv.in_flight == 200                      # nothing could commit
+        assert busy <= 2 * idle, f"seed {seed}: {busy:.0f} pkts/s with writes pending, " \
+                                 f"{idle:.0f} without"

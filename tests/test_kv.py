@@ -308,5 +308,6 @@ def test_client_session_opens_then_reports_expiry():
     done = {o.command.seq: o for o in c.take_finished()}
     assert done[2].outcome == DONE and done[3].outcome == FAILED
     assert done[3].result.startswith(EXPIRED)
+    c.take_messages()                                      # (the search's resends)
     c.submit("put", "k", "x", None, 1.0)
     assert [m.command.acked for _, m in c.take_messages()] == [4]

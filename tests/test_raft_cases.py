@@ -293,7 +293,7 @@ def test_batching_respects_the_entry_cap_and_pipelining_is_bounded():
         ms = appends(net, 0, f)
         assert [len(m.entries) for m in ms] == [4, 4]           # window full: 2 in flight
         assert [m.prev_index for m in ms] == [1, 5]
-    assert [last for last, _ in net[0].progress[1].inflight] == [5, 9]
+    assert [(s.first, s.last) for s in net[0].progress[1].inflight] == [(2, 5), (6, 9)]
     net.propose(0, "more")
     assert appends(net, 0, 1) == appends(net, 0, 1)[:2]          # nothing new while full
     assert len(appends(net, 0, 1)) == 2

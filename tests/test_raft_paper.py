@@ -486,7 +486,7 @@ def test_5_5_votes_persist_across_restart():
 def test_5_5_vote_is_persisted_before_it_is_sent():
     """Figure 2: "respond to RPCs" only after updating stable storage — the Ready
     that carries the grant carries the hard state with the vote."""
-    core = Raft(2, [0, 1, 2], (0, None, []), random.Random(0), 0.0)
+    core = Raft(2, [0, 1, 2], (0, None, []), random.Random(0), 0.0, Config(read_mode="index"))
     core.step(0, RequestVote(1, 0, 0, 0), 0.0)
     rd = core.ready(0.0)
     assert rd.hard_state == (1, 0)

@@ -14,7 +14,8 @@ Above it, code reads a node through its read API (``role``, ``term``,
 
 Client requests are answered here: a follower redirects to the leader it
 knows; the leader proposes writes to the log and answers them when they are
-applied, and serves reads by ReadIndex without touching the log.
+applied, and serves reads (lease or ReadIndex, ``Config.read_mode``)
+without touching the log.
 
 Snapshots: when ``snapshot_due()``, the driver takes ``make_snapshot()``
 (the state machine as of the applied index: cheap to call in a forked child,
@@ -136,6 +137,11 @@ class Node:
     def sessions(self) -> int:
         """Client sessions in the state machine's table (thesis §6.3)."""
         return len(self.kv.sessions)
+
+    def lease_until(self) -> float:
+        """Until when (on this node's clock) its read lease holds, thesis §6.4.1
+        (-inf if it holds none: not a leader, or read_mode "index")."""
+        return self.raft.lease_until()
 
     def data(self) -> dict[str, str]:
         """A copy of the key-value map this node has applied."""

@@ -4,6 +4,14 @@
 one. Many operations may be in flight at once; each carries ``(client_id,
 seq)`` and is retried with the same seq (never a new one), so the session
 table applies it exactly once wherever the retries land.
+
+When no leader is known (the one we used went silent, or a node said it knows
+none) the session *searches*: one operation at a time goes out as a probe,
+node after node, with exponential backoff and jitter between fruitless probes
+(capped; reset by a successful answer); every other operation waits. So a
+client adds at most one request in flight to a cluster without a leader,
+whatever its window, instead of a retry storm. The first successful answer
+names the leader, and the waiting operations go to it.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from .errors import (
     Unavailable,
     check_positive,
 )
-from .messages import EXPIRED, INVALID, OK, REDIRECT, ClientReply, ClientRequest, Command
+from .messages import EXPIRED, INVALID, OK, ClientReply, ClientRequest, Command
 from .raft import smoothed
 
 INF = float("inf")
@@ -46,7 +54,10 @@ class Timing:
     # No answer from a node within this (or 3 x the smoothed answer time, if
     # longer: a deep queue is not a dead leader): ask the next one.
     attempt_timeout: float = 0.25
-    backoff: float = 0.02           # pause before retrying when no leader is known
+    # Pause after a probe that found no leader: backoff x 2^(fruitless probes - 1),
+    # at most max_backoff, times a random factor in [0.5, 1) (jitter).
+    backoff: float = 0.02
+    max_backoff: float = 0.2
     op_timeout: float = 5.0         # give up on an operation after this long
 
     def __post_init__(self) -> None:
@@ -58,9 +69,10 @@ class Pending:
     command: Command
     invoke: float
     target: int
-    deadline: float                 # of the current attempt, or of the backoff
-    sent: bool = False              # False while backing off
+    deadline: float                 # of the current attempt, or of the backoff (INF: waiting)
+    sent: bool = False              # False while backing off or waiting for a leader
     sent_at: float = 0.0            # when the current attempt left
+    tries: int = 0                  # attempts sent (0: certainly not applied)
 
 
 @dataclass
@@ -103,6 +115,9 @@ class ClientSession:
         # until then ``acked`` stays 1, which lets the state machine open the
         # session at our first write, and tell an expired one apart after it.
         self.has_session = False
+        self.searching = False      # no leader known: one probe at a time, the rest wait
+        self.probe: Optional[int] = None    # seq of the probe while searching
+        self.fruitless = 0          # probes in a row that found no leader
 
     def submit(self, op: str, key: str, value: Optional[str], expected: Optional[str],
                now: float) -> int:
@@ -110,12 +125,12 @@ class ClientSession:
         seq = self.next_seq
         self.next_seq += 1
         cmd = Command(self.client_id, seq, seq, op, key, value, expected)  # acked: set by _send
-        if self.leader is None:  # guess once, so a burst does not scatter over every node
-            self.leader = self.rng.choice(self.nodes)
-        target = self.leader
+        if self.leader is None and not self.searching:
+            self.leader = self.rng.choice(self.nodes)  # guess once: a burst goes to one node
+        target = self.leader if self.leader is not None else self.rng.choice(self.nodes)
         p = self.pending[seq] = Pending(cmd, now, target, now)
         heapq.heappush(self.timers, (now + self.timing.op_timeout, seq))
-        self._send(p, now)
+        self._dispatch(p, now)
         return seq
 
     def step(self, src: int, reply: ClientReply, now: float) -> None:
@@ -130,10 +145,10 @@ class ClientSession:
             if p.sent:
                 sample = now - p.sent_at
                 self.srtt = smoothed(self.srtt, sample)
-            self.leader = src
             if p.command.op != "get":
                 self.has_session = True
             self._finish(reply.seq, DONE, reply.result, now)
+            self._found_leader(src, now)
         elif reply.status == EXPIRED:
             # Final, like a result: the state machine refused it at its index.
             self._finish(reply.seq, FAILED, f"{EXPIRED}: {reply.result}", now, SessionExpired)
@@ -141,15 +156,29 @@ class ClientSession:
             return  # a late refusal of an attempt we no longer wait for
         elif reply.status == INVALID:
             self._finish(reply.seq, FAILED, f"invalid: {reply.result}", now, InvalidRequest)
-        elif reply.status == REDIRECT and reply.leader is not None and reply.leader != src:
-            self.leader = reply.leader
+        elif reply.leader is not None and reply.leader != src:
+            # REDIRECT, or RETRY (the leader lost its term after accepting the
+            # request, so it may yet commit), naming the leader: ask it.
             p.target = reply.leader
-            self._send(p, now)
+            if not self.searching:
+                self.leader = reply.leader
+            elif self.probe == p.command.seq:
+                # Hints can be stale (two nodes naming each other): a probe
+                # follows them at once only as many times as there are nodes.
+                self.fruitless += 1
+                if self.fruitless > len(self.nodes):
+                    self._back_off(p, now)
+                    return
+            self._dispatch(p, now)
         else:
-            # REDIRECT without a leader (an election is on), or RETRY (the leader
-            # lost its term after accepting the request, so it may yet commit).
-            self.leader = reply.leader if reply.leader != src else None
-            self._back_off(p, now)
+            # Nobody known to lead (an election is on): search, backing off.
+            p.target = self._next_node(src)
+            self._lost_leader()
+            if self.probe == p.command.seq:
+                self.fruitless += 1
+                self._back_off(p, now)
+            else:
+                self._dispatch(p, now)
 
     def tick(self, now: float) -> None:
         timers, op_timeout = self.timers, self.timing.op_timeout
@@ -159,9 +188,9 @@ class ClientSession:
             if p is None:
                 continue
             if now >= p.invoke + op_timeout:
-                # Every write was sent at least once, and a copy may still be in
-                # the network (delayed, duplicated): its outcome is unknown.
-                if p.command.op != "get":
+                # A write sent at least once may still have a copy in the network
+                # (delayed, duplicated): its outcome is unknown.
+                if p.command.op != "get" and p.tries:
                     self._finish(seq, UNKNOWN, "timed out: the operation may or may not have "
                                  "been applied", now, Timeout)
                 else:
@@ -177,13 +206,13 @@ class ClientSession:
                     # The node answers others: it is alive and busy. Ask it again
                     # (this request or its answer may have been lost) rather than
                     # send a deep queue's worth of requests around the cluster.
-                    self._send(p, now)
+                    self._dispatch(p, now)
                     continue
                 if p.sent:  # no answer: the node may be dead or cut off; ask the next one
-                    if self.leader == p.target:
-                        self.leader = None
+                    if self.leader == p.target or self.probe == p.command.seq:
+                        self._lost_leader()
                     p.target = self._next_node(p.target)
-                self._send(p, now)
+                self._dispatch(p, now)
 
     def next_deadline(self) -> float:
         timers, op_timeout = self.timers, self.timing.op_timeout
@@ -211,11 +240,44 @@ class ClientSession:
         # pending is ordered by seq (insertion order), so its first key is the lowest
         return next(iter(self.pending)) if self.pending else self.next_seq
 
+    def _dispatch(self, p: Pending, now: float) -> None:
+        """Send ``p`` — unless a search is on and another operation is the probe:
+        then it waits for the leader to be found."""
+        if self.searching:
+            if self.probe is None:
+                self.probe = p.command.seq
+            elif self.probe != p.command.seq:
+                p.sent = False
+                p.deadline = INF
+                return
+        self._send(p, now)
+
+    def _lost_leader(self) -> None:
+        if not self.searching:
+            self.searching = True
+            self.leader = None
+            self.probe = None
+            self.fruitless = 0
+
+    def _found_leader(self, node: int, now: float) -> None:
+        """A successful answer: ``node`` leads. End any search; the operations
+        that waited go to it now."""
+        self.leader = node
+        self.fruitless = 0
+        if self.searching:
+            self.searching = False
+            self.probe = None
+            for p in self.pending.values():
+                if not p.sent and p.deadline == INF:
+                    p.target = node
+                    self._send(p, now)
+
     def _send(self, p: Pending, now: float) -> None:
         cmd = p.command._replace(acked=self._acked())
         p.command = cmd
         p.sent = True
         p.sent_at = now
+        p.tries += 1
         self._set_deadline(p, now + self._patience())
         self.outbox.append((p.target, ClientRequest(cmd)))
 
@@ -227,9 +289,12 @@ class ClientSession:
         heapq.heappush(self.timers, (t, p.command.seq))
 
     def _back_off(self, p: Pending, now: float) -> None:
+        """The probe found no leader: wait (exponential, capped, jittered) before
+        the next probe (to ``p.target``)."""
+        t = self.timing
+        pause = min(t.max_backoff, t.backoff * 2 ** (self.fruitless - 1))
         p.sent = False
-        p.target = self.leader if self.leader is not None else self._next_node(p.target)
-        self._set_deadline(p, now + self.timing.backoff * (1 + self.rng.random()))
+        self._set_deadline(p, now + pause * (0.5 + 0.5 * self.rng.random()))
 
     def _next_node(self, node: int) -> int:
         i = self.nodes.index(node) if node in self.nodes else -1
@@ -239,3 +304,11 @@ class ClientSession:
                 error: Optional[type[RaftmpError]] = None) -> None:
         p = self.pending.pop(seq)
         self.finished.append(Outcome(p.command, outcome, result, p.invoke, now, error))
+        if seq == self.probe:
+            # The probe gave up: the oldest waiting operation probes on (same node).
+            self.probe = None
+            waiting = next((q for q in self.pending.values() if not q.sent
+                            and now < q.invoke + self.timing.op_timeout), None)
+            if waiting is not None:
+                waiting.target = p.target
+                self._dispatch(waiting, now)

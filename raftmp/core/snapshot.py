@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .messages import InstallSnapshot, InstallSnapshotReply, Snapshot
+from .progress import Segment
 
 LEADER = "leader"
 CHECK_EVERY = 256   # applied entries between two measures of the log's bytes
@@ -86,7 +87,7 @@ class SnapshotRules:
             self._send(peer, InstallSnapshot(self.term, self.id, snap.index, snap.term, size,
                                              lo, data))
             pr.snap_sent = lo + len(data)
-            pr.inflight.append((pr.snap_sent, now))
+            pr.inflight.append(Segment(lo, pr.snap_sent, now, self.round))
 
     def go_back_snapshot(self, pr: Any) -> None:
         """The oldest chunk timed out: resend from the last acknowledged byte."""
@@ -120,7 +121,7 @@ class SnapshotRules:
             self.go_back_snapshot(pr)
         elif m.offset > pr.snap_acked:
             pr.snap_acked = m.offset
-            while pr.inflight and pr.inflight[0][0] <= m.offset:
+            while pr.inflight and pr.inflight[0].last <= m.offset:
                 pr.inflight.popleft()
         self.send_snapshot(src, pr, now)
 
@@ -160,5 +161,10 @@ class SnapshotRules:
         self.unstable_from = max(self.unstable_from, snap.index + 1) if kept else snap.index + 1
         self.snapshot = self.installed = snap
         self.installs += 1
+        # The log now matches the leader's through snap.index (a committed
+        # prefix); appends held past the old gap are dropped, as if lost.
+        term, proven = self.matched
+        self.matched = (self.term, max(snap.index, proven if term == self.term else 0))
+        self.held.clear()
         self.commit = max(self.commit, snap.index)
         self.applied = snap.index

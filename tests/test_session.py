@@ -1,0 +1,110 @@
+"""The client session while no leader is known: one probe at a time, exponential
+backoff with jitter (capped, reset by a successful answer), the window waits.
+
+Pure: a ``ClientSession`` on a virtual clock, the test playing the nodes."""
+
+from __future__ import annotations
+
+import random
+from itertools import pairwise
+
+from raftmp.core.messages import OK, REDIRECT, ClientReply
+from raftmp.core.session import DONE, FAILED, UNKNOWN, ClientSession, Timing
+
+NODES = [0, 1, 2, 3, 4]
+STEP = 0.001
+
+
+def run(session: ClientSession, until: float, now: float, answer=None) -> tuple[float, list]:
+    """Tick the session every STEP up to ``until``; ``answer(dst, request, t)`` returns
+    a reply (delivered at once) or None. Returns the clock and every (t, dst, request)."""
+    sent = []
+    while now < until:
+        now += STEP
+        session.tick(now)
+        out = session.take_messages()
+        while out:
+            nxt = []
+            for dst, req in out:
+                sent.append((now, dst, req))
+                reply = answer(dst, req, now) if answer else None
+                if reply is not None:
+                    session.step(dst, reply, now)
+                    nxt += session.take_messages()
+            out = nxt
+    return now, sent
+
+
+def test_without_a_leader_one_probe_is_in_flight_whatever_the_window():
+    """200 operations pending, no node answers: after the first attempt times out,
+    requests leave one at a time (never two unanswered at once), node after node."""
+    timing = Timing()
+    s = ClientSession(7, NODES, random.Random(1), timing)
+    for i in range(200):
+        s.submit("put", f"k{i}", "v", None, 0.0)
+    first = s.take_messages()
+    assert len(first) == 200 and len({dst for dst, _ in first}) == 1   # one guessed node
+    _, sent = run(s, 3.0, 0.0)
+    # Nobody answers, so each probe waits out its attempt timeout: one at a time.
+    assert 3.0 / timing.attempt_timeout - 2 <= len(sent) <= 3.0 / timing.attempt_timeout + 1
+    times = [t for t, _, _ in sent]
+    assert all(b - a >= timing.attempt_timeout - STEP for a, b in pairwise(times))
+    targets = [dst for _, dst, _ in sent]
+    assert all(b != a for a, b in pairwise(targets))       # node after node
+    assert len({req.command.seq for _, _, req in sent}) == 1         # the same operation
+
+
+def test_backoff_is_exponential_jittered_capped_and_reset_by_an_answer():
+    """Every node says it knows no leader: the pauses between probes double (times
+    a jitter factor in [0.5, 1)) up to max_backoff. Once a node answers, all the
+    waiting operations go to it at once, and the next search starts from the base."""
+    timing = Timing(backoff=0.02, max_backoff=0.2)
+    s = ClientSession(7, NODES, random.Random(2), timing)
+    for i in range(50):
+        s.submit("put", f"k{i}", "v", None, 0.0)
+    leader = {"node": None}
+
+    def answer(dst, req, t):
+        c = req.command
+        if dst == leader["node"]:
+            return ClientReply(c.client_id, c.seq, OK, None, dst)
+        return ClientReply(c.client_id, c.seq, REDIRECT, None, None)
+
+    now, sent = run(s, 3.0, 0.0, answer)
+    times = [t for t, _, _ in sent[50:]]       # after the first burst: the probes
+    gaps = [b - a for a, b in pairwise(times)]
+    assert len(gaps) >= 10
+    for k, gap in enumerate(gaps):
+        nominal = min(timing.max_backoff, timing.backoff * 2 ** k)
+        assert 0.5 * nominal - STEP <= gap <= nominal + STEP, (k, gap, nominal)
+    assert len({round(g, 4) for g in gaps[-5:]}) > 1                # jittered
+    assert len(s.pending) == 50
+    # Node 3 becomes leader: the next probe that reaches it is answered, and the
+    # other 49 operations go to it together, right away.
+    leader["node"] = 3
+    now, sent = run(s, now + 1.5, now, answer)
+    assert not s.pending and not s.searching and s.leader == 3
+    done = s.take_finished()
+    assert len(done) == 50 and {o.outcome for o in done} == {DONE}
+    # Leadership lost again: the search starts over from the base backoff.
+    leader["node"] = None
+    s.submit("put", "again", "v", None, now)
+    s.submit("put", "again2", "v", None, now)
+    now, sent = run(s, now + 0.1, now, answer)
+    # Both go to node 3 and are refused; one probes the next node at once, and
+    # after that refusal waits the base backoff.
+    assert [dst for _, dst, _ in sent[:3]] == [3, 3, 4]
+    assert 0.5 * timing.backoff - STEP <= sent[3][0] - sent[2][0] <= timing.backoff + STEP
+
+
+def test_an_operation_that_never_left_fails_and_one_that_did_is_unknown():
+    """Given up while waiting for a leader: a write never sent certainly did not
+    happen (failed); the probe, which was sent, may have (unknown)."""
+    timing = Timing(op_timeout=1.0)
+    s = ClientSession(7, NODES, random.Random(3), timing)
+    s.searching = True              # as if the leader was just lost
+    s.submit("put", "probe", "v", None, 0.0)
+    s.submit("put", "waits", "v", None, 0.0)
+    run(s, 1.5, 0.0)
+    outcomes = {o.command.key: o.outcome for o in s.take_finished()}
+    assert outcomes == {"probe": UNKNOWN, "waits": FAILED}
