@@ -204,20 +204,26 @@ class Simulation:
                 raise Violation("operations still pending long after the faults healed "
                                 f"({sum(len(c.pending) for c in self.clients.values())} left)")
             t_net = self.net[0][0] if self.net else float("inf")
-            t_node = min((self._deadline(i) for i in self.nodes), default=float("inf"))
+            deadlines = {i: self._deadline(i) for i in self.nodes}
+            t_node = min(deadlines.values(), default=float("inf"))
             t_client = min(c.next_deadline() for c in self.clients.values())
             t_heal = self.heal_time if not self.healed else float("inf")
             self.now = max(self.now, min(t_net, t_node, t_client, self.next_fault, t_heal,
                                          self._next_submit_time()))
+            changed: Optional[int] = None   # the one node whose deadline may have moved
             if t_net <= self.now:
                 _, _, src, dst, msgs = heapq.heappop(self.net)
                 self._deliver(src, dst, msgs)
+                changed = dst
             elif not self.healed and self.now >= self.heal_time:
                 self._heal_all()
+                deadlines = {}
             elif self.now >= self.next_fault:
                 self._inject_fault()
+                deadlines = {}
             for i, node in list(self.nodes.items()):
-                if self._deadline(i) <= self.now:
+                due = deadlines.get(i) if i != changed else None
+                if (self._deadline(i) if due is None else due) <= self.now:
                     self._turn(i, node)
             for cid, c in self.clients.items():
                 if c.next_deadline() <= self.now:
@@ -231,17 +237,19 @@ class Simulation:
         return self.now if self._can_submit() else float("inf")
 
     def _can_submit(self) -> bool:
+        return self._quota_open() and any(len(c.pending) < self.cfg.in_flight
+                                          for c in self.clients.values())
+
+    def _quota_open(self) -> bool:
         if self.submitted >= self.cfg.ops:
             return False
         # Spread roughly 70% of the operations over the fault period, the rest after.
         quota = 0.7 * self.cfg.ops * self.now / self.cfg.fault_period
-        if not self.healed and self.submitted >= quota:
-            return False
-        return any(len(c.pending) < self.cfg.in_flight for c in self.clients.values())
+        return self.healed or self.submitted < quota
 
     def _submit_ready(self) -> None:
         for cid, c in self.clients.items():
-            while self._can_submit() and len(c.pending) < self.cfg.in_flight:
+            while len(c.pending) < self.cfg.in_flight and self._quota_open():
                 r = self.rng
                 key = f"k{r.randrange(self.cfg.keys)}"
                 op = r.choice(("get", "get", "put", "put", "cas", "delete"))
