@@ -1,22 +1,20 @@
 """The worker process: one replica's single-threaded event loop.
 
     loop:
-        wait on the router link (and the launcher's control pipe) until the
-            core's next deadline
-        drain every packet that has arrived (one read); node.step(...) for each message
+        wait on the transport (and the launcher's control pipe, if any) until
+            the core's next deadline
+        take every message that has arrived (one read); node.step(...) for each
         node.tick(now)
         rd = node.ready(now)
         storage.save(rd.hard_state, rd.entries)     # durable before any send (but a
         send one packet per destination             #   leader's AppendEntries, §10.2.1)
 
-No threads (``threading.active_count() == 1`` always): the links are plain
-``multiprocessing`` connections, polled (``wire.Poller``) and read a whole
-turn's worth at a time (``wire.Reader``).
+The loop does not know what carries its packets: a transport (``transport.py``)
+does — the router link here, UDP to the CS3700 simulator in ``cs3700.py``.
 
-Entries are pickled once: on the wire an AppendEntries carries its entries as
-one pickle (``bytes``), cached by range, so a leader pickles a batch once for
-its log file and every follower, and a follower writes the pickles it received
-to its log file as they are.
+No threads (``threading.active_count() == 1`` always): the links are plain
+``multiprocessing`` connections or sockets, polled (``wire.Poller``) and read a
+whole turn's worth at a time.
 """
 
 from __future__ import annotations
@@ -25,26 +23,24 @@ import ctypes
 import hashlib
 import logging
 import os
-import pickle
 import random
 import signal
 import threading
 import time
-from collections import defaultdict
 from multiprocessing.connection import Client as connect
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
 from . import wire
 from .core.kv import Limits
-from .core.messages import RAFT_MESSAGES, AppendEntries, ClientRequest, Entry
+from .core.messages import RAFT_MESSAGES, AppendEntries, ClientRequest
 from .core.node import Node
 from .core.raft import LEADER, Config
 from .storage import FileStorage
+from .transport import RouterLink
 
 log = logging.getLogger("raftmp.worker")
 
-PICKLE_CACHE = 64           # pickled entry batches kept for reuse
 _PR_SET_PDEATHSIG = 1
 
 
@@ -67,33 +63,36 @@ def connect_router(address: str, requested_id: int) -> tuple[Connection, int]:
 
 
 class Worker:
-    def __init__(self, node_id: int, nodes: list[int], address: str, data_dir: str,
-                 ctl: Connection, seed: Any, config: Optional[Config] = None,
-                 limits: Optional[Limits] = None, sync: bool = True) -> None:
-        self.id = node_id
-        self.ids = set(nodes)
+    def __init__(self, node: Node, transport: Any, storage: Any,
+                 ctl: Optional[Connection] = None) -> None:
+        self.id = node.id
+        self.ids = set(node.raft.peers) | {node.id}
+        self.node = node
+        self.transport = transport
+        self.storage = storage
         self.ctl = ctl
-        self.storage = FileStorage(os.path.join(data_dir, f"node{node_id}"), sync=sync)
-        self.node = Node(node_id, nodes, self.storage.load(), random.Random(seed),
-                         time.monotonic(), config, limits)
-        self.link, _ = connect_router(address, node_id)
-        self.poller = wire.Poller(self.link, ctl)
-        self.reader = wire.Reader(self.link)
+        self.poller = wire.Poller(transport, *([ctl] if ctl is not None else []))
         self.bad_packets = 0
         self.running = True
-        self.pickles: dict[tuple[int, int, int], bytes] = {}   # (first, last, last term) -> pickle
-        self.received: list[tuple[tuple, bytes]] = []          # this turn's (entries, pickle)
 
     def run(self) -> None:
-        node, link = self.node, self.link
+        node, transport, storage = self.node, self.transport, self.storage
         while self.running:
-            timeout = max(0.0, node.next_deadline() - time.monotonic())
-            for conn in self.poller.wait(timeout):
-                if conn is link:
-                    self.drain()
+            deadline = min(node.next_deadline(), transport.next_deadline())
+            readable = False
+            for conn in self.poller.wait(deadline - time.monotonic()):
+                if conn is transport:
+                    readable = True
                 else:
                     self.control()
             now = time.monotonic()
+            try:
+                for src, m in transport.receive(now, readable, self.reject):
+                    self.step(src, m, now)
+            except (EOFError, OSError):
+                log.info("node %d: transport closed, exiting", self.id)
+                self.running = False
+                return
             node.tick(now)
             rd = node.ready(now)
             messages = rd.messages
@@ -103,42 +102,21 @@ class Worker:
                 # come back, in a later turn, after this one's save.
                 # (Only to peers that get nothing else: one packet per peer per turn.)
                 later = {dst for dst, m in messages if type(m) is not AppendEntries}
-                self.send([x for x in messages if x[0] not in later])
+                self.send([x for x in messages if x[0] not in later], now)
                 messages = [x for x in messages if x[0] in later]
             if rd.entries:
-                self.storage.save(rd.hard_state, rd.entries, self.pickled(rd.entries))
+                storage.save(rd.hard_state, rd.entries, transport.pickled(rd.entries))
             elif rd.hard_state is not None:
-                self.storage.save(rd.hard_state, ())
-            self.received.clear()
+                storage.save(rd.hard_state, ())
             if messages:
-                self.send(messages)
-
-    def drain(self) -> None:
-        now = time.monotonic()
-        try:
-            packets = self.reader.read()
-        except (EOFError, OSError):
-            log.info("node %d: router gone, exiting", self.id)
-            self.running = False
-            return
-        for packet in packets:
-            try:
-                src, _, messages = wire.decode(packet)
-            except ValueError as exc:
-                self.reject(f"undecodable packet: {exc}")
-            else:
-                for m in messages:
-                    self.step(src, m, now)
+                self.send(messages, now)
 
     def step(self, src: int, m: Any, now: float) -> None:
         t = type(m)
         if t is ClientRequest or (t in RAFT_MESSAGES and src in self.ids and src != self.id):
             try:
-                if t is AppendEntries and type(m.entries) is bytes:
-                    m = m._replace(entries=self.unpickle_entries(m.entries))
                 self.node.step(src, m, now)
-            except (TypeError, ValueError, AttributeError, KeyError, IndexError,
-                    pickle.UnpicklingError, EOFError) as exc:
+            except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
                 # A well-typed message with ill-typed fields: remote misbehaviour.
                 # (A broken invariant is an AssertionError and stops the worker.)
                 self.reject(f"bad {t.__name__} from {src}: {exc!r}")
@@ -150,51 +128,10 @@ class Worker:
         if self.bad_packets <= 10 or self.bad_packets % 1000 == 0:
             log.warning("node %d: dropped (%d so far): %s", self.id, self.bad_packets, why)
 
-    def unpickle_entries(self, blob: bytes) -> tuple:
-        entries = pickle.loads(blob)
-        if (type(entries) is not tuple or not entries
-                or not all(type(e) is Entry for e in entries)
-                or entries[-1].index - entries[0].index != len(entries) - 1):
-            raise ValueError("AppendEntries entries are not a run of Entry")
-        self.received.append((entries, blob))
-        return entries
-
-    def pickled(self, entries: list[Entry]) -> list[bytes]:
-        """Pickles whose entries concatenate to ``entries``: what arrived this turn
-        when it lines up exactly (the usual case on a follower), else one new one."""
-        want, out = entries[0].index, []
-        first, last = entries[0].index, entries[-1].index
-        for got, blob in self.received:
-            hi = got[-1].index
-            if got[0].index == want and hi <= last and entries[hi - first].term == got[-1].term:
-                out.append(blob)
-                want = hi + 1
-        if want == last + 1:
-            return out
-        return [self.pickle_batch(tuple(entries))]
-
-    def pickle_batch(self, entries: tuple) -> bytes:
-        """One pickle per batch of entries, shared by the log file and every
-        follower it goes to. Equal (index, term) at the end means equal entries
-        throughout (Log Matching, §5.3), so that is the cache key."""
-        key = (entries[0].index, entries[-1].index, entries[-1].term)
-        blob = self.pickles.get(key)
-        if blob is None:
-            blob = self.pickles[key] = pickle.dumps(entries, pickle.HIGHEST_PROTOCOL)
-            if len(self.pickles) > PICKLE_CACHE:
-                del self.pickles[next(iter(self.pickles))]
-        return blob
-
-    def send(self, messages: list[tuple[int, Any]]) -> None:
-        by_dst: dict[int, list] = defaultdict(list)
-        for dst, m in messages:
-            if type(m) is AppendEntries and m.entries:
-                m = m._replace(entries=self.pickle_batch(m.entries))
-            by_dst[dst].append(m)
+    def send(self, messages: list[tuple[int, Any]], now: float) -> None:
         try:
-            wire.send_packets(self.link, [wire.encode(self.id, dst, batch)
-                                          for dst, batch in by_dst.items()])
-        except (BrokenPipeError, ConnectionResetError):
+            self.transport.send(messages, now)
+        except EOFError:
             self.running = False
 
     def control(self) -> None:
@@ -227,7 +164,7 @@ class Worker:
         }
 
     def close(self) -> None:
-        self.link.close()
+        self.transport.close()
         self.storage.close()
 
 
@@ -237,7 +174,11 @@ def worker_main(node_id: int, nodes: list[int], address: str, data_dir: str,
     """Process entry point (forked by the launcher)."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
-    worker = Worker(node_id, nodes, address, data_dir, ctl, seed, config, limits, sync)
+    storage = FileStorage(os.path.join(data_dir, f"node{node_id}"), sync=sync)
+    node = Node(node_id, nodes, storage.load(), random.Random(seed), time.monotonic(),
+                config, limits)
+    link, _ = connect_router(address, node_id)
+    worker = Worker(node, RouterLink(link, node_id), storage, ctl)
     try:
         worker.run()
     finally:

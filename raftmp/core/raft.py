@@ -38,6 +38,14 @@ class Config:
     # trip (3 x smoothed RTT), so a lost append is resent in a few round trips.
     min_rto: float = 0.002
     max_rto: float = 0.1
+    # Quiet when idle (the CS3700 profile, where every packet is counted; the
+    # defaults keep the classic behaviour). ``eager_followers``: new entries go
+    # at once only to this many followers, the most up to date first, and a
+    # ReadIndex round only to the quorum - 1 of them that it needs; the others
+    # catch up on their heartbeat. ``quiet_heartbeats``: a follower gets a
+    # heartbeat only when nothing else went to it for a heartbeat interval.
+    eager_followers: Optional[int] = None
+    quiet_heartbeats: bool = False
 
 
 @dataclass
@@ -72,7 +80,8 @@ class Progress:
     nothing may depend on a single packet arriving.
     """
 
-    __slots__ = ("match", "next", "probing", "inflight", "srtt", "rto", "round", "active")
+    __slots__ = ("match", "next", "probing", "inflight", "srtt", "rto", "round", "active",
+                 "sent_at")
 
     def __init__(self, next_index: int, rto: float) -> None:
         self.match = 0
@@ -83,6 +92,7 @@ class Progress:
         self.rto = rto
         self.round = 0        # highest round the follower has answered (ReadIndex)
         self.active = False   # answered since the last quorum check (thesis §6.2)
+        self.sent_at = -INF   # when the leader last sent it anything
 
     def retransmit_at(self) -> float:
         return self.inflight[0][1] + self.rto if self.inflight else INF
@@ -168,7 +178,7 @@ class Raft:
                 if now >= pr.retransmit_at():
                     self.retransmit(peer, pr, now)
             if now >= self.heartbeat_deadline:
-                self.bcast_append(now, heartbeat=True)
+                self.bcast_append(now, heartbeat=True, peers=self._heartbeat_due(now))
             elif self.reads and now >= self.read_deadline:
                 self.bcast_append(now, heartbeat=False)  # the round's answers were lost: ask again
         elif now >= self.election_deadline:
@@ -218,8 +228,9 @@ class Raft:
         """Flush the turn: send pending appends, then hand out everything to do."""
         if self.role == LEADER:
             if self.read_bcast:
-                self.bcast_append(now, heartbeat=False)
-            for peer, pr in self.progress.items():
+                self.bcast_append(now, heartbeat=False, peers=self.eager_peers(self.quorum - 1))
+            for peer in self.eager_peers(self.config.eager_followers):
+                pr = self.progress[peer]
                 if not pr.probing:
                     self.maybe_send_append(peer, pr, now)
         reads = self._released_reads()
@@ -340,31 +351,58 @@ class Raft:
 
     # ------------------------------------------------------------- replication
 
-    def bcast_append(self, now: float, heartbeat: bool) -> None:
-        """One AppendEntries to every peer, stamped with a new round (ReadIndex
-        counts the replies): new entries where the window allows, else an
-        empty one. On the heartbeat timer (§5.2) this is the heartbeat."""
+    def bcast_append(self, now: float, heartbeat: bool,
+                     peers: Optional[list[int]] = None) -> None:
+        """One AppendEntries to each of ``peers`` (default: every peer), stamped
+        with a new round (ReadIndex counts the replies): new entries where the
+        window allows, else an empty one. On the heartbeat timer (§5.2) this is
+        the heartbeat."""
         self.round += 1
         self.read_bcast = False
         last, window = self.log.last_index, self.config.max_inflight
         rto = 0.0
-        for peer, pr in self.progress.items():
+        for peer in self.peers if peers is None else peers:
+            pr = self.progress[peer]
             if pr.probing and not pr.inflight:
                 self.send_append(peer, pr, now)  # a probe, where none is outstanding
             elif not pr.probing and pr.next <= last and len(pr.inflight) < window:
                 self.send_append(peer, pr, now)
             else:
-                self.send_ping(peer, pr)
+                self.send_ping(peer, pr, now)
             rto = max(rto, pr.rto)
         if self.reads:
             self.read_deadline = now + rto
         if heartbeat:
-            self.heartbeat_deadline = now + self.config.heartbeat_interval
+            interval = self.config.heartbeat_interval
+            if self.config.quiet_heartbeats:
+                self.heartbeat_deadline = min((pr.sent_at for pr in self.progress.values()),
+                                              default=now) + interval
+            else:
+                self.heartbeat_deadline = now + interval
 
-    def send_ping(self, peer: int, pr: Progress) -> None:
+    def _heartbeat_due(self, now: float) -> Optional[list[int]]:
+        """The peers a heartbeat goes to: all, or (quiet) those that got nothing
+        for a heartbeat interval."""
+        if not self.config.quiet_heartbeats:
+            return None
+        interval = self.config.heartbeat_interval
+        return [p for p, pr in self.progress.items() if now >= pr.sent_at + interval]
+
+    def eager_peers(self, k: Optional[int]) -> list[int]:
+        """The followers that get entries (k = eager_followers) or a read round
+        (k = quorum - 1) at once: all of them unless ``eager_followers`` is set,
+        else the ``k`` most up to date (probing ones last: they may be dead)."""
+        if self.config.eager_followers is None or k is None or k >= len(self.peers):
+            return self.peers
+        ranked = sorted(self.progress.items(),
+                        key=lambda x: (x[1].probing, -x[1].match, x[1].srtt))
+        return [p for p, _ in ranked[:k]]
+
+    def send_ping(self, peer: int, pr: Progress, now: float) -> None:
         """An empty AppendEntries anchored at the follower's known match: it
         always passes the consistency check, so it carries the commit index and
         a round without provoking a spurious rejection."""
+        pr.sent_at = now
         self._send(peer, AppendEntries(self.term, self.id, pr.match, self.log.term(pr.match),
                                        (), self.commit, self.round))
 
@@ -387,6 +425,7 @@ class Raft:
         prev = pr.next - 1
         cfg = self.config
         entries = self.log.batch(pr.next, cfg.max_batch_entries, cfg.max_batch_bytes)
+        pr.sent_at = now
         self._send(peer, AppendEntries(self.term, self.id, prev, self.log.term(prev),
                                        entries, self.commit, self.round))
         if pr.probing:
