@@ -6,6 +6,7 @@
     python -m raftmp sim ...              seeded fault schedules in the simulator
     python -m raftmp scenario FILE.json   a CS3700-style fault scenario
     python -m raftmp check HISTORY.jsonl  check a recorded history for linearizability
+    python -m raftmp cs3700 [configs...]  the CS3700 course simulator against this replica
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import time
 from typing import Optional
 
-SUBCOMMANDS = ("run", "sim", "scenario", "check")
+SUBCOMMANDS = ("run", "sim", "scenario", "check", "cs3700")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -36,6 +37,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if cmd == "check":
             from .checker import main as check_main
             return check_main(rest)
+        if cmd == "cs3700":
+            from .cs3700_suite import main as cs3700_main
+            return cs3700_main(rest)
         from .scenario import main as scenario_main
         return scenario_main(rest)
     return main_job(argv)

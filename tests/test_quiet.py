@@ -1,0 +1,124 @@
+"""The quiet-when-idle options of the core (``Config.eager_followers`` and
+``quiet_heartbeats``, the CS3700 profile): fewer messages, the same Raft.
+New entries go at once to the eager followers only and commit with their
+acknowledgements; the others catch up on their heartbeat; a follower that got
+something within a heartbeat interval gets no heartbeat; a dead eager
+follower is replaced; a ReadIndex round asks only the quorum it needs."""
+
+from __future__ import annotations
+
+from raftnet import Network
+
+from raftmp.core.messages import AppendEntries
+from raftmp.core.raft import LEADER, Config
+
+HB = 0.5
+QUIET = Config(heartbeat_interval=HB, election_timeout=(2.0, 3.0), min_rto=0.01, max_rto=0.5,
+               eager_followers=3, quiet_heartbeats=True)
+
+
+def appends_to(net: Network, since: int, dst: int, entries: bool | None = None) -> int:
+    return sum(1 for s, d, m in net.sent[since:]
+               if s == 0 and d == dst and type(m) is AppendEntries
+               and (entries is None or bool(m.entries) == entries))
+
+
+def quiet_cluster() -> Network:
+    net = Network(5, config=QUIET)
+    net.elect(0)
+    net.heartbeat()
+    assert net.converged()
+    return net
+
+
+def test_new_entries_go_at_once_to_the_eager_followers_and_commit_with_them():
+    net = quiet_cluster()
+    mark = len(net.sent)
+    [index] = net.propose(0, "x")
+    eager = [d for d in range(1, 5) if appends_to(net, mark, d, entries=True)]
+    assert len(eager) == 3
+    net.settle()
+    assert net[0].commit == index                      # two of three acknowledged
+    [lazy] = set(range(1, 5)) - set(eager)
+    assert net[lazy].log.last_index < index
+    start = net.now
+    while net[lazy].log.last_index < index and net.now - start < 2 * HB:
+        net.advance(0.05)
+        net.settle()
+    assert net.now - start <= HB + 0.05                # on its next heartbeat
+    assert net.converged()
+    net.check_safety()
+
+
+def test_a_busy_follower_gets_no_heartbeat_and_an_idle_one_one_per_interval():
+    net = quiet_cluster()
+    mark = len(net.sent)
+    proposals = 0
+    for _ in range(32):                                # 4 s, a write every 0.125 s
+        net.advance(0.125)
+        net.propose(0, f"w{proposals}")
+        proposals += 1
+        net.settle()
+    sent = {d: appends_to(net, mark, d) for d in range(1, 5)}
+    busy = [d for d in sent if sent[d] == proposals]
+    assert len(busy) == 3, sent                        # one append per write, nothing else
+    [idle] = set(sent) - set(busy)
+    assert sent[idle] == 4 / HB, sent                  # one heartbeat (with entries) per interval
+    assert net[0].role == LEADER and all(net[i].leader == 0 for i in range(1, 5))
+    net.check_safety()
+
+
+def test_an_idle_cluster_sends_one_heartbeat_per_follower_per_interval():
+    net = quiet_cluster()
+    mark = len(net.sent)
+    for _ in range(20):                                # 5 s
+        net.advance(HB / 2)
+        net.settle()
+    assert {d: appends_to(net, mark, d) for d in range(1, 5)} == {d: 5 / HB for d in range(1, 5)}
+
+
+def test_dead_eager_followers_are_replaced_by_a_lagging_one():
+    net = quiet_cluster()
+    mark = len(net.sent)
+    [first] = net.propose(0, "a")
+    eager = [d for d in range(1, 5) if appends_to(net, mark, d, entries=True)]
+    net.crash(eager[0])
+    net.settle()
+    assert net[0].commit == first                      # the spare eager follower's ack did it
+    net.crash(eager[1])
+    [index] = net.propose(0, "b")                      # only one eager follower can answer now
+    net.settle()
+    assert net[0].commit < index
+    for _ in range(20):                                # bounded: the retransmit timeout is <= 0.5 s
+        net.advance(0.05)
+        net.settle()
+        if net[0].commit == index:
+            break
+    assert net[0].commit == index, "the lagging follower was not brought in"
+    net.check_safety()
+
+
+def test_a_read_round_asks_only_the_quorum_it_needs():
+    net = quiet_cluster()
+    mark = len(net.sent)
+    assert net[0].read_index("r")
+    net.flush(0)
+    asked = [d for d in range(1, 5) if appends_to(net, mark, d)]
+    assert len(asked) == 2
+    net.settle()
+    assert net.reads[0] == [("r", net[0].commit)]
+
+
+def test_a_lost_read_round_asks_everyone():
+    net = quiet_cluster()
+    assert net[0].read_index("r")
+    net.flush(0)
+    net.take()                                         # the round is lost
+    mark = len(net.sent)
+    for _ in range(20):
+        net.advance(0.05, nodes=[0])
+        if len(net.sent) > mark:
+            break
+    assert sorted({d for s, d, m in net.sent[mark:] if s == 0}) == [1, 2, 3, 4]
+    net.settle()
+    assert net.reads[0] == [("r", net[0].commit)]
