@@ -23,15 +23,21 @@ from __future__ import annotations
 from typing import Any
 
 from .core.kv import check_command
-from .core.messages import (AppendEntries, AppendEntriesReply, Command, Entry, RequestVote,
-                            RequestVoteReply)
+from .core.messages import (
+    AppendEntries,
+    AppendEntriesReply,
+    Command,
+    Entry,
+    RequestVote,
+    RequestVoteReply,
+)
 
-I, B = "int", "bool"
+N, B = "int", "bool"   # a field kind: a non-negative int, a bool
 _SCHEMAS: dict[str, tuple[type, tuple[str, ...]]] = {
-    "rv": (RequestVote, (I, I, I, I, B)),
-    "rvr": (RequestVoteReply, (I, I, B, B)),
-    "ae": (AppendEntries, (I, I, I, I, "entries", I, I)),
-    "aer": (AppendEntriesReply, (I, I, B, I, I, I, I)),
+    "rv": (RequestVote, (N, N, N, N, B)),
+    "rvr": (RequestVoteReply, (N, N, B, B)),
+    "ae": (AppendEntries, (N, N, N, N, "entries", N, N)),
+    "aer": (AppendEntriesReply, (N, N, B, N, N, N, N)),
 }
 _TAGS = {cls: tag for tag, (cls, _) in _SCHEMAS.items()}
 
@@ -53,8 +59,8 @@ def decode(obj: Any) -> Any:
     fields = obj[1:]
     if len(fields) != len(kinds):
         raise ValueError(f"{obj[0]}: {len(fields)} fields, expected {len(kinds)}")
-    for kind, v in zip(kinds, fields):
-        if kind == I and not (type(v) is int and v >= 0):
+    for kind, v in zip(kinds, fields, strict=True):
+        if kind == N and not (type(v) is int and v >= 0):
             raise ValueError(f"{obj[0]}: {v!r} is not a non-negative int")
         if kind == B and type(v) is not bool:
             raise ValueError(f"{obj[0]}: {v!r} is not a bool")

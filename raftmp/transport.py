@@ -22,7 +22,7 @@ import pickle
 from collections import defaultdict
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, Optional
+from typing import Any
 
 from . import wire
 from .core.messages import AppendEntries, Entry

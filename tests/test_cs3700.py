@@ -15,10 +15,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raftmp import jsonwire
-from raftmp.core.messages import (INVALID, OK, REDIRECT, RETRY, AppendEntries,
-                                  AppendEntriesReply, ClientReply, ClientRequest, Command, Entry,
-                                  RequestVote, RequestVoteReply)
-from raftmp.cs3700 import MAX_DATAGRAM, PARK_LIMIT, PARK_RECHECK, CourseLink, mid_seq
+from raftmp.core.messages import (
+    INVALID,
+    OK,
+    REDIRECT,
+    RETRY,
+    AppendEntries,
+    AppendEntriesReply,
+    ClientReply,
+    ClientRequest,
+    Command,
+    Entry,
+    RequestVote,
+    RequestVoteReply,
+)
+from raftmp.cs3700 import PARK_LIMIT, PARK_RECHECK, CourseLink, mid_seq
 
 nat = st.integers(min_value=0, max_value=2**63)
 text = st.text(max_size=40)

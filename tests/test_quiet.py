@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from raftnet import Network
 
-from raftmp.core.messages import AppendEntries
+from raftmp.core.messages import AppendEntries, RequestVote, RequestVoteReply
 from raftmp.core.raft import LEADER, Config
 
 HB = 0.5
@@ -122,3 +122,61 @@ def test_a_lost_read_round_asks_everyone():
     assert sorted({d for s, d, m in net.sent[mark:] if s == 0}) == [1, 2, 3, 4]
     net.settle()
     assert net.reads[0] == [("r", net[0].commit)]
+
+
+# ---------------------------------------------------------- thesis §6.4.1
+
+LEASE = Config(**{**QUIET.__dict__, "lease_reads": True})
+
+
+def lease_cluster() -> Network:
+    net = Network(5, config=LEASE)
+    net.elect(0)
+    net.heartbeat()
+    return net
+
+
+def test_thesis_6_4_1_a_read_under_the_lease_costs_no_message():
+    net = lease_cluster()
+    mark = len(net.sent)
+    assert net[0].read_index("r")
+    net.flush(0)
+    assert net.sent[mark:] == [] and net.reads[0] == [("r", net[0].commit)]
+
+
+def test_thesis_6_4_1_no_lease_read_after_a_new_leader_could_commit():
+    """A leader cut off from the rest serves lease reads only until its lease
+    runs out, and that is before any other server can be elected."""
+    net = lease_cluster()
+    net.isolate(0)
+    served, new_leader_at, step = [], None, 0.05
+    while new_leader_at is None:
+        assert net.now < 20, "the others never elected a leader"
+        net.advance(step)
+        net.settle()
+        before = len(net.reads[0])
+        if net[0].role == LEADER and net[0].read_index(f"r{net.now}"):
+            net.flush(0)
+            if len(net.reads[0]) > before:
+                served.append(net.now)
+        if any(net[i].role == LEADER for i in range(1, 5)):
+            new_leader_at = net.now
+    assert served, "the lease served nothing"
+    assert max(served) < new_leader_at - step
+    lease = LEASE.election_timeout[0]
+    assert max(served) - served[0] < lease                  # it ran out by itself
+    net.check_safety()
+
+
+def test_thesis_6_4_1_a_restarted_server_grants_no_vote_inside_a_lease():
+    net = lease_cluster()
+    net.crash(3)
+    net.restart(3)
+    net.take()
+    # A candidate of a later term (say, cut off until now) asks at once.
+    vote = RequestVote(net[3].term + 5, 4, 100, net[3].term + 4)
+    net.step(4, 3, vote)
+    assert net.take() == [] and net[3].term < vote.term
+    net.advance(LEASE.election_timeout[0], nodes=[])
+    net.step(4, 3, vote)
+    assert [m.granted for s, d, m in net.take() if type(m) is RequestVoteReply] == [True]

@@ -24,6 +24,8 @@ from .messages import AppendEntries, AppendEntriesReply, Entry, RequestVote, Req
 
 FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
 INF = float("inf")
+# Lease reads: how much faster than the leader's clock another server's may run.
+CLOCK_DRIFT_BOUND = 1.1
 
 
 @dataclass
@@ -46,6 +48,9 @@ class Config:
     # heartbeat only when nothing else went to it for a heartbeat interval.
     eager_followers: Optional[int] = None
     quiet_heartbeats: bool = False
+    # Thesis §6.4.1: serve reads on a lease instead of a ReadIndex round each.
+    # Safe only while clocks run at about the same rate (CLOCK_DRIFT_BOUND).
+    lease_reads: bool = False
 
 
 @dataclass
@@ -132,6 +137,12 @@ class Raft:
         self.reads_waiting_commit: list[Any] = []       # before the leader's no-op commits
         self.read_bcast = False
         self.read_deadline = INF
+        self.round_times: deque[tuple[int, float]] = deque()  # (round, when it began): leases
+        # Lease reads: a restarted server has forgotten whom it heard from, so
+        # it grants no vote for a minimum election timeout (as if it had just
+        # heard from a leader), or it could help elect one inside a lease.
+        self.boot_lease = now + self.config.election_timeout[0] if self.config.lease_reads \
+            else -INF
         # Timers (absolute times on the caller's clock).
         self.election_deadline = now + self._election_timeout()
         self.heartbeat_deadline = INF
@@ -227,13 +238,13 @@ class Raft:
     def ready(self, now: float) -> Ready:
         """Flush the turn: send pending appends, then hand out everything to do."""
         if self.role == LEADER:
-            if self.read_bcast:
+            if self.read_bcast and not self._leased(now):
                 self.bcast_append(now, heartbeat=False, peers=self.eager_peers(self.quorum - 1))
             for peer in self.eager_peers(self.config.eager_followers):
                 pr = self.progress[peer]
                 if not pr.probing:
                     self.maybe_send_append(peer, pr, now)
-        reads = self._released_reads()
+        reads = self._released_reads(now)
         hard = (self.term, self.vote) if self.hard_dirty else None
         entries = self.log.slice(self.unstable_from, self.log.last_index + 1)
         committed = self.log.slice(self.applied + 1, self.commit + 1)
@@ -296,6 +307,7 @@ class Raft:
         rto = self.config.heartbeat_interval  # until a round trip is measured
         self.progress = {p: Progress(last + 1, rto) for p in self.peers}
         self.round = 0
+        self.round_times.clear()
         # §8 / thesis §6.4: a no-op from the new term lets the leader commit,
         # and so learn the commit index, without waiting for a client.
         self.log.append(Entry(self.term, last + 1, None))
@@ -359,6 +371,8 @@ class Raft:
         the heartbeat."""
         self.round += 1
         self.read_bcast = False
+        if self.config.lease_reads:
+            self.round_times.append((self.round, now))
         last, window = self.log.last_index, self.config.max_inflight
         rto = 0.0
         for peer in self.peers if peers is None else peers:
@@ -550,11 +564,15 @@ class Raft:
             pr.active = False
         self.quorum_deadline = now + 2 * self.config.election_timeout[1]
 
-    def _released_reads(self) -> list[tuple[Any, int]]:
+    def _released_reads(self, now: float) -> list[tuple[Any, int]]:
         """ReadIndex (thesis §6.4): reads whose round a quorum has answered, with
-        the commit index to wait for."""
+        the commit index to wait for; under a lease, every read at once."""
         if not self.reads:
             return []
+        if self._leased(now):
+            done = [(ctx, self.commit) for ctx, _ in self.reads]
+            self.reads = []
+            return done
         rounds = sorted([pr.round for pr in self.progress.values()] + [self.round + 1],
                         reverse=True)
         confirmed = rounds[self.quorum - 1]
@@ -563,12 +581,31 @@ class Raft:
             self.reads = [r for r in self.reads if r[1] > confirmed]
         return done
 
+    def _leased(self, now: float) -> bool:
+        """Thesis §6.4.1: once a quorum has answered a round that began at time
+        s, none of them votes for another leader before s + the minimum
+        election timeout (``_in_lease``), so until then (less the clock drift
+        bound) no other leader can have committed anything: reads may be
+        served at our commit index — once it is from our term (§6.4 step 1)."""
+        if not self.config.lease_reads or self.log.term(self.commit) != self.term:
+            return False
+        if not self.peers:
+            return True
+        confirmed = sorted((pr.round for pr in self.progress.values()),
+                           reverse=True)[self.quorum - 2]
+        times = self.round_times
+        while len(times) > 1 and times[1][0] <= confirmed:
+            times.popleft()   # confirmed rounds only grow: older ones never matter again
+        if not times or times[0][0] != confirmed:
+            return False
+        return now < times[0][1] + self.config.election_timeout[0] / CLOCK_DRIFT_BOUND
+
     # ----------------------------------------------------------------- helpers
 
     def _in_lease(self, now: float) -> bool:
         """Whether we heard from a live leader within the minimum election timeout
         (a leader trusts itself: check-quorum deposes it when it loses its majority)."""
-        if self.role == LEADER:
+        if self.role == LEADER or now < self.boot_lease:
             return True
         return self.leader is not None and now - self.leader_seen < self.config.election_timeout[0]
 
