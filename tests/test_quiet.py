@@ -7,10 +7,13 @@ follower is replaced; a ReadIndex round asks only the quorum it needs."""
 
 from __future__ import annotations
 
+import pytest
 from raftnet import Network
 
 from raftmp.core.messages import AppendEntries, RequestVote, RequestVoteReply
 from raftmp.core.raft import LEADER, Config
+from raftmp.cs3700 import course_config
+from raftmp.sim import FAULTS, SimConfig, Simulation
 
 HB = 0.5
 QUIET = Config(heartbeat_interval=HB, election_timeout=(2.0, 3.0), min_rto=0.01, max_rto=0.5,
@@ -180,3 +183,15 @@ def test_thesis_6_4_1_a_restarted_server_grants_no_vote_inside_a_lease():
     net.advance(LEASE.election_timeout[0], nodes=[])
     net.step(4, 3, vote)
     assert [m.granted for s, d, m in net.take() if type(m) is RequestVoteReply] == [True]
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.3])
+def test_the_course_profile_stays_safe_and_linearizable_under_faults(drop):
+    """Seeded fault schedules (crashes, restarts, partitions, duplicates,
+    delays) in the deterministic simulator, with the CS3700 timing profile:
+    every safety check and the linearizability of the history hold."""
+    cfg = SimConfig(nodes=5, drop=drop, faults=FAULTS, ops=150, fault_period=20.0)
+    for seed in range(30):
+        result = Simulation(seed, cfg, course_config(5)).run()
+        assert not result.violations, f"seed {seed}: {result.violations[0]}"
+        assert result.ops_ok > 0
