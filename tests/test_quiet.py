@@ -112,6 +112,22 @@ def test_a_read_round_asks_only_the_quorum_it_needs():
     assert net.reads[0] == [("r", net[0].commit)]
 
 
+def test_a_later_read_asks_only_the_quorum_too():
+    """The retry timer of an answered round is gone: a later read, ticked
+    before its turn ends (as the worker does), still asks only a quorum."""
+    net = quiet_cluster()
+    net.propose(0, "x")                                # round trips measured: a short retry time
+    net.settle()
+    assert net[0].read_index("r1")
+    net.flush(0)
+    net.settle()
+    net.advance(0.2, nodes=[])                         # after that round's retry time
+    mark = len(net.sent)
+    assert net[0].read_index("r2")
+    net.tick(0)
+    assert len({d for s, d, m in net.sent[mark:] if s == 0}) == 2
+
+
 def test_a_lost_read_round_asks_everyone():
     net = quiet_cluster()
     assert net[0].read_index("r")

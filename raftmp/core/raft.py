@@ -572,13 +572,15 @@ class Raft:
         if self._leased(now):
             done = [(ctx, self.commit) for ctx, _ in self.reads]
             self.reads = []
-            return done
-        rounds = sorted([pr.round for pr in self.progress.values()] + [self.round + 1],
-                        reverse=True)
-        confirmed = rounds[self.quorum - 1]
-        done = [(ctx, self.commit) for ctx, need in self.reads if need <= confirmed]
-        if done:
-            self.reads = [r for r in self.reads if r[1] > confirmed]
+        else:
+            rounds = sorted([pr.round for pr in self.progress.values()] + [self.round + 1],
+                            reverse=True)
+            confirmed = rounds[self.quorum - 1]
+            done = [(ctx, self.commit) for ctx, need in self.reads if need <= confirmed]
+            if done:
+                self.reads = [r for r in self.reads if r[1] > confirmed]
+        if not self.reads:
+            self.read_deadline = INF  # the next read gets its own round (in ready)
         return done
 
     def _leased(self, now: float) -> bool:
