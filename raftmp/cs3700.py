@@ -74,15 +74,15 @@ def course_config(n: int) -> Config:
     give up, so a slow failover costs latency, not failures, while idle
     traffic costs messages in every test: a long heartbeat, heartbeats only to
     followers that got nothing else (``quiet_heartbeats``), new entries at
-    once to one follower more than a commit needs (``eager_followers``), so a
-    dropped append rarely delays a commit (the rest catch up on heartbeats),
+    once only to the followers a commit needs, and to one more while appends
+    are being lost (``eager_followers``; the rest catch up on heartbeats),
     and reads on the leader's lease (``lease_reads``: one simulator hop each
     way, no messages between replicas; all replicas share one clock here).
     """
     return Config(heartbeat_interval=0.5, election_timeout=(2.0, 3.0),
                   max_batch_entries=256, max_batch_bytes=16 * 1024, max_inflight=4,
-                  min_rto=0.01, max_rto=0.5,
-                  eager_followers=n // 2 + 1, quiet_heartbeats=True, lease_reads=True)
+                  min_rto=0.02, max_rto=0.5,
+                  eager_followers=n // 2, quiet_heartbeats=True, lease_reads=True)
 
 
 def is_address(s: Any) -> bool:

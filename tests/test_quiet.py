@@ -11,7 +11,7 @@ import pytest
 from raftnet import Network
 
 from raftmp.core.messages import AppendEntries, RequestVote, RequestVoteReply
-from raftmp.core.raft import LEADER, Config
+from raftmp.core.raft import LEADER, LOSS_MEMORY, Config
 from raftmp.cs3700 import course_config
 from raftmp.sim import FAULTS, SimConfig, Simulation
 
@@ -98,6 +98,34 @@ def test_dead_eager_followers_are_replaced_by_a_lagging_one():
         if net[0].commit == index:
             break
     assert net[0].commit == index, "the lagging follower was not brought in"
+    net.check_safety()
+
+
+def test_after_a_lost_append_one_more_follower_is_eager_for_a_while():
+    net = Network(5, config=Config(**{**QUIET.__dict__, "eager_followers": 2}))
+    net.elect(0)
+    net.heartbeat()
+    net.propose(0, "x")
+    net.settle()                                       # round trips measured: rto = min_rto
+    mark = len(net.sent)
+    net.propose(0, "a")
+    eager = [d for d in range(1, 5) if appends_to(net, mark, d, entries=True)]
+    assert len(eager) == 2
+    net.take(lambda s, d, m: d == eager[0])            # lost
+    net.settle()
+    net.advance(QUIET.min_rto, nodes=[0])              # its retransmission
+    net.settle()
+    net.advance(QUIET.min_rto, nodes=[])
+    mark = len(net.sent)
+    net.propose(0, "b")
+    assert len([d for d in range(1, 5) if appends_to(net, mark, d, entries=True)]) == 3
+    net.settle()
+    net.advance(LOSS_MEMORY * HB, nodes=[])            # then no more losses for a while
+    mark = len(net.sent)
+    net.propose(0, "c")
+    assert len([d for d in range(1, 5) if appends_to(net, mark, d, entries=True)]) == 2
+    net.settle()
+    assert net.converged() or net[0].commit == net[0].log.last_index
     net.check_safety()
 
 

@@ -26,6 +26,9 @@ FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candi
 INF = float("inf")
 # Lease reads: how much faster than the leader's clock another server's may run.
 CLOCK_DRIFT_BOUND = 1.1
+# eager_followers: after a retransmission, one spare eager follower for this
+# many heartbeat intervals, so that one more lost append rarely delays a commit.
+LOSS_MEMORY = 10
 
 
 @dataclass
@@ -42,10 +45,11 @@ class Config:
     max_rto: float = 0.1
     # Quiet when idle (the CS3700 profile, where every packet is counted; the
     # defaults keep the classic behaviour). ``eager_followers``: new entries go
-    # at once only to this many followers, the most up to date first, and a
-    # ReadIndex round only to the quorum - 1 of them that it needs; the others
-    # catch up on their heartbeat. ``quiet_heartbeats``: a follower gets a
-    # heartbeat only when nothing else went to it for a heartbeat interval.
+    # at once only to this many followers, the most up to date first (one more
+    # while appends are being lost: LOSS_MEMORY), and a ReadIndex round only
+    # to the quorum - 1 of them that it needs; the others catch up on their
+    # heartbeat. ``quiet_heartbeats``: a follower gets a heartbeat only when
+    # nothing else went to it for a heartbeat interval.
     eager_followers: Optional[int] = None
     quiet_heartbeats: bool = False
     # Thesis §6.4.1: serve reads on a lease instead of a ReadIndex round each.
@@ -138,6 +142,7 @@ class Raft:
         self.read_bcast = False
         self.read_deadline = INF
         self.round_times: deque[tuple[int, float]] = deque()  # (round, when it began): leases
+        self.loss_seen = -INF                                 # the last retransmission
         # Lease reads: a restarted server has forgotten whom it heard from, so
         # it grants no vote for a minimum election timeout (as if it had just
         # heard from a leader), or it could help elect one inside a lease.
@@ -238,9 +243,13 @@ class Raft:
     def ready(self, now: float) -> Ready:
         """Flush the turn: send pending appends, then hand out everything to do."""
         if self.role == LEADER:
+            cfg = self.config
             if self.read_bcast and not self._leased(now):
                 self.bcast_append(now, heartbeat=False, peers=self.eager_peers(self.quorum - 1))
-            for peer in self.eager_peers(self.config.eager_followers):
+            eager = cfg.eager_followers
+            if eager is not None and now - self.loss_seen < LOSS_MEMORY * cfg.heartbeat_interval:
+                eager += 1
+            for peer in self.eager_peers(eager):
                 pr = self.progress[peer]
                 if not pr.probing:
                     self.maybe_send_append(peer, pr, now)
@@ -425,6 +434,7 @@ class Raft:
         ``match + 1`` (go-back-N) with one message until the follower answers —
         a dead follower costs one probe per RTO, not a window of them."""
         pr.rto = min(2 * pr.rto, self.config.max_rto)
+        self.loss_seen = now
         if not pr.probing:
             pr.probing = True
             pr.next = pr.match + 1
