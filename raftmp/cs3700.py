@@ -19,10 +19,13 @@ What the course needs, and where it is done here:
   ``int(src, 16)``, seq a hash of the MID (each MID is one request). Each MID
   gets at most one answer: ``ok`` (with ``value`` for a get), ``redirect``,
   or ``fail`` (an invalid request); nothing after a non-ok one.
-* A follower that knows a live leader redirects to it. With no leader known
-  (an election is on) a request is held and offered to the node again every
-  ``PARK_RECHECK`` s, for up to ``PARK_LIMIT`` s, then redirected to ``FFFF``
-  (any replica): no redirect ping-pong while nobody can answer.
+* A follower that heard from a leader within 1.5 heartbeat intervals
+  redirects to it. With no such leader (an election is on) a request is held
+  and offered to the node again every ``PARK_RECHECK`` s, for up to
+  ``PARK_LIMIT`` s, then redirected to ``FFFF`` (any replica): no redirect
+  ping-pong while nobody can answer. (Right after a leader is killed the
+  others still name it for up to those 1.5 intervals, and the simulator sends
+  the client to a random replica each time: a short ping-pong.)
 * ``leader`` in every datagram is a replica id or ``FFFF``: the simulator
   reads it to pick whom ``kill_leader`` kills.
 """
@@ -74,8 +77,8 @@ def course_config(n: int) -> Config:
     give up, so a slow failover costs latency, not failures, while idle
     traffic costs messages in every test: a long heartbeat, heartbeats only to
     followers that got nothing else (``quiet_heartbeats``), new entries at
-    once only to the followers a commit needs, and to one more while appends
-    are being lost (``eager_followers``; the rest catch up on heartbeats),
+    once only to the followers a commit needs, and to all while appends are
+    being lost (``eager_followers``; the rest catch up on heartbeats),
     and reads on the leader's lease (``lease_reads``: one simulator hop each
     way, no messages between replicas; all replicas share one clock here).
     """

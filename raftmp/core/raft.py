@@ -26,7 +26,7 @@ FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candi
 INF = float("inf")
 # Lease reads: how much faster than the leader's clock another server's may run.
 CLOCK_DRIFT_BOUND = 1.1
-# eager_followers: after a retransmission, one spare eager follower for this
+# eager_followers: after a retransmission, every follower is eager for this
 # many heartbeat intervals, so that one more lost append rarely delays a commit.
 LOSS_MEMORY = 10
 
@@ -45,7 +45,7 @@ class Config:
     max_rto: float = 0.1
     # Quiet when idle (the CS3700 profile, where every packet is counted; the
     # defaults keep the classic behaviour). ``eager_followers``: new entries go
-    # at once only to this many followers, the most up to date first (one more
+    # at once only to this many followers, the most up to date first (to all
     # while appends are being lost: LOSS_MEMORY), and a ReadIndex round only
     # to the quorum - 1 of them that it needs; the others catch up on their
     # heartbeat. ``quiet_heartbeats``: a follower gets a heartbeat only when
@@ -247,8 +247,8 @@ class Raft:
             if self.read_bcast and not self._leased(now):
                 self.bcast_append(now, heartbeat=False, peers=self.eager_peers(self.quorum - 1))
             eager = cfg.eager_followers
-            if eager is not None and now - self.loss_seen < LOSS_MEMORY * cfg.heartbeat_interval:
-                eager += 1
+            if now - self.loss_seen < LOSS_MEMORY * cfg.heartbeat_interval:
+                eager = None  # appends are being lost: a commit should not wait for one
             for peer in self.eager_peers(eager):
                 pr = self.progress[peer]
                 if not pr.probing:
