@@ -616,7 +616,8 @@ class Raft:
 
     def _in_lease(self, now: float) -> bool:
         """Whether we heard from a live leader within the minimum election timeout
-        (a leader trusts itself: check-quorum deposes it when it loses its majority)."""
+        (a leader trusts itself: check-quorum deposes it when it loses its
+        majority; with lease reads, a server just booted counts as having heard)."""
         if self.role == LEADER or now < self.boot_lease:
             return True
         return self.leader is not None and now - self.leader_seen < self.config.election_timeout[0]
