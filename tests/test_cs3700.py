@@ -277,3 +277,40 @@ def test_course_simulator_passes(tmp_path, name, changes):
     assert result.stats["Total get() with incorrect response"] == "0", result.output
     assert result.passed, result.output
     assert result.stats["Total duplicate responses"] == "0", result.output
+
+
+def test_replica_process_says_hello_answers_and_exits_on_sigterm(tmp_path):
+    """The program the simulator launches: hello first, a request with no
+    leader yet is held then redirected to FFFF (never left unanswered), nothing
+    on stdout, SIGTERM ends it at once, and its temporary log is gone."""
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    sim = FakeSim()
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    pattern = os.path.join(shm, "raftmp-3700-00A0-*")
+    before = set(glob.glob(pattern))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(jsonwire.__file__)))
+    env = {**os.environ, "PYTHONPATH": root}
+    proc = subprocess.Popen([sys.executable, "-m", "raftmp.cs3700", str(sim.port), "00A0",
+                             "00A1", "00A2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    try:
+        assert sim.recv() == {"src": "00A0", "dst": "FFFF", "leader": "FFFF", "type": "hello"}
+        sim.sock.sendto(json.dumps(put("P1") | {"dst": "00A0"}).encode(), sim.replica)
+        answer = sim.recv()                 # within PARK_LIMIT (the peers never answer)
+        assert answer == {"src": "00A0", "dst": "0015", "leader": "FFFF", "MID": "P1",
+                          "type": "redirect"}
+        assert len(set(glob.glob(pattern)) - before) == 1           # its log, while it runs
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=5)
+    finally:
+        proc.kill()
+        proc.wait()
+        sim.close()
+    assert proc.returncode == 0, err
+    assert out == b""
+    assert set(glob.glob(pattern)) == before
