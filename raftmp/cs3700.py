@@ -172,8 +172,8 @@ class CourseLink:
         """The messages in one datagram, as (src, message) for the node."""
         try:
             msg = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            reject(f"not JSON: {exc}")
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            reject(f"not JSON: {exc!r}")
             return []
         if type(msg) is not dict:
             reject("not a JSON object")
@@ -189,13 +189,13 @@ class CourseLink:
             for raw in batch:
                 try:
                     out.append((peer, jsonwire.decode(raw)))
-                except ValueError as exc:
-                    reject(f"from {src}: {exc}")
+                except (ValueError, RecursionError) as exc:
+                    reject(f"from {src}: {exc!r}")
             return out
         if kind in ("get", "put") and is_address(src) and src not in self.peers \
                 and src != self.me and type(msg.get("MID")) is str:
             return [self.request(src, kind, msg, now)]
-        reject(f"unexpected datagram {str(msg)[:80]}")
+        reject(f"unexpected datagram of type {str(kind)[:20]!r} from {str(src)[:8]!r}")
         return []
 
     def request(self, src: str, op: str, msg: dict, now: float) -> tuple[int, ClientRequest]:

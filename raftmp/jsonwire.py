@@ -53,7 +53,7 @@ def encode(m: Any) -> list:
 
 def decode(obj: Any) -> Any:
     """The Raft message ``obj`` (parsed JSON) encodes; ValueError if it is not one."""
-    if type(obj) is not list or not obj or obj[0] not in _SCHEMAS:
+    if type(obj) is not list or not obj or type(obj[0]) is not str or obj[0] not in _SCHEMAS:
         raise ValueError(f"not a tagged Raft message: {str(obj)[:80]}")
     cls, kinds = _SCHEMAS[obj[0]]
     fields = obj[1:]

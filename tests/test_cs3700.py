@@ -71,7 +71,7 @@ def test_json_round_trip(m):
     ["ae", 1, 0, 0, 0, [[1, 1, [1, 1, 0, "put", "k", None, None]]], 0, 0],   # put without value
     ["ae", 1, 0, 0, 0, [[0, 1, None]], 0, 0],             # term 0 entry
     ["ae", 1, 0, 0, 0, "entries", 0, 0],
-    ["xx", 1], [], {"rv": 1}, "rv", None,
+    ["xx", 1], [], {"rv": 1}, "rv", None, [["rv"], 1], [{"a": 1}],
 ])
 def test_json_decode_rejects_malformed(raw):
     with pytest.raises(ValueError):
@@ -211,7 +211,9 @@ def test_invalid_request_fails(course):
 
 
 @pytest.mark.parametrize("raw", [
-    b"\xff\xfe", b"not json", b"[1, 2]",
+    b"\xff\xfe", b"not json", b"[1, 2]", b"[" * 30_000 + b"]" * 30_000,
+    json.dumps({"src": "0000", "dst": "0001", "leader": "FFFF", "type": "raft",
+                "msgs": [[[[[["rv"]]]]]]}).encode(),
     json.dumps({"src": "0007", "dst": "0001", "leader": "FFFF", "type": "raft",
                 "msgs": []}).encode(),                               # not a peer
     json.dumps({"src": "0000", "dst": "0001", "leader": "FFFF", "type": "raft",
@@ -219,7 +221,7 @@ def test_invalid_request_fails(course):
     json.dumps({"src": "0015", "dst": "0001", "leader": "FFFF", "type": "get"}).encode(),
     json.dumps({"src": "0000", "dst": "0001", "leader": "FFFF", "type": "get",
                 "MID": "X", "key": "k"}).encode(),                   # a replica as a client
-])
+], ids=lambda raw: repr(raw[:40]))
 def test_malformed_datagrams_are_dropped_and_counted(course, raw):
     sim, link = course
     sim.sock.sendto(raw, sim.replica)
