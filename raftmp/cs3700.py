@@ -330,7 +330,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ids = sorted(link.names)
         rng = random.Random(None if a.seed is None else f"{a.seed}/{a.id}")
         node = Node(int(a.id, 16), ids, storage.load(), rng, time.monotonic(),
-                    course_config(len(ids)), COURSE_LIMITS, retry_window=INF)
+                    course_config(len(ids)), COURSE_LIMITS, keep_writes=True)
         link.known_leader = known_leader(node, 1.5 * node.raft.config.heartbeat_interval)
         Worker(node, link, storage).run()
     finally:

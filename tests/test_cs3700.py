@@ -316,3 +316,81 @@ def test_replica_process_says_hello_answers_and_exits_on_sigterm(tmp_path):
     assert proc.returncode == 0, err
     assert out == b""
     assert set(glob.glob(pattern)) == before
+
+
+# ------------------------------------------------------- keep_writes (Node)
+
+def nodes_net(keep: bool):
+    import random as _random
+
+    from raftmp.core.node import Node
+    from raftmp.core.raft import Config
+    cfg = Config(election_timeout=(1.0, 2.0))
+    nodes = {i: Node(i, [0, 1, 2], (0, None, []), _random.Random(i), 0.0, cfg, None,
+                     keep_writes=keep) for i in range(3)}
+    return nodes
+
+
+def turn(nodes, i, now, queue, replies):
+    rd = nodes[i].ready(now)
+    for dst, m in rd.messages:
+        (replies if type(m) is ClientReply else queue).append((i, dst, m))
+
+
+def run_queue(nodes, queue, replies, now, drop=lambda s, d, m: False):
+    while queue:
+        s, d, m = queue.pop(0)
+        if not drop(s, d, m):
+            nodes[d].step(s, m, now)
+            turn(nodes, d, now, queue, replies)
+
+
+def elect(nodes, i, now, queue, replies):
+    nodes[i].raft.become_pre_candidate(now)
+    turn(nodes, i, now, queue, replies)
+    run_queue(nodes, queue, replies, now)
+    assert nodes[i].raft.role == "leader"
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_deposed_leader_answers_a_write_the_next_leader_commits_with_ok(keep):
+    """Node 0 accepts a write and replicates it to node 1 (a majority holds
+    it) but hears no acknowledgement; node 1 is elected and commits it. With
+    keep_writes node 0 answers ok once it applies the write, never "retry"
+    (a CS3700 client would put the value again as a new request, and read
+    the older value meanwhile); without, it has nothing to say to a client
+    that asked long ago (raftmp's client has retried elsewhere by then, with
+    the same seq, which the session table applies once)."""
+    nodes, queue, replies = nodes_net(keep), [], []
+    elect(nodes, 0, 1.0, queue, replies)
+    put = ClientRequest(Command(21, 7, 0, "put", "k", "v"))
+    nodes[0].step(21, put, 2.0)
+    turn(nodes, 0, 2.0, queue, replies)
+    run_queue(nodes, queue, replies, 2.0,                 # node 2 and every ack are lost
+              drop=lambda s, d, m: d == 2 or type(m) is AppendEntriesReply)
+    assert nodes[1].raft.log.last_index == nodes[0].raft.log.last_index
+    elect(nodes, 1, 5.0, queue, replies)                  # node 1 wins (its log is longest)
+    for _ in range(3):
+        for i in range(3):
+            nodes[i].tick(5.5)
+            turn(nodes, i, 5.5, queue, replies)
+        run_queue(nodes, queue, replies, 5.5)
+    assert all(n.kv.data == {"k": "v"} for n in nodes.values())
+    statuses = [m.status for s, d, m in replies if m.seq == 7]
+    assert statuses == (["ok"] if keep else [])
+
+
+def test_a_deposed_leader_answers_retry_for_a_write_that_was_lost():
+    nodes, queue, replies = nodes_net(True), [], []
+    elect(nodes, 0, 1.0, queue, replies)
+    nodes[0].step(21, ClientRequest(Command(21, 8, 0, "put", "k", "lost")), 2.0)
+    turn(nodes, 0, 2.0, queue, replies)
+    queue.clear()                                         # it never leaves node 0
+    elect(nodes, 1, 5.0, queue, replies)                  # node 1's no-op takes its index
+    for _ in range(3):
+        for i in range(3):
+            nodes[i].tick(5.5)
+            turn(nodes, i, 5.5, queue, replies)
+        run_queue(nodes, queue, replies, 5.5)
+    assert nodes[0].kv.data == {}
+    assert [m.status for s, d, m in replies if m.seq == 8] == ["retry"]

@@ -18,7 +18,7 @@ import random
 from typing import Any, Optional
 
 from .kv import KVStore, Limits, check_command
-from .messages import INVALID, OK, REDIRECT, RETRY, ClientReply, ClientRequest, Command
+from .messages import INVALID, OK, REDIRECT, RETRY, ClientReply, ClientRequest, Command, Entry
 from .raft import LEADER, Config, Raft, Ready
 
 # A client waits this long for an answer before it asks another node
@@ -30,10 +30,13 @@ RETRY_WINDOW = 0.25
 class Node:
     def __init__(self, node_id: int, nodes: list[int], state: tuple, rng: random.Random,
                  now: float, config: Optional[Config] = None,
-                 limits: Optional[Limits] = None, retry_window: float = RETRY_WINDOW) -> None:
-        """``retry_window``: on losing leadership, tell the clients that asked
-        within this long to retry (a client that never gives up by itself, as
-        CS3700's, needs infinity)."""
+                 limits: Optional[Limits] = None, keep_writes: bool = False) -> None:
+        """``keep_writes``: on losing leadership, keep the writes this node
+        accepted and answer each once its outcome is known — ok when it is
+        applied here, retry when its log index is applied with another entry —
+        and tell every waiting reader to retry. For clients whose retry is a
+        new request (CS3700): told to retry early, such a client would take a
+        write that the next leader still commits for one that never happened."""
         self.id = node_id
         self.raft = Raft(node_id, nodes, state, rng, now, config)
         self.kv = KVStore(limits)
@@ -44,7 +47,8 @@ class Node:
         self.reads: dict[int, tuple[int, Command, float]] = {}
         self.next_read = 0
         self.replies: list[tuple[int, ClientReply]] = []
-        self.retry_window = retry_window
+        self.keep_writes = keep_writes
+        self.proposed: dict[int, tuple[int, int]] = {}   # keep_writes: log index -> write
 
     # ------------------------------------------------------------------ inputs
 
@@ -85,7 +89,9 @@ class Node:
             self.writes[key] = (src, now)
         else:
             self.writes[key] = (src, now)
-            raft.propose(cmd)
+            index = raft.propose(cmd)
+            if self.keep_writes and index is not None:
+                self.proposed[index] = key
 
     # ----------------------------------------------------------------- output
 
@@ -93,6 +99,8 @@ class Node:
         rd = self.raft.ready(now)
         for entry in rd.committed:
             cmd = entry.command
+            if self.proposed:
+                self._settle(entry)
             if cmd is None:
                 continue  # a leader's no-op
             status, result = self.kv.apply(cmd)
@@ -125,15 +133,28 @@ class Node:
         under the next leader. Tell the clients still waiting to retry
         (exactly-once makes a retry safe) instead of letting them time out."""
         leader = self.raft.leader
-        for (cid, seq), (src, asked) in self.writes.items():
-            if now - asked < self.retry_window:
-                self.replies.append((src, ClientReply(cid, seq, RETRY, None, leader)))
+        if not self.keep_writes:
+            for (cid, seq), (src, asked) in self.writes.items():
+                if now - asked < RETRY_WINDOW:
+                    self.replies.append((src, ClientReply(cid, seq, RETRY, None, leader)))
+            self.writes = {}
         for src, cmd, asked in self.reads.values():
-            if now - asked < self.retry_window:
+            if self.keep_writes or now - asked < RETRY_WINDOW:
                 self._reply(src, cmd, RETRY, None)
-        self.writes = {}
         self.reads = {}
         self.serving_term = None
+
+    def _settle(self, entry: Entry) -> None:
+        """keep_writes: a write proposed at ``entry.index`` whose place went to
+        another entry can never be applied (§5.3: committed entries never
+        change): its client may retry."""
+        key = self.proposed.pop(entry.index, None)
+        cmd = entry.command
+        if key is None or (cmd is not None and (cmd.client_id, cmd.seq) == key):
+            return
+        waiting = self.writes.pop(key, None)
+        if waiting is not None:
+            self.replies.append((waiting[0], ClientReply(*key, RETRY, None, self.raft.leader)))
 
     def _reply(self, src: int, cmd: Command, status: str, result: Any) -> None:
         self.replies.append((src, ClientReply(cmd.client_id, cmd.seq, status, result,
