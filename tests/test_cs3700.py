@@ -272,6 +272,9 @@ def test_course_simulator_passes(tmp_path, name, changes):
     with open(os.path.join(SIM, "configs", f"{name}.json")) as f:
         config = json.load(f)
     config.update(changes)
+    # A short run front-loads the gets that find no acknowledged put of their
+    # client yet (the simulator then sends a put): allow more of them.
+    config["tests"]["maximum_get_generation_fail_fraction"] = 0.5
     path = tmp_path / f"{name}-short.json"
     path.write_text(json.dumps(config))
     result = run_config(os.path.abspath(SIM), str(path), str(tmp_path))
