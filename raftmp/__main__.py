@@ -6,6 +6,7 @@
     python -m raftmp sim ...              seeded fault schedules in the simulator
     python -m raftmp scenario FILE.json   a CS3700-style fault scenario
     python -m raftmp check HISTORY.jsonl  check a recorded history for linearizability
+    python -m raftmp cs3700 [configs...]  the CS3700 course simulator against this replica
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from typing import Optional
 
 from tabulate import tabulate
 
-from . import checker, console, scenario, sim
+from . import checker, console, cs3700_suite, scenario, sim
 from .checker import EXIT_STATUS, check_outcomes
 from .cluster import Cluster
 from .seeds import pick_seed
 from .workload import Workload, drive, summarize
 
-SUBCOMMANDS = ("run", "sim", "scenario", "check")
+SUBCOMMANDS = ("run", "sim", "scenario", "check", "cs3700")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -35,7 +36,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     if argv and argv[0] in SUBCOMMANDS:
         cmd, rest = argv[0], argv[1:]
-        command = {"run": console, "sim": sim, "check": checker, "scenario": scenario}[cmd]
+        command = {"run": console, "sim": sim, "check": checker, "scenario": scenario,
+                   "cs3700": cs3700_suite}[cmd]
         return command.main(rest)
     return main_job(argv)
 

@@ -42,6 +42,7 @@ from .messages import (
     ClientReply,
     ClientRequest,
     Command,
+    Entry,
     SessionClock,
     Snapshot,
 )
@@ -56,7 +57,14 @@ RETRY_WINDOW = 0.25
 class Node:
     def __init__(self, node_id: int, nodes: list[int], state: tuple, rng: random.Random,
                  now: float, config: Optional[Config] = None,
-                 limits: Optional[Limits] = None, snapshot: Optional[Snapshot] = None) -> None:
+                 limits: Optional[Limits] = None, snapshot: Optional[Snapshot] = None,
+                 keep_writes: bool = False) -> None:
+        """``keep_writes``: on losing leadership, keep the writes this node
+        accepted and answer each once its outcome is known — ok when it is
+        applied here, retry when its log index is applied with another entry —
+        and tell every waiting reader to retry. For clients whose retry is a
+        new request (CS3700): told to retry early, such a client would take a
+        write that the next leader still commits for one that never happened."""
         self.id = node_id
         self.raft = Raft(node_id, nodes, state, rng, now, config, snapshot)
         self.kv = KVStore(limits)
@@ -70,8 +78,15 @@ class Node:
         self.reads: dict[int, tuple[int, Command, float]] = {}
         self.next_read = 0
         self.replies: list[tuple[int, ClientReply]] = []
+        self.keep_writes = keep_writes
+        self.proposed: dict[int, tuple[int, int]] = {}   # keep_writes: log index -> write
 
     # ------------------------------------------------------------- read API
+
+    @property
+    def ids(self) -> frozenset[int]:
+        """Every member of the cluster, this node included."""
+        return frozenset((self.id, *self.raft.peers))
 
     @property
     def role(self) -> str:
@@ -89,6 +104,11 @@ class Node:
     def leader(self) -> Optional[int]:
         """The leader this node knows of, or None."""
         return self.raft.leader
+
+    @property
+    def leader_seen(self) -> float:
+        """When (on this node's clock) it last heard from the leader it names."""
+        return self.raft.leader_seen
 
     @property
     def commit(self) -> int:
@@ -202,7 +222,9 @@ class Node:
             self.writes[key] = (src, now)
         else:
             self.writes[key] = (src, now)
-            raft.propose(cmd)
+            index = raft.propose(cmd)
+            if self.keep_writes and index is not None:
+                self.proposed[index] = key
 
     # ----------------------------------------------------------------- output
 
@@ -210,8 +232,12 @@ class Node:
         rd = self.raft.ready(now)
         if rd.snapshot is not None:
             self.kv.restore(rd.snapshot.data)
+            if self.proposed:
+                self._settle_snapshot(rd.snapshot.index)
         for entry in rd.committed:
             cmd = entry.command
+            if self.proposed:
+                self._settle(entry)
             if cmd is None:
                 continue  # a leader's no-op
             status, result = self.kv.apply(cmd)
@@ -250,13 +276,14 @@ class Node:
         under the next leader. Tell the clients still waiting to retry
         (exactly-once makes a retry safe) instead of letting them time out."""
         leader = self.raft.leader
-        for (cid, seq), (src, asked) in self.writes.items():
-            if now - asked < RETRY_WINDOW:
-                self.replies.append((src, ClientReply(cid, seq, RETRY, None, leader)))
+        if not self.keep_writes:
+            for (cid, seq), (src, asked) in self.writes.items():
+                if now - asked < RETRY_WINDOW:
+                    self.replies.append((src, ClientReply(cid, seq, RETRY, None, leader)))
+            self.writes = {}
         for src, cmd, asked in self.reads.values():
-            if now - asked < RETRY_WINDOW:
+            if self.keep_writes or now - asked < RETRY_WINDOW:
                 self._reply(src, cmd, RETRY, None)
-        self.writes = {}
         self.reads = {}
         self.serving_term = None
 
@@ -266,6 +293,31 @@ class Node:
         self.clock_at = now + raft.config.session_timeout / 8
         if raft.role == LEADER and self.kv.sessions:
             raft.propose(SessionClock(now, raft.config.session_timeout))
+
+    def _settle_snapshot(self, index: int) -> None:
+        """keep_writes: the writes proposed at or below ``index`` were decided by the
+        snapshot just installed: answer each from the session table (applied),
+        else tell its client to retry (its place went to another entry)."""
+        for at in [i for i in self.proposed if i <= index]:
+            key = self.proposed.pop(at)
+            waiting = self.writes.pop(key, None)
+            if waiting is not None:
+                done, result = self.kv.cached(*key)
+                status = OK if done else RETRY
+                self.replies.append((waiting[0], ClientReply(*key, status, result,
+                                                             self.raft.leader)))
+
+    def _settle(self, entry: Entry) -> None:
+        """keep_writes: a write proposed at ``entry.index`` whose place went to
+        another entry can never be applied (§5.3: committed entries never
+        change): its client may retry."""
+        key = self.proposed.pop(entry.index, None)
+        cmd = entry.command
+        if key is None or (cmd is not None and (cmd.client_id, cmd.seq) == key):
+            return
+        waiting = self.writes.pop(key, None)
+        if waiting is not None:
+            self.replies.append((waiting[0], ClientReply(*key, RETRY, None, self.raft.leader)))
 
     def _reply(self, src: int, cmd: Command, status: str, result: Any) -> None:
         self.replies.append((src, ClientReply(cmd.client_id, cmd.seq, status, result,

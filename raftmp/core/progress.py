@@ -66,7 +66,7 @@ class Progress:
     """
 
     __slots__ = ("match", "next", "probing", "inflight", "srtt", "rto", "round", "active",
-                 "loss", "acked_start", "snap", "snap_sent", "snap_acked")
+                 "loss", "acked_start", "snap", "snap_sent", "snap_acked", "sent_at")
 
     def __init__(self, next_index: int, rto: float) -> None:
         self.match = 0
@@ -79,6 +79,7 @@ class Progress:
         self.acked_start = -INF   # when that round began (the lease, core/lease.py)
         self.active = False   # answered since the last quorum check (thesis §6.2)
         self.loss = 0.0       # estimated fraction of segments lost on the way (and back)
+        self.sent_at = -INF   # when the leader last sent it anything (quiet_heartbeats)
         # Snapshot mode (thesis §5.3, core/snapshot.py): the snapshot being sent,
         # bytes sent and acknowledged; ``inflight`` then holds one Segment per
         # chunk, ``first..last`` its byte offsets.

@@ -88,6 +88,7 @@ class SnapshotRules:
                                              lo, data))
             pr.snap_sent = lo + len(data)
             pr.inflight.append(Segment(lo, pr.snap_sent, now, self.round))
+            pr.sent_at = now
 
     def go_back_snapshot(self, pr: Any) -> None:
         """The oldest chunk timed out: resend from the last acknowledged byte."""
