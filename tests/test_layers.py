@@ -78,6 +78,7 @@ FLOORS = [
     ["storage", "transport"],
     ["snapshots"],
     ["checker", "client", "router", "worker"],
+    ["simchecks"],
     ["cs3700", "launcher", "scenario_file", "sim", "workload"],
     ["cluster"],
     ["console", "cs3700_suite", "scenario"],

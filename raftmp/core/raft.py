@@ -18,8 +18,9 @@ import random
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .errors import ConfigError, check_positive
-from .lease import Lease, lease_duration
+from .config import READ_MODES, Config  # noqa: F401 (re-exported)
+from .follower import FollowerRules
+from .lease import Lease
 from .log import RaftLog
 from .messages import (
     AppendEntries,
@@ -32,10 +33,10 @@ from .messages import (
     Snapshot,
 )
 from .progress import Progress, Segment
+from .reads import ReadRules
+from .roles import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE
 from .snapshot import SnapshotRules
 
-FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
-READ_MODES = ("index", "lease")
 INF = float("inf")
 # eager_followers: after a retransmission, every follower is eager for this
 # many heartbeat intervals, so that one more lost append rarely delays a commit.
@@ -50,74 +51,6 @@ def majority_of(n: int) -> int:
 def smoothed(average: float, sample: float) -> float:
     """A smoothed round trip after one more sample (RFC 6298's weights; 0: none yet)."""
     return sample if average == 0 else 0.875 * average + 0.125 * sample
-
-
-@dataclass
-class Config:
-    heartbeat_interval: float = 0.05
-    # §5.2: each election timeout is drawn uniformly from this range.
-    election_timeout: tuple[float, float] = (0.2, 0.4)
-    max_batch_entries: int = 256        # per AppendEntries
-    max_batch_bytes: int = 1 << 20      # per AppendEntries (approximate)
-    # AppendEntries in flight per follower and not known to be delivered, on a
-    # clean link; the window grows with the measured loss (progress.py). Wide:
-    # in a closed loop a window full of lost segments stalls that follower
-    # (measured: 4 -> 32 doubles ops/s at drop 0.5, benchmarks/throughput.py).
-    max_inflight: int = 32
-    # A follower holds up to this many AppendEntries that arrived past a gap in
-    # its log; the leader keeps no more than this many outstanding per follower.
-    max_held: int = 64
-    # Retransmission timeout bounds; in between it follows the measured round
-    # trip (3 x smoothed RTT), so a lost append is resent in a few round trips.
-    min_rto: float = 0.002
-    max_rto: float = 0.1
-    # Log compaction (§7, thesis §5.1): snapshot when the applied log since the
-    # last snapshot passes either threshold; keep the last ``snapshot_keep``
-    # entries for followers a little behind; send snapshots in chunks.
-    snapshot_entries: int = 10_000
-    snapshot_bytes: int = 4 << 20
-    snapshot_keep: int = 5_000
-    snapshot_chunk: int = 64 << 10
-    # Thesis §6.3: a client session idle this long (by the leader's clock,
-    # written into the log) expires. Far above a client's op timeout, so no
-    # request of an expired session can still be retried.
-    session_timeout: float = 300.0
-    # Reads (thesis §6.4): "index" confirms leadership by a heartbeat round per
-    # batch of reads (ReadIndex); "lease" answers them at once while a quorum's
-    # recent acknowledgements hold the leader's lease (§6.4.1, core/lease.py),
-    # assuming clock rates within clock_drift of real time. Lease is the
-    # default: every node of a cluster runs on one host, on one monotonic
-    # clock (no drift at all), and under loss it keeps reads off the lossy
-    # round trips (measured: 71% vs 41% of the drop-0 ops/s at drop 0.4).
-    read_mode: str = "lease"
-    clock_drift: float = 0.05
-    # Quiet when idle (the CS3700 profile, where every packet is counted; the
-    # defaults keep the classic behaviour). ``eager_followers``: new entries go
-    # at once only to this many followers, the most up to date first (to all
-    # while appends are being lost: LOSS_MEMORY), and a ReadIndex round only
-    # to the quorum - 1 of them that it needs; the others catch up on their
-    # heartbeat. ``quiet_heartbeats``: a follower gets a heartbeat only when
-    # nothing else went to it for a heartbeat interval.
-    eager_followers: Optional[int] = None
-    quiet_heartbeats: bool = False
-
-    def __post_init__(self) -> None:
-        check_positive(self, "heartbeat_interval", "min_rto", "max_rto")
-        check_positive(self, "max_batch_entries", "max_batch_bytes", "max_inflight",
-                       integer=True)
-        timeout = self.election_timeout
-        if not (isinstance(timeout, (tuple, list)) and len(timeout) == 2
-                and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in timeout)
-                and self.heartbeat_interval < timeout[0] <= timeout[1] < INF):
-            raise ConfigError(f"Config.election_timeout must be a pair (min, max) with "
-                              f"heartbeat_interval < min <= max, not {timeout!r}")
-        if self.min_rto > self.max_rto:
-            raise ConfigError(f"Config.min_rto ({self.min_rto}) is above max_rto ({self.max_rto})")
-        if self.read_mode not in READ_MODES:
-            raise ConfigError(f"Config.read_mode must be one of {READ_MODES}, "
-                              f"not {self.read_mode!r}")
-        if not (isinstance(self.clock_drift, (int, float)) and 0 <= self.clock_drift < 1):
-            raise ConfigError(f"Config.clock_drift must be in [0, 1), not {self.clock_drift!r}")
 
 
 @dataclass
@@ -151,7 +84,7 @@ class Ready:
     snapshot: Optional[Snapshot] = None
 
 
-class Raft(SnapshotRules):
+class Raft(FollowerRules, ReadRules, SnapshotRules):
     def __init__(self, node_id: int, nodes: list[int], state: tuple, rng: random.Random,
                  now: float, config: Optional[Config] = None,
                  snapshot: Optional[Snapshot] = None) -> None:
@@ -287,23 +220,6 @@ class Raft(SnapshotRules):
         self.log.append(Entry(self.term, index, command))
         self.maybe_commit()  # a single-node cluster commits at once
         return index
-
-    def read_index(self, ctx: Any) -> bool:
-        """Start a linearizable read (thesis §6.4, ReadIndex): ``ctx`` comes back in
-        ``Ready.reads`` with the index to wait for, once a quorum has confirmed
-        this leader after the read began. False if this node is not leader."""
-        if self.role != LEADER:
-            return False
-        if self.log.term(self.commit) != self.term:
-            # Thesis §6.4 step 1: until its no-op commits, a new leader does not know
-            # the commit index of the previous term.
-            self.reads_waiting_commit.append(ctx)
-        elif self.config.read_mode == "lease":
-            self.lease_reads.append(ctx)
-        else:
-            self.reads.append((ctx, self.round + 1))
-            self.read_bcast = True
-        return True
 
     def ready(self, now: float) -> Ready:
         """Flush the turn: send pending appends, then hand out everything to do."""
@@ -566,95 +482,6 @@ class Raft(SnapshotRules):
             pr.next = entries[-1].index + 1
             pr.sent(entries[0].index, entries[-1].index, now, self.round)
 
-    def follow(self, m: Any, now: float) -> None:
-        """``m`` comes from the leader of our term: follow it, and wait a new election timeout."""
-        if self.role != FOLLOWER:
-            assert self.role != LEADER, "two leaders in one term"
-            self.become_follower(m.term, m.leader, now)  # §5.2: a leader of our term won
-        self.leader = m.leader
-        self.leader_seen = now
-        self.election_deadline = now + self._election_timeout()
-
-    def handle_append(self, src: int, m: AppendEntries, now: float) -> None:
-        self.follow(m, now)
-        log = self.log
-        if m.prev_index < log.base:
-            # Our log up to its base is committed, so it matches any current
-            # leader's (§5.4 Leader Completeness): skip what the snapshot covers.
-            skip = log.base - m.prev_index
-            m = m._replace(prev_index=log.base, prev_term=log.base_term, entries=m.entries[skip:])
-        if log.term(m.prev_index) != m.prev_term:
-            # §5.3 consistency check failed. Hint where our log diverges so the
-            # leader can skip the whole conflicting term in one round trip.
-            if m.prev_index > log.last_index:
-                # A gap (an earlier append was lost): keep this one until the gap
-                # fills, and say what is missing (progress.py: a SACK).
-                cterm, cindex = 0, log.last_index + 1
-                self._hold(m)
-            else:
-                cterm = log.term(m.prev_index)
-                cindex = log.first_index_of_term(cterm)
-            self._send(src, AppendEntriesReply(self.term, self.id, False, m.prev_index,
-                                               cterm, cindex, m.round))
-            return
-        last_new = self._drain_held(self._append(m))
-        # Acknowledge everything proven to match in this term, not only what this
-        # message proved: a lost acknowledgement is then repaired by any later
-        # one, heartbeats included (cumulative acks).
-        term, proven = self.matched
-        if term == self.term and proven > last_new:
-            last_new = proven
-        self.matched = (self.term, last_new)
-        self._send(src, AppendEntriesReply(self.term, self.id, True, last_new, 0, 0, m.round))
-
-    def _append(self, m: AppendEntries) -> int:
-        """Append what ``m`` carries (its consistency check passed); the index
-        through which the log now provably matches the leader's."""
-        log = self.log
-        # §5.3: delete a conflicting suffix and append what is new. Entries we
-        # already hold with the same term are kept: a duplicated or reordered
-        # (shorter) message must never truncate the log.
-        for e in m.entries:
-            if log.term(e.index) != e.term:
-                if e.index <= log.last_index:
-                    assert e.index > self.commit, "truncating a committed entry"
-                    log.truncate(e.index)
-                self.unstable_from = min(self.unstable_from, e.index)
-                for new in m.entries[e.index - m.entries[0].index:]:
-                    log.append(new)
-                break
-        last_new = m.prev_index + len(m.entries)
-        # Figure 2: commit = min(leaderCommit, index of last new entry) — only
-        # what this message proved to match.
-        if m.commit > self.commit:
-            self.commit = max(self.commit, min(m.commit, last_new))
-        return last_new
-
-    def _hold(self, m: AppendEntries) -> None:
-        """Keep an append that arrived past a gap (bounded; the longest per slot).
-        Holding it is no more than the network delaying it."""
-        held = self.held
-        if not m.entries:
-            return
-        old = held.get(m.prev_index)
-        if (old is None and len(held) < self.config.max_held) or \
-                (old is not None and len(m.entries) > len(old.entries)):
-            held[m.prev_index] = m
-
-    def _drain_held(self, last_new: int) -> int:
-        """Append the held messages the log now reaches (each passes the §5.3
-        consistency check as if it had just arrived); the highest index proven
-        to match. Messages of an older term are dropped."""
-        held, log = self.held, self.log
-        while held:
-            prev = min(held)
-            if prev > log.last_index:
-                break
-            m = held.pop(prev)
-            if m.term == self.term and log.term(prev) == m.prev_term:
-                last_new = max(last_new, self._append(m))
-        return last_new
-
     def handle_append_reply(self, src: int, m: AppendEntriesReply, now: float) -> None:
         if self.role != LEADER or m.round == 0:
             # Round 0 answers an append from an earlier term of ours (see ``step``):
@@ -743,65 +570,7 @@ class Raft(SnapshotRules):
                 self.read_bcast = True
             self.reads_waiting_commit = []
 
-    def check_quorum(self, now: float) -> None:
-        """Thesis §6.2: a leader that has not heard from a majority steps down,
-        so clients stuck with it in a minority move on. The thesis checks every
-        election timeout; we allow two (``quorum_deadline``) so that heavy loss
-        (50% each way leaves 1 heartbeat in 4 answered) does not depose a
-        healthy leader. Safety does not depend on it: reads use ReadIndex."""
-        active = 1 + sum(pr.active for pr in self.progress.values())
-        if active < self.quorum:
-            self.become_follower(self.term, None, now)
-            return
-        for pr in self.progress.values():
-            pr.active = False
-        self.quorum_deadline = now + 2 * self.config.election_timeout[1]
-
-    def _released_reads(self) -> list[tuple[Any, int]]:
-        """ReadIndex (thesis §6.4): reads whose round a quorum has answered, with
-        the commit index to wait for."""
-        if not self.reads:
-            return []
-        rounds = sorted([pr.round for pr in self.progress.values()] + [self.round + 1],
-                        reverse=True)
-        confirmed = rounds[self.quorum - 1]
-        done = [(ctx, self.commit) for ctx, need in self.reads if need <= confirmed]
-        if done:
-            self.reads = [r for r in self.reads if r[1] > confirmed]
-        if not self.reads:
-            self.read_deadline = INF  # the next read gets its own round (in ready)
-        return done
-
-    def _lease_reads(self, now: float) -> list[tuple[Any, int]]:
-        """Thesis §6.4.1: within the lease, reads are answered at the commit index
-        with no messages; past it (acknowledgements were lost) they fall back to
-        ReadIndex."""
-        ctxs, self.lease_reads = self.lease_reads, []
-        if now < self.lease_until():
-            return [(ctx, self.commit) for ctx in ctxs]
-        self.reads += [(ctx, self.round + 1) for ctx in ctxs]
-        self.read_bcast = True
-        return []
-
-    def lease_until(self) -> float:
-        """When this leader's lease ends, on its clock (-INF if it holds none;
-        only in lease mode do nodes keep the promises a lease rests on)."""
-        if self.role != LEADER or self.config.read_mode != "lease":
-            return -INF
-        return self.lease.until((pr.acked_start for pr in self.progress.values()), self.quorum)
-
-    def lease_duration(self) -> float:
-        return lease_duration(self.config.election_timeout[0], self.config.clock_drift)
-
     # ----------------------------------------------------------------- helpers
-
-    def _in_lease(self, now: float) -> bool:
-        """Whether we heard from a live leader within the minimum election timeout
-        (a leader trusts itself: check-quorum deposes it when it loses its majority),
-        or booted within it in lease mode (core/lease.py)."""
-        if self.role == LEADER or now < self.vote_hold_until:
-            return True
-        return self.leader is not None and now - self.leader_seen < self.config.election_timeout[0]
 
     def _send(self, dst: int, m: Any) -> None:
         (self.appends if type(m) is AppendEntries else self.msgs).append((dst, m))

@@ -29,8 +29,8 @@ from typing import Any, Optional
 
 from .messages import InstallSnapshot, InstallSnapshotReply, Snapshot
 from .progress import Segment
+from .roles import LEADER
 
-LEADER = "leader"
 CHECK_EVERY = 256   # applied entries between two measures of the log's bytes
 
 

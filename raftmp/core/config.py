@@ -1,0 +1,80 @@
+"""The Raft core's settings, checked when they are made (``ConfigError``
+names the setting). Section numbers as in ``raft.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import ConfigError, check_positive
+
+INF = float("inf")
+READ_MODES = ("index", "lease")
+
+
+@dataclass
+class Config:
+    heartbeat_interval: float = 0.05
+    # §5.2: each election timeout is drawn uniformly from this range.
+    election_timeout: tuple[float, float] = (0.2, 0.4)
+    max_batch_entries: int = 256        # per AppendEntries
+    max_batch_bytes: int = 1 << 20      # per AppendEntries (approximate)
+    # AppendEntries in flight per follower and not known to be delivered, on a
+    # clean link; the window grows with the measured loss (progress.py). Wide:
+    # in a closed loop a window full of lost segments stalls that follower
+    # (measured: 4 -> 32 doubles ops/s at drop 0.5, benchmarks/throughput.py).
+    max_inflight: int = 32
+    # A follower holds up to this many AppendEntries that arrived past a gap in
+    # its log; the leader keeps no more than this many outstanding per follower.
+    max_held: int = 64
+    # Retransmission timeout bounds; in between it follows the measured round
+    # trip (3 x smoothed RTT), so a lost append is resent in a few round trips.
+    min_rto: float = 0.002
+    max_rto: float = 0.1
+    # Log compaction (§7, thesis §5.1): snapshot when the applied log since the
+    # last snapshot passes either threshold; keep the last ``snapshot_keep``
+    # entries for followers a little behind; send snapshots in chunks.
+    snapshot_entries: int = 10_000
+    snapshot_bytes: int = 4 << 20
+    snapshot_keep: int = 5_000
+    snapshot_chunk: int = 64 << 10
+    # Thesis §6.3: a client session idle this long (by the leader's clock,
+    # written into the log) expires. Far above a client's op timeout, so no
+    # request of an expired session can still be retried.
+    session_timeout: float = 300.0
+    # Reads (thesis §6.4): "index" confirms leadership by a heartbeat round per
+    # batch of reads (ReadIndex); "lease" answers them at once while a quorum's
+    # recent acknowledgements hold the leader's lease (§6.4.1, core/lease.py),
+    # assuming clock rates within clock_drift of real time. Lease is the
+    # default: every node of a cluster runs on one host, on one monotonic
+    # clock (no drift at all), and under loss it keeps reads off the lossy
+    # round trips (measured: 71% vs 41% of the drop-0 ops/s at drop 0.4).
+    read_mode: str = "lease"
+    clock_drift: float = 0.05
+    # Quiet when idle (the CS3700 profile, where every packet is counted; the
+    # defaults keep the classic behaviour). ``eager_followers``: new entries go
+    # at once only to this many followers, the most up to date first (to all
+    # while appends are being lost: LOSS_MEMORY), and a ReadIndex round only
+    # to the quorum - 1 of them that it needs; the others catch up on their
+    # heartbeat. ``quiet_heartbeats``: a follower gets a heartbeat only when
+    # nothing else went to it for a heartbeat interval.
+    eager_followers: Optional[int] = None
+    quiet_heartbeats: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive(self, "heartbeat_interval", "min_rto", "max_rto")
+        check_positive(self, "max_batch_entries", "max_batch_bytes", "max_inflight",
+                       integer=True)
+        timeout = self.election_timeout
+        if not (isinstance(timeout, (tuple, list)) and len(timeout) == 2
+                and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in timeout)
+                and self.heartbeat_interval < timeout[0] <= timeout[1] < INF):
+            raise ConfigError(f"Config.election_timeout must be a pair (min, max) with "
+                              f"heartbeat_interval < min <= max, not {timeout!r}")
+        if self.min_rto > self.max_rto:
+            raise ConfigError(f"Config.min_rto ({self.min_rto}) is above max_rto ({self.max_rto})")
+        if self.read_mode not in READ_MODES:
+            raise ConfigError(f"Config.read_mode must be one of {READ_MODES}, "
+                              f"not {self.read_mode!r}")
+        if not (isinstance(self.clock_drift, (int, float)) and 0 <= self.clock_drift < 1):
+            raise ConfigError(f"Config.clock_drift must be in [0, 1), not {self.clock_drift!r}")

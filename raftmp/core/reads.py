@@ -1,0 +1,104 @@
+"""Linearizable reads and the leader's hold on its office: the read half of
+the Raft core, mixed into ``raft.Raft`` (which owns the state these methods
+use).
+
+Thesis §6.4 (ReadIndex): a leader answers a read at its commit index once
+(1) that index is from its own term (its no-op committed) and (2) a quorum
+has confirmed it is still leader after the read arrived: a heartbeat round
+(``round``) answered by a quorum. Thesis §6.4.1 (lease reads, ``read_mode =
+"lease"``): acknowledgements of a round that began at time s promise that
+none of those followers votes for another leader before s + the minimum
+election timeout (``_in_lease``), so until then, less a clock-drift margin
+(``lease.py``), reads need no messages at all; past it they fall back to
+ReadIndex. Thesis §6.2 (check-quorum): a leader that has not heard from a
+majority for a while steps down, so clients stuck with it move on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .lease import lease_duration
+from .roles import LEADER
+
+INF = float("inf")
+
+
+class ReadRules:
+    """The read half of the Raft core (state lives on ``Raft``)."""
+
+    def read_index(self, ctx: Any) -> bool:
+        """Start a linearizable read (thesis §6.4, ReadIndex): ``ctx`` comes back in
+        ``Ready.reads`` with the index to wait for, once a quorum has confirmed
+        this leader after the read began. False if this node is not leader."""
+        if self.role != LEADER:
+            return False
+        if self.log.term(self.commit) != self.term:
+            # Thesis §6.4 step 1: until its no-op commits, a new leader does not know
+            # the commit index of the previous term.
+            self.reads_waiting_commit.append(ctx)
+        elif self.config.read_mode == "lease":
+            self.lease_reads.append(ctx)
+        else:
+            self.reads.append((ctx, self.round + 1))
+            self.read_bcast = True
+        return True
+
+    def check_quorum(self, now: float) -> None:
+        """Thesis §6.2: a leader that has not heard from a majority steps down,
+        so clients stuck with it in a minority move on. The thesis checks every
+        election timeout; we allow two (``quorum_deadline``) so that heavy loss
+        (50% each way leaves 1 heartbeat in 4 answered) does not depose a
+        healthy leader. Safety does not depend on it: a ReadIndex read waits for a
+        quorum's round, and a lease is computed from acknowledgements alone."""
+        active = 1 + sum(pr.active for pr in self.progress.values())
+        if active < self.quorum:
+            self.become_follower(self.term, None, now)
+            return
+        for pr in self.progress.values():
+            pr.active = False
+        self.quorum_deadline = now + 2 * self.config.election_timeout[1]
+
+    def _released_reads(self) -> list[tuple[Any, int]]:
+        """ReadIndex (thesis §6.4): reads whose round a quorum has answered, with
+        the commit index to wait for."""
+        if not self.reads:
+            return []
+        rounds = sorted([pr.round for pr in self.progress.values()] + [self.round + 1],
+                        reverse=True)
+        confirmed = rounds[self.quorum - 1]
+        done = [(ctx, self.commit) for ctx, need in self.reads if need <= confirmed]
+        if done:
+            self.reads = [r for r in self.reads if r[1] > confirmed]
+        if not self.reads:
+            self.read_deadline = INF  # the next read gets its own round (in ready)
+        return done
+
+    def _lease_reads(self, now: float) -> list[tuple[Any, int]]:
+        """Thesis §6.4.1: within the lease, reads are answered at the commit index
+        with no messages; past it (acknowledgements were lost) they fall back to
+        ReadIndex."""
+        ctxs, self.lease_reads = self.lease_reads, []
+        if now < self.lease_until():
+            return [(ctx, self.commit) for ctx in ctxs]
+        self.reads += [(ctx, self.round + 1) for ctx in ctxs]
+        self.read_bcast = True
+        return []
+
+    def lease_until(self) -> float:
+        """When this leader's lease ends, on its clock (-INF if it holds none;
+        only in lease mode do nodes keep the promises a lease rests on)."""
+        if self.role != LEADER or self.config.read_mode != "lease":
+            return -INF
+        return self.lease.until((pr.acked_start for pr in self.progress.values()), self.quorum)
+
+    def lease_duration(self) -> float:
+        return lease_duration(self.config.election_timeout[0], self.config.clock_drift)
+
+    def _in_lease(self, now: float) -> bool:
+        """Whether we heard from a live leader within the minimum election timeout
+        (a leader trusts itself: check-quorum deposes it when it loses its majority),
+        or booted within it in lease mode (core/lease.py)."""
+        if self.role == LEADER or now < self.vote_hold_until:
+            return True
+        return self.leader is not None and now - self.leader_seen < self.config.election_timeout[0]
