@@ -41,7 +41,20 @@ from .core.messages import Entry, Snapshot
 from .logformat import HEADER, SECTOR, LogBase, decode_log, encode_record, entries_after, frame
 
 
-class MemoryStorage:
+class NewestSnapshot:
+    """The simulator's storages keep the newest snapshot saved, in memory."""
+
+    snapshot: Optional[Snapshot] = None
+
+    def load_snapshot(self) -> Optional[Snapshot]:
+        return self.snapshot
+
+    def save_snapshot(self, snap: Snapshot) -> None:
+        if self.snapshot is None or snap.index > self.snapshot.index:
+            self.snapshot = snap
+
+
+class MemoryStorage(NewestSnapshot):
     """Storage for the simulator: survives a simulated crash, not a real one."""
 
     def __init__(self) -> None:
@@ -56,13 +69,6 @@ class MemoryStorage:
         if snap is not None and snap.index > self.base.index:
             self.compact(snap.index, snap.term)   # a restart compacts, as FileStorage's does
         return self.term, self.vote, entries_after(snap, self.base, self.entries)
-
-    def load_snapshot(self) -> Optional[Snapshot]:
-        return self.snapshot
-
-    def save_snapshot(self, snap: Snapshot) -> None:
-        if self.snapshot is None or snap.index > self.snapshot.index:
-            self.snapshot = snap
 
     def compact(self, index: int, term: int) -> None:
         if index > self.base.index:
@@ -80,7 +86,7 @@ class MemoryStorage:
             self.entries.extend(entries)
 
 
-class DiskImage:
+class DiskImage(NewestSnapshot):
     """FileStorage's log format, held in memory, for the simulator: the same
     framed records, recovered by the same ``decode_log``, so a simulated crash
     can tear the last write and a fault can flip a bit, and recovery is the
@@ -102,13 +108,6 @@ class DiskImage:
         if mem.base != base:
             self._rewrite(mem)
         return state
-
-    def load_snapshot(self) -> Optional[Snapshot]:
-        return self.snapshot
-
-    def save_snapshot(self, snap: Snapshot) -> None:
-        if self.snapshot is None or snap.index > self.snapshot.index:
-            self.snapshot = snap
 
     def compact(self, index: int, term: int) -> None:
         mem = self._recover()
