@@ -54,6 +54,7 @@ class Worker:
     def __init__(self, node: Node, transport: Any, storage: FileStorage,
                  ctl: Optional[Connection] = None, incarnation: int = 0) -> None:
         self.id = node.id
+        self.ids = node.ids
         self.node = node
         self.transport = transport
         self.storage = storage
@@ -116,8 +117,7 @@ class Worker:
 
     def step(self, src: int, m: Any, now: float) -> None:
         t = type(m)
-        if t is ClientRequest or (t in RAFT_MESSAGES and src in self.node.ids
-                                  and src != self.id):
+        if t is ClientRequest or (t in RAFT_MESSAGES and src in self.ids and src != self.id):
             try:
                 self.node.step(src, m, now)
             except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
