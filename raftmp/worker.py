@@ -195,7 +195,7 @@ def worker_main(node_id: int, nodes: list[int], address: str, secret: bytes, dat
     node = Node(node_id, nodes, storage.load(), random.Random(seed), time.monotonic(),
                 config, limits, storage.load_snapshot())
     link, _ = wire.connect_router(address, node_id, secret)
-    worker = Worker(node, RouterLink(link, node_id), storage, ctl, incarnation)
+    worker = Worker(node, RouterLink(link, node_id, node.ids), storage, ctl, incarnation)
     try:
         worker.run()
     finally:

@@ -397,3 +397,17 @@ def test_a_deposed_leader_answers_retry_for_a_write_that_was_lost():
         run_queue(nodes, queue, replies, 5.5)
     assert nodes[0].kv.data == {}
     assert [m.status for s, d, m in replies if m.seq == 8] == ["retry"]
+
+
+def test_keep_writes_survives_a_session_clock_taking_the_writes_place():
+    """A write this node proposed as leader lost its log index to a later
+    leader's SessionClock entry (review finding): its client is told to retry,
+    and the node does not crash on an entry that is not a client command."""
+    from raftmp.core.messages import RETRY, Entry, SessionClock
+
+    nodes = nodes_net(True)
+    node = nodes[0]
+    node.proposed[5] = (21, 7)
+    node.writes[(21, 7)] = (21, 0.0)
+    node._settle(Entry(3, 5, SessionClock(1.0, 300.0)))
+    assert [(dst, m.status) for dst, m in node.replies] == [(21, RETRY)]

@@ -313,8 +313,8 @@ class Node:
         change): its client may retry."""
         key = self.proposed.pop(entry.index, None)
         cmd = entry.command
-        if key is None or (cmd is not None and (cmd.client_id, cmd.seq) == key):
-            return
+        if key is None or (type(cmd) is Command and (cmd.client_id, cmd.seq) == key):
+            return   # (the place may also have gone to a no-op or a SessionClock)
         waiting = self.writes.pop(key, None)
         if waiting is not None:
             self.replies.append((waiting[0], ClientReply(*key, RETRY, None, self.raft.leader)))
