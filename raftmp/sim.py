@@ -588,18 +588,10 @@ def run_many(seeds: list[int], cfg: SimConfig, jobs: int = 1,
 
 
 def print_table(results: list[SimResult], cfg: SimConfig) -> None:
-    row = {
-        "seeds": len(results),
-        "drop": cfg.drop,
-        "faults": ",".join(cfg.faults) or "none",
-        "ops ok": sum(r.ops_ok for r in results),
-        "unknown": sum(r.ops_unknown for r in results),
-        "failed": sum(r.ops_failed for r in results),
-        "elections": sum(r.elections for r in results),
-        "snapshots": sum(r.snapshots for r in results),
-        "installs": sum(r.installs for r in results),
-        "packets": sum(r.packets for r in results),
-        "messages": sum(r.messages for r in results),
-        "violations": sum(1 for r in results if r.violations),
-    }
+    columns = {"ops ok": "ops_ok", "unknown": "ops_unknown", "failed": "ops_failed",
+               "elections": "elections", "snapshots": "snapshots", "installs": "installs",
+               "packets": "packets", "messages": "messages"}
+    row = {"seeds": len(results), "drop": cfg.drop, "faults": ",".join(cfg.faults) or "none",
+           **{name: sum(getattr(r, f) for r in results) for name, f in columns.items()},
+           "violations": sum(1 for r in results if r.violations)}
     print(tabulate([row], headers="keys"))
