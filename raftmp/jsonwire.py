@@ -36,7 +36,7 @@ N, B = "int", "bool"   # a field kind: a non-negative int, a bool
 _SCHEMAS: dict[str, tuple[type, tuple[str, ...]]] = {
     "rv": (RequestVote, (N, N, N, N, B)),
     "rvr": (RequestVoteReply, (N, N, B, B)),
-    "ae": (AppendEntries, (N, N, N, N, "entries", N, N)),
+    "ae": (AppendEntries, (N, N, N, N, "entries", N, N, B)),
     "aer": (AppendEntriesReply, (N, N, B, N, N, N, N)),
 }
 _TAGS = {cls: tag for tag, (cls, _) in _SCHEMAS.items()}
@@ -47,7 +47,8 @@ def encode(m: Any) -> list:
     if type(m) is AppendEntries:
         entries = [[e.term, e.index, None if e.command is None else list(e.command)]
                    for e in m.entries]
-        return ["ae", m.term, m.leader, m.prev_index, m.prev_term, entries, m.commit, m.round]
+        return ["ae", m.term, m.leader, m.prev_index, m.prev_term, entries, m.commit, m.round,
+                m.reply]
     return [_TAGS[type(m)], *m]
 
 

@@ -65,6 +65,12 @@ CRASH_POINTS = ("idle", "before_save", "mid_save", "after_save")
 # several chunks; the session timeout stays above the clients' op timeout.
 SIM_RAFT = {"snapshot_entries": 24, "snapshot_keep": 4, "snapshot_chunk": 200,
             "session_timeout": 40.0}
+# The Raft timers the nodes run with (``--timing``). "sim", the default: twice
+# as fast as ``Config``'s, the pace the fault schedule below is tuned to (a
+# fault every 0.2-0.8 s, holds up to 4 election timeouts), so a seed's 5 s of
+# faults see many elections. "default": ``Config``'s own timers.
+TIMINGS = {"sim": {"heartbeat_interval": 0.05, "election_timeout": (0.2, 0.4)},
+           "default": {}}
 SNAPSHOT_TIME = (0.001, 0.05)   # virtual seconds a snapshot takes to write
 
 
@@ -91,6 +97,7 @@ class SimConfig:
     # Each node's clock runs at 1 - clock_drift or 1 + clock_drift times real
     # time (drawn per boot): the extremes of what lease reads assume.
     clock_drift: float = 0.0
+    timing: str = "sim"                # the nodes' timers: a key of TIMINGS
     network: Faults = field(init=False)   # the per-packet faults the settings above make
 
     def __post_init__(self) -> None:
@@ -109,6 +116,8 @@ class SimConfig:
             self.duplicate if "duplicate" in self.faults else 0.0)
         if not 0 <= self.clock_drift < 1:
             raise ConfigError("clock_drift must be in [0, 1)")
+        if self.timing not in TIMINGS:
+            raise ConfigError(f"timing must be one of {', '.join(TIMINGS)}, not {self.timing!r}")
 
 
 @dataclass
@@ -130,8 +139,8 @@ class SimResult:
 class Simulation(Checks):
     def __init__(self, seed: int, cfg: SimConfig, raft_config: Optional[Config] = None) -> None:
         self.seed, self.cfg = seed, cfg
-        self.raft_config = dataclasses.replace(raft_config or Config(**SIM_RAFT),
-                                               read_mode=cfg.read_mode)
+        self.raft_config = dataclasses.replace(
+            raft_config or Config(**SIM_RAFT, **TIMINGS[cfg.timing]), read_mode=cfg.read_mode)
         self.rate: dict[int, float] = {}
         self.rng = random.Random(seed)
         self.now = 0.0
@@ -535,18 +544,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--clock-drift", type=float, default=0.05,
                    help="each node's clock runs at 1 +- this rate (default 0.05, the bound "
                         "lease reads assume)")
+    p.add_argument("--timing", choices=tuple(TIMINGS), default="sim",
+                   help="the nodes' timers: 'sim' (default; 0.05 s heartbeat, election "
+                        "0.2-0.4 s, the pace the faults are tuned to) or 'default' (Config's)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     a = p.parse_args(argv)
     faults = tuple(f for f in a.faults.split(",") if f and f != "none")
     try:
         cfg = SimConfig(nodes=a.nodes, drop=a.drop, faults=faults, ops=a.ops,
-                        read_mode=a.read_mode, clock_drift=a.clock_drift)
+                        read_mode=a.read_mode, clock_drift=a.clock_drift, timing=a.timing)
     except ValueError as exc:
         p.error(str(exc))
     seeds = [a.seed] if a.seed is not None else list(range(a.first_seed, a.first_seed + a.seeds))
     print(f"raftmp sim: {len(seeds)} seeds from {seeds[0]}, nodes={a.nodes} drop={a.drop} "
           f"faults={','.join(faults) or 'none'} ops={a.ops} read-mode={a.read_mode} "
-          f"clock-drift={a.clock_drift}", flush=True)
+          f"clock-drift={a.clock_drift} timing={a.timing}", flush=True)
     start = time.monotonic()
     results = run_many(seeds, cfg, a.jobs, progress=sys.stderr.isatty())
     print_table(results, cfg)
@@ -556,7 +568,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"\nseed {r.seed} violated: {r.violations[0]}")
         print(f"  replay: python -m raftmp sim --seed {r.seed} --nodes {a.nodes} --drop {a.drop} "
               f"--faults {','.join(faults) or 'none'} --ops {a.ops} --read-mode {a.read_mode} "
-              f"--clock-drift {a.clock_drift}")
+              f"--clock-drift {a.clock_drift} --timing {a.timing}")
     return 1 if bad else 0
 
 

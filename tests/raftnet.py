@@ -255,6 +255,14 @@ class Network:
             self.advance(self.config.heartbeat_interval, nodes)
             self.settle()
 
+    def answered_heartbeat(self, i: int) -> None:
+        """Leader i's next check-quorum period (§6.2) begins: its heartbeat asks
+        every follower for an answer (an idle leader's heartbeats ask only
+        where it needs one); the network settles. Only i is ticked."""
+        self.now = max(self.now, self.cores[i].quorum_deadline)
+        self.tick(i)
+        self.settle()
+
     def timeout(self, i: int) -> None:
         """Let node i's election timer fire (only i is ticked)."""
         self.now = max(self.now, self.cores[i].election_deadline)

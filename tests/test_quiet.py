@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from raftnet import Network
 
-from raftmp.core.messages import AppendEntries, RequestVote, RequestVoteReply
+from raftmp.core.messages import AppendEntries, AppendEntriesReply, RequestVote, RequestVoteReply
 from raftmp.core.raft import LEADER, LOSS_MEMORY, Config
 from raftmp.cs3700 import course_config
 from raftmp.sim import FAULTS, SimConfig, Simulation
@@ -240,3 +240,73 @@ def test_the_course_profile_stays_safe_and_linearizable_under_faults(drop):
         result = Simulation(seed, cfg, course_config(5)).run()
         assert not result.violations, f"seed {seed}: {result.violations[0]}"
         assert result.ops_ok > 0
+
+
+# ------------------------------------------ answers to heartbeats (Config defaults)
+
+
+def replies_from(net: Network, since: int, src: int) -> int:
+    return sum(1 for s, d, m in net.sent[since:]
+               if s == src and d == 0 and type(m) is AppendEntriesReply)
+
+
+@pytest.mark.parametrize("mode", ["index", "lease"])
+def test_an_idle_follower_answers_one_heartbeat_per_check_quorum_period(mode):
+    """Idle, the leader asks each follower for an answer only at the start of a
+    check-quorum period (§6.2), and that keeps it leader: 4 heartbeats per
+    interval, a few answers per period, not one per heartbeat."""
+    cfg = Config(read_mode=mode)
+    net = Network(5, config=cfg)
+    net.elect(0)
+    net.settle()
+    mark, start = len(net.sent), net.now
+    period = 2 * cfg.election_timeout[1]
+    while net.now - start < 5 * period:
+        net.heartbeat()
+    heartbeats = appends_to(net, mark, 1)
+    assert heartbeats >= 5 * period / cfg.heartbeat_interval - 1
+    answers = [replies_from(net, mark, f) for f in range(1, 5)]
+    assert len(set(answers)) == 1 and 4 <= answers[0] <= 5, answers   # one per period
+    assert net[0].role == LEADER and all(net[i].leader == 0 for i in range(1, 5))
+
+
+def test_a_follower_answers_an_unasked_heartbeat_only_when_the_leader_missed_its_ack():
+    """An unasked heartbeat anchored at what the follower holds gets no answer; one
+    anchored below it (the leader's match is behind: an acknowledgement was lost)
+    gets one, which repairs it (cumulative acknowledgements)."""
+    net = Network(3)
+    net.elect(0)
+    net.settle()
+    [index] = net.propose(0, "x")
+    net.settle()
+    f, term = net[1], net[0].term
+
+    def ping(anchor: int) -> list:
+        mark = len(net.sent)
+        f.step(0, AppendEntries(term, 0, anchor, f.log.term(anchor), (), index, 9, False),
+               net.now)
+        net.flush(1)
+        return [m for s, d, m in net.sent[mark:] if s == 1]
+
+    assert ping(index) == []
+    [reply] = ping(index - 1)
+    assert type(reply) is AppendEntriesReply and reply.success and reply.index == index
+
+
+def test_thesis_6_4_1_steady_reads_keep_the_lease_without_a_round_per_read():
+    """Lease mode with reads coming in: the heartbeats ask for answers often enough
+    that the lease never lapses, so every read after the first is answered at
+    once, with no message of its own."""
+    net = Network(5, config=Config(read_mode="lease"))
+    net.elect(0)
+    net.settle()
+    assert net[0].read_index("first")
+    net.flush(0)
+    net.settle()
+    assert [c for c, _ in net.reads[0]] == ["first"]
+    for k in range(60):                                # 3 s, a read every 50 ms
+        net.advance(0.05)
+        net.settle()
+        assert net[0].read_index(k)
+        net.flush(0)
+        assert net.reads[0][-1][0] == k, f"read {k} waited for a round"

@@ -519,7 +519,8 @@ def test_thesis_6_4_read_index_waits_for_a_round_after_the_read():
     net = Network(3)
     net.elect(0)
     net.heartbeat()
-    net.advance(net.config.heartbeat_interval, nodes=[0])    # a round before the read
+    # A round before the read, in a new check-quorum period (§6.2), so it asks for answers.
+    net.advance(2 * net.config.election_timeout[1], nodes=[0])
     assert net.deliver(2) == 2                               # the followers answer ...
     early = net.take()                                       # ... but the replies are held
     assert len(early) == 2 and all(type(m) is AppendEntriesReply for _, _, m in early)

@@ -108,3 +108,48 @@ def test_an_operation_that_never_left_fails_and_one_that_did_is_unknown():
     run(s, 1.5, 0.0)
     outcomes = {o.command.key: o.outcome for o in s.take_finished()}
     assert outcomes == {"probe": UNKNOWN, "waits": FAILED}
+
+
+def test_a_hint_naming_the_leader_that_went_silent_is_not_followed_back_to_it():
+    """The leader (node 0) dies. Its followers keep naming it until their election
+    timeouts fire, so after the attempt at 0 times out, every redirect points back
+    at 0. The client must not spend another attempt timeout on the dead node: it
+    searches the others, and reaches the new leader (node 3) soon after it wins."""
+    timing = Timing()
+    s = ClientSession(7, NODES, random.Random(1), timing)
+    s.leader = 0
+    s.submit("put", "k", "v", None, 0.0)
+    elected = 0.4
+
+    def answer(dst, req, t):
+        c = req.command
+        if dst == 0:
+            return None                                      # dead
+        if t < elected:
+            return ClientReply(c.client_id, c.seq, REDIRECT, None, 0)   # a stale hint
+        if dst == 3:
+            return ClientReply(c.client_id, c.seq, OK, None, 3)
+        return ClientReply(c.client_id, c.seq, REDIRECT, None, 3)
+
+    _, sent = run(s, 1.0, 0.0, answer)
+    done = s.take_finished()
+    assert [o.outcome for o in done] == [DONE]
+    assert [dst for _, dst, _ in sent].count(0) == 1, "went back to the dead leader"
+    assert done[0].complete < elected + timing.max_backoff + 0.01
+
+
+def test_a_node_that_went_silent_is_asked_again_once_its_silence_is_old():
+    """The silent mark fades: a node that timed out on us, restarted and won an
+    election is followed when others name it a while later."""
+    s = ClientSession(7, NODES, random.Random(1), Timing())
+    s.leader = 0
+    s.submit("put", "k", "v", None, 0.0)
+
+    def answer(dst, req, t):
+        c = req.command
+        if dst == 0:
+            return ClientReply(c.client_id, c.seq, OK, None, 0) if t > 1.0 else None
+        return ClientReply(c.client_id, c.seq, REDIRECT, None, 0)   # 0 leads again
+
+    run(s, 2.0, 0.0, answer)
+    assert [o.outcome for o in s.take_finished()] == [DONE]

@@ -62,7 +62,11 @@ class FollowerRules:
         if term == self.term and proven > last_new:
             last_new = proven
         self.matched = (self.term, last_new)
-        self._send(src, AppendEntriesReply(self.term, self.id, True, last_new, 0, 0, m.round))
+        if m.reply or m.entries or last_new > m.prev_index:
+            # An unasked heartbeat gets no answer, unless the leader's anchor
+            # (the match it knows) is behind ours: then an answer of ours was lost.
+            self._send(src, AppendEntriesReply(self.term, self.id, True, last_new, 0, 0,
+                                               m.round))
 
     def _append(self, m: AppendEntries) -> int:
         """Append what ``m`` carries (its consistency check passed); the index

@@ -53,6 +53,11 @@ class AppendEntries(NamedTuple):
     # proves the follower still accepted this leader's term after round r
     # began. ReadIndex (thesis §6.4) waits for a quorum of such proofs.
     round: int
+    # Quiet when idle: an append without entries is answered only if the
+    # leader asks (or its anchor shows that it missed an answer, follower.py).
+    # It asks while it needs to hear from that follower: check-quorum (§6.2),
+    # a read round, a lease about to run out (reads.py ``wants_answers``).
+    reply: bool = True
 
 
 class AppendEntriesReply(NamedTuple):
@@ -111,7 +116,7 @@ _N, _B = "count", "flag"   # an int >= 0; a bool
 _FIELDS = {
     RequestVote: (_N, _N, _N, _N, _B),
     RequestVoteReply: (_N, _N, _B, _B),
-    AppendEntries: (_N, _N, _N, _N, None, _N, _N),
+    AppendEntries: (_N, _N, _N, _N, None, _N, _N, _B),
     AppendEntriesReply: (_N, _N, _B, _N, _N, _N, _N),
     InstallSnapshot: (_N, _N, _N, _N, _N, _N, None),
     InstallSnapshotReply: (_N, _N, _N, _N, _B),

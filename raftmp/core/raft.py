@@ -133,6 +133,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         self.read_deadline = INF
         self.lease = Lease(self.lease_duration())
         self.lease_reads: list[Any] = []    # read_mode "lease": to answer this turn
+        self.lease_read_at = -INF           # when the last of them was answered
         # A node that just booted does not know whom it last heard: in lease mode
         # it grants no vote for an election timeout, as if it had heard a leader.
         lease = self.config.read_mode == "lease"
@@ -368,11 +369,13 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         """One AppendEntries to each of ``peers`` (default: every peer), stamped
         with a new round (ReadIndex counts the replies): new entries where the
         window allows, else an empty one. On the heartbeat timer (§5.2) this is
-        the heartbeat."""
+        the heartbeat; an empty one asks for an answer only where the leader
+        needs one (``wants_answers``)."""
         self.round += 1
         self.lease.round_started(self.round, now)
         self.read_bcast = False
         last, window, held = self.log.last_index, self.config.max_inflight, self.config.max_held
+        ask = not heartbeat or self.wants_answers(now)
         rto = 0.0
         for peer in self.peers if peers is None else peers:
             pr = self.progress[peer]
@@ -381,7 +384,8 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
             elif not pr.probing and pr.next <= last and pr.can_send(window, held):
                 self.send_append(peer, pr, now)
             else:
-                self.send_ping(peer, pr, now)
+                # §6.2: check-quorum still needs to hear from a follower not yet active.
+                self.send_ping(peer, pr, now, reply=ask or not pr.active)
             rto = max(rto, pr.rto)
         if self.reads:
             self.read_deadline = now + rto
@@ -411,15 +415,16 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
                         key=lambda x: (x[1].probing, -x[1].match, x[1].srtt))
         return [p for p, _ in ranked[:k]]
 
-    def send_ping(self, peer: int, pr: Progress, now: float) -> None:
+    def send_ping(self, peer: int, pr: Progress, now: float, reply: bool = True) -> None:
         """An empty AppendEntries anchored at the follower's known match: it
         always passes the consistency check, so it carries the commit index and
         a round without provoking a spurious rejection. (Below our log's base it is
-        anchored at 0, which matches every log: see handle_append.)"""
+        anchored at 0, which matches every log: see handle_append.) Without
+        ``reply`` the follower answers only if it holds more than that anchor."""
         pr.sent_at = now
         at = pr.match if pr.match >= self.log.base else 0
         self._send(peer, AppendEntries(self.term, self.id, at, self.log.term(at) or 0,
-                                       (), self.commit, self.round))
+                                       (), self.commit, self.round, reply))
 
     def retransmit(self, peer: int, pr: Progress, now: float) -> None:
         """The oldest unacknowledged append timed out (nothing sent after it

@@ -11,7 +11,10 @@ node after node, with exponential backoff and jitter between fruitless probes
 (capped; reset by a successful answer); every other operation waits. So a
 client adds at most one request in flight to a cluster without a leader,
 whatever its window, instead of a retry storm. The first successful answer
-names the leader, and the waiting operations go to it.
+names the leader, and the waiting operations go to it. A node that left an
+attempt unanswered is passed over for a while, and so are hints naming it:
+the other nodes keep naming a dead leader until their election timeouts
+fire, and following them back to it would cost another attempt timeout.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class ClientSession:
         self.duplicates = 0
         self.srtt = 0.0   # smoothed time from sending an attempt to its result
         self.heard: dict[int, float] = {}   # node -> when it last answered anything
+        self.silent: dict[int, float] = {}  # node -> when an attempt to it last went unanswered
         self.timers: list[tuple[float, int]] = []   # (time, seq), stale ones skipped (a heap)
         # Whether a write of ours was applied (so the cluster holds our session):
         # until then ``acked`` stays 1, which lets the state machine open the
@@ -156,7 +160,7 @@ class ClientSession:
             return  # a late refusal of an attempt we no longer wait for
         elif reply.status == INVALID:
             self._finish(reply.seq, FAILED, f"invalid: {reply.result}", now, InvalidRequest)
-        elif reply.leader is not None and reply.leader != src:
+        elif reply.leader not in (None, src) and not self._silent(reply.leader, now):
             # REDIRECT, or RETRY (the leader lost its term after accepting the
             # request, so it may yet commit), naming the leader: ask it.
             p.target = reply.leader
@@ -171,8 +175,10 @@ class ClientSession:
                     return
             self._dispatch(p, now)
         else:
-            # Nobody known to lead (an election is on): search, backing off.
-            p.target = self._next_node(src)
+            # Nobody known to lead (an election is on), or only the node that just
+            # went silent on us (the hint predates its death: the others have not
+            # timed out on it yet): search, backing off.
+            p.target = self._next_node(src, now)
             self._lost_leader()
             if self.probe == p.command.seq:
                 self.fruitless += 1
@@ -209,9 +215,10 @@ class ClientSession:
                     self._dispatch(p, now)
                     continue
                 if p.sent:  # no answer: the node may be dead or cut off; ask the next one
+                    self.silent[p.target] = now
                     if self.leader == p.target or self.probe == p.command.seq:
                         self._lost_leader()
-                    p.target = self._next_node(p.target)
+                    p.target = self._next_node(p.target, now)
                 self._dispatch(p, now)
 
     def next_deadline(self) -> float:
@@ -251,6 +258,15 @@ class ClientSession:
                 p.deadline = INF
                 return
         self._send(p, now)
+
+    def _silent(self, node: int, now: float) -> bool:
+        """Whether ``node`` left an attempt unanswered lately and has said nothing
+        since. Lately: within two attempts' patience, about as long as the other
+        nodes keep naming a dead leader (until their election timeouts fire);
+        after that a hint naming it is worth an attempt again (it may have
+        restarted and been elected)."""
+        went = self.silent.get(node, -INF)
+        return went > self.heard.get(node, -INF) and now - went < 2 * self._patience()
 
     def _lost_leader(self) -> None:
         if not self.searching:
@@ -296,9 +312,13 @@ class ClientSession:
         p.sent = False
         self._set_deadline(p, now + pause * (0.5 + 0.5 * self.rng.random()))
 
-    def _next_node(self, node: int) -> int:
+    def _next_node(self, node: int, now: float) -> int:
+        """The node after ``node`` in the search order, passing over the ones that
+        went silent on us (unless all did: then simply the next)."""
         i = self.nodes.index(node) if node in self.nodes else -1
-        return self.nodes[(i + 1) % len(self.nodes)]
+        n = len(self.nodes)
+        order = [self.nodes[(i + k) % n] for k in range(1, n + 1)]
+        return next((x for x in order if not self._silent(x, now)), order[0])
 
     def _finish(self, seq: int, outcome: Kind, result: Any, now: float,
                 error: Optional[type[RaftmpError]] = None) -> None:
