@@ -170,7 +170,8 @@ def test_short_scenario_end_to_end(tmp_path):
     f = _short(tmp_path)
     out = tmp_path / "out.json"
     hist = tmp_path / "hist"
-    r = run_cli(str(f), "--time-scale", "0.15", "--seed", "7", "--json", str(out),
+    r = run_cli(str(f), "--time-scale", "0.15", "--profile", "default", "--seed", "7",
+                "--json", str(out),
                 "--history-dir", str(hist))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "seed 7" in r.stdout
@@ -211,7 +212,8 @@ def test_run_counts_are_consistent_in_process(tmp_path):
     def before_stop(cluster, r):
         seen["alive"] = cluster.alive()
 
-    r = scenario.run_scenario(sc, seed=3, time_scale=0.1, before_stop=before_stop)
+    r = scenario.run_scenario(sc, seed=3, time_scale=0.1, before_stop=before_stop,
+                              profile="default")
     assert len(seen["alive"]) == 4
     outcomes = r.outcomes
     assert r.submitted == len(outcomes) == 80
@@ -223,6 +225,6 @@ def test_run_counts_are_consistent_in_process(tmp_path):
 
 def test_gates_catch_a_packet_storm(tmp_path):
     f = _short(tmp_path, max_packets=200, events=[])
-    r = run_cli(str(f), "--time-scale", "0.15", "--seed", "1")
+    r = run_cli(str(f), "--time-scale", "0.15", "--profile", "default", "--seed", "1")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "packet storm" in r.stdout and "INCORRECT" in r.stdout
