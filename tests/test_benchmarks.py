@@ -117,3 +117,10 @@ def test_endurance_quick(tmp_path):
     for e in data["events"]:
         assert e["caught up s"] is not None, e      # every restarted node caught up
     assert data["summary"]["writes"] > 0
+
+
+def test_nomajority_quick(tmp_path):
+    _, data = run_quick("nomajority", tmp_path)
+    [row] = data["rows"]
+    assert row["pending"] == 20 and row["still pending"] == 20     # nobody could commit
+    assert row["no-majority idle pkts/s"] > 0 and row["with writes pending pkts/s"] > 0

@@ -56,8 +56,8 @@ class Config:
     # round trips (measured: 71% vs 41% of the drop-0 ops/s at drop 0.4).
     read_mode: str = "lease"
     clock_drift: float = 0.05
-    # Quiet when idle (the CS3700 profile, where every packet is counted; the
-    # defaults keep the classic behaviour). ``eager_followers``: new entries go
+    # Quieter still (the CS3700 profile, where every packet is counted; off by
+    # default). ``eager_followers``: new entries go
     # at once only to this many followers, the most up to date first (to all
     # while appends are being lost: LOSS_MEMORY), and a ReadIndex round only
     # to the quorum - 1 of them that it needs; the others catch up on their

@@ -90,15 +90,15 @@ class ReadRules:
         """Whether this heartbeat asks every follower for an answer: while reads
         wait for a round (ReadIndex), or, in lease mode with reads coming in,
         when the lease would run out before the next heartbeat's answers could
-        renew it. Otherwise only followers that check-quorum has not heard from
-        in this period are asked (``bcast_append``): idle, a follower answers
-        one heartbeat per period, not every one."""
+        renew it (half an interval left for them to arrive). Otherwise only
+        followers that check-quorum has not heard from in this period are asked
+        (``bcast_append``): idle, a follower answers one heartbeat per period."""
         if self.reads:
             return True
         cfg = self.config
         return (cfg.read_mode == "lease"
                 and now - self.lease_read_at < cfg.election_timeout[1]
-                and self.lease_until() < now + 2 * cfg.heartbeat_interval)
+                and self.lease_until() < now + 1.5 * cfg.heartbeat_interval)
 
     def lease_until(self) -> float:
         """When this leader's lease ends, on its clock (-INF if it holds none;

@@ -177,11 +177,13 @@ class ClientSession:
         else:
             # Nobody known to lead (an election is on), or only the node that just
             # went silent on us (the hint predates its death: the others have not
-            # timed out on it yet): search, backing off.
+            # timed out on it yet, and an election is near): search, backing off
+            # (a stale hint does not lengthen the pause).
             p.target = self._next_node(src, now)
             self._lost_leader()
             if self.probe == p.command.seq:
-                self.fruitless += 1
+                if reply.leader is None:
+                    self.fruitless += 1
                 self._back_off(p, now)
             else:
                 self._dispatch(p, now)
@@ -308,7 +310,7 @@ class ClientSession:
         """The probe found no leader: wait (exponential, capped, jittered) before
         the next probe (to ``p.target``)."""
         t = self.timing
-        pause = min(t.max_backoff, t.backoff * 2 ** (self.fruitless - 1))
+        pause = min(t.max_backoff, t.backoff * 2 ** max(self.fruitless - 1, 0))
         p.sent = False
         self._set_deadline(p, now + pause * (0.5 + 0.5 * self.rng.random()))
 
