@@ -50,8 +50,8 @@ from .cluster import Cluster
 from .core.config import Config
 from .core.errors import ConfigError, Unavailable
 from .core.raft import majority_of
-from .cs3700 import course_config
 from .core.session import DONE, FAILED, UNKNOWN, Outcome
+from .cs3700 import course_config
 from .scenario_file import (
     BENCHMARKS,
     SCENARIO_DIR,
