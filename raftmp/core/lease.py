@@ -45,6 +45,11 @@ class Lease:
         self.starts.append(now)
         self.last = round_
 
+    @property
+    def last_start(self) -> float:
+        """When the latest round began (-INF before the first)."""
+        return self.starts[-1] if self.starts else -INF
+
     def start_of(self, round_: int) -> float:
         """When ``round_`` began (-INF if forgotten or never started)."""
         back = self.last - round_
