@@ -53,7 +53,7 @@ from . import jsonwire
 from .core.kv import Limits
 from .core.messages import INVALID, OK, ClientReply, ClientRequest, Command, check_raft_message
 from .core.node import Node
-from .core.raft import LEADER, Config
+from .core.raft import Config
 from .storage import FileStorage
 from .worker import Worker
 
@@ -284,20 +284,6 @@ class CourseLink:
             log.info("%s: send failed: %r", self.me, exc)
 
 
-def known_leader(node: Node, fresh: float) -> Callable[[float], Optional[int]]:
-    """The leader ``node`` would name at ``now``: itself when leading, else the
-    leader it heard from within ``fresh`` seconds (a killed leader is not
-    named for long), else None."""
-
-    def view(now: float) -> Optional[int]:
-        if node.role == LEADER:
-            return node.id
-        if node.leader is not None and now - node.leader_seen < fresh:
-            return node.leader
-        return None
-    return view
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     """``raftmp-3700kvstore <port> <id> <other ids...>``: one course replica."""
     p = argparse.ArgumentParser(
@@ -336,7 +322,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         config = course_config(len(ids))
         node = Node(int(a.id, 16), ids, storage.load(), rng, time.monotonic(), config,
                     COURSE_LIMITS, storage.load_snapshot(), keep_writes=True)
-        link.known_leader = known_leader(node, 1.5 * config.heartbeat_interval)
+        link.known_leader = node.fresh_leader
         worker = Worker(node, link, storage)
         try:
             worker.run()

@@ -110,11 +110,11 @@ def test_an_operation_that_never_left_fails_and_one_that_did_is_unknown():
     assert outcomes == {"probe": UNKNOWN, "waits": FAILED}
 
 
-def test_a_hint_naming_the_leader_that_went_silent_is_not_followed_back_to_it():
-    """The leader (node 0) dies. Its followers keep naming it until their election
-    timeouts fire, so after the attempt at 0 times out, every redirect points back
-    at 0. The client must not spend another attempt timeout on the dead node: it
-    searches the others, and reaches the new leader (node 3) soon after it wins."""
+def test_the_search_does_not_go_back_to_the_leader_that_went_silent():
+    """The leader (node 0) dies; the others know no leader until one of them wins
+    (node 3, at 0.4 s). After the attempt at 0 times out, the search probes the
+    others and must not spend another attempt timeout on the dead node: it
+    reaches the new leader soon after it wins."""
     timing = Timing()
     s = ClientSession(7, NODES, random.Random(1), timing)
     s.leader = 0
@@ -126,7 +126,7 @@ def test_a_hint_naming_the_leader_that_went_silent_is_not_followed_back_to_it():
         if dst == 0:
             return None                                      # dead
         if t < elected:
-            return ClientReply(c.client_id, c.seq, REDIRECT, None, 0)   # a stale hint
+            return ClientReply(c.client_id, c.seq, REDIRECT, None, None)   # no leader known
         if dst == 3:
             return ClientReply(c.client_id, c.seq, OK, None, 3)
         return ClientReply(c.client_id, c.seq, REDIRECT, None, 3)
@@ -138,9 +138,9 @@ def test_a_hint_naming_the_leader_that_went_silent_is_not_followed_back_to_it():
     assert done[0].complete < elected + timing.max_backoff + 0.01
 
 
-def test_a_node_that_went_silent_is_asked_again_once_its_silence_is_old():
-    """The silent mark fades: a node that timed out on us, restarted and won an
-    election is followed when others name it a while later."""
+def test_a_node_that_went_silent_is_probed_again_once_its_silence_is_old():
+    """Passing over a silent node lasts a while, not forever: node 0 timed out on
+    us, restarted and won, and nobody else knows it yet; the search gets to it."""
     s = ClientSession(7, NODES, random.Random(1), Timing())
     s.leader = 0
     s.submit("put", "k", "v", None, 0.0)
@@ -149,7 +149,30 @@ def test_a_node_that_went_silent_is_asked_again_once_its_silence_is_old():
         c = req.command
         if dst == 0:
             return ClientReply(c.client_id, c.seq, OK, None, 0) if t > 1.0 else None
-        return ClientReply(c.client_id, c.seq, REDIRECT, None, 0)   # 0 leads again
+        return ClientReply(c.client_id, c.seq, REDIRECT, None, None)
 
-    run(s, 2.0, 0.0, answer)
+    run(s, 3.0, 0.0, answer)
     assert [o.outcome for o in s.take_finished()] == [DONE]
+
+
+def test_a_follower_names_only_a_leader_it_heard_from_lately():
+    """The nodes' side of the search: a follower redirects to its leader while
+    the leader's heartbeats arrive; once they stop for two heartbeat intervals
+    (the leader may be dead) it names nobody, so no client is sent back to it."""
+    from raftmp.core.messages import AppendEntries, ClientRequest, Command
+    from raftmp.core.node import Node
+    from raftmp.core.raft import Config
+
+    cfg = Config()
+    node = Node(1, [0, 1, 2], (1, None, []), random.Random(1), 0.0, cfg)
+    node.step(0, AppendEntries(1, 0, 0, 0, (), 0, 1), 0.0)       # leader 0's heartbeat
+
+    def hint(now):
+        node.step(9, ClientRequest(Command(9, 1, 1, "get", "k")), now)
+        [(_, reply)] = [(d, m) for d, m in node.ready(now).persisted_messages if d == 9]
+        assert reply.status == REDIRECT
+        return reply.leader
+
+    assert hint(1.5 * cfg.heartbeat_interval) == 0
+    assert hint(2.5 * cfg.heartbeat_interval) is None
+    assert node.leader == 0                     # it still follows 0: only the hint is withheld

@@ -191,11 +191,14 @@ def test_fig8_configuration_is_clean_with_the_real_core():
 # ------------------------------------------------ mutants of issue 8, by the default sweep
 #
 # Each bug below was re-introduced on purpose and is caught by the default sweep
-# (``python -m raftmp sim``: every fault, 5 nodes, no loss, seeds 0..99). The
-# first detecting seed, measured: stale round echo 9, read before the no-op
-# commits 8, read without a quorum round 24, acknowledgement before the save 3,
-# torn-tail truncation of a mid-log bad record 11. Each test runs the CLI on the
-# first 30 seeds, then the replay command it printed.
+# (``python -m raftmp sim``: every fault, 5 nodes, no loss, lease reads, seeds
+# 0..99). The first detecting seed (and how many of the 100), measured on the
+# code of issue 11's quiet heartbeats: stale round echo 70 (2), read before the
+# no-op commits 34 (3), read without a quorum round 13 (8), acknowledgement
+# before the save 0 (100), torn-tail truncation of a mid-log bad record 0 (38;
+# the durability invariant sees the lost entry before the flipped bit is
+# found). Each test runs the CLI, then the replay command it printed; ``what``
+# is a pattern the first violation must match.
 
 _step = Raft.step
 
@@ -240,7 +243,7 @@ MUTANTS = {
     "reads-without-quorum": (Raft, "_released_reads", reads_without_quorum, "stale read"),
     "ack-before-save": (Raft, "ready", ack_before_save, ""),
     "truncate-mid-log": (logformat, "_torn", lambda view, pos: "any bad record",
-                         "started from a log with a flipped bit"),
+                         "started from a log with a flipped bit|durability: committed entry"),
 }
 
 
@@ -254,7 +257,7 @@ def test_default_sweep_catches_mutant_and_replays_it(name, monkeypatch, capsys):
     found = re.search(r"seed (\d+) violated: t=\S+ (.*)\n  replay: python -m raftmp sim (.*)", out)
     assert found, out
     seed, violation, replay = found.groups()
-    assert what in violation
+    assert re.search(what, violation), violation
     assert sim.main(replay.split() + ["--jobs", "1"]) == 1
     assert f"seed {seed} violated: " in (again := capsys.readouterr().out)
     assert violation in again
@@ -305,15 +308,13 @@ ALL = sim.FAULTS
 
 
 def test_most_seeds_snapshot_and_install_without_violations():
-    """With the simulator's small thresholds every seed compacts, and at least
-    half send InstallSnapshot to a follower that fell behind (measured: 55% of
-    these seeds; 62% at 82f089d, before quiet heartbeats and the client's
-    faster failover changed the schedules)."""
+    """With the simulator's small thresholds every seed compacts, and most send
+    InstallSnapshot to a follower that fell behind."""
     cfg = SimConfig(ops=150, drop=0.3, faults=ALL)
-    results = run_many(list(range(7000, 7080)), cfg, jobs=JOBS)
+    results = run_many(list(range(7000, 7040)), cfg, jobs=JOBS)
     assert not [(r.seed, r.violations[0]) for r in results if r.violations]
     assert all(r.snapshots > 0 for r in results)
-    assert sum(r.installs > 0 for r in results) >= 0.5 * len(results)
+    assert sum(r.installs > 0 for r in results) >= 0.6 * len(results)
 
 
 def _snapshot_without_sessions(self) -> bytes:

@@ -205,7 +205,8 @@ class Node:
             return
         raft = self.raft
         if raft.role != LEADER:
-            self._reply(src, cmd, REDIRECT, None)
+            self.replies.append((src, ClientReply(cmd.client_id, cmd.seq, REDIRECT, None,
+                                                  self.fresh_leader(now))))
             return
         self._start_serving(now)
         if cmd.op == "get":
@@ -318,6 +319,18 @@ class Node:
         waiting = self.writes.pop(key, None)
         if waiting is not None:
             self.replies.append((waiting[0], ClientReply(*key, RETRY, None, self.raft.leader)))
+
+    def fresh_leader(self, now: float) -> Optional[int]:
+        """The leader to name to a client: this node if it leads, else the leader
+        it heard from within two heartbeat intervals. A leader that went silent
+        is not named (it may be dead: until this node's election timeout fires,
+        a client sent to it would only wait out another attempt timeout)."""
+        raft = self.raft
+        if raft.role == LEADER:
+            return self.id
+        if raft.leader is not None and now - raft.leader_seen < 2 * raft.config.heartbeat_interval:
+            return raft.leader
+        return None
 
     def _reply(self, src: int, cmd: Command, status: str, result: Any) -> None:
         self.replies.append((src, ClientReply(cmd.client_id, cmd.seq, status, result,

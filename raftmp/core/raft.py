@@ -41,12 +41,6 @@ INF = float("inf")
 # eager_followers: after a retransmission, every follower is eager for this
 # many heartbeat intervals, so that one more lost append rarely delays a commit.
 LOSS_MEMORY = 10
-# Appends carry the round current when they leave, and the lease runs from its
-# start: a busy leader starts a round at least this many times per lease, so
-# that answers to its appends renew the lease nearly to full length (a round
-# per heartbeat alone left it up to an interval short: measured 10% fewer
-# ops/s at drop 0.5 with a 0.1 s heartbeat).
-ROUNDS_PER_LEASE = 8
 
 
 def majority_of(n: int) -> int:
@@ -237,8 +231,8 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
                 reads = self._lease_reads(now)
             if self.read_bcast:
                 self.bcast_append(now, heartbeat=False, peers=self.eager_peers(self.quorum - 1))
-            elif now - self.lease.last_start >= self.lease.duration / ROUNDS_PER_LEASE:
-                self.new_round(now)   # the appends below carry it
+            else:
+                self.refresh_round(now)   # the appends below carry it
             eager = cfg.eager_followers
             if now - self.loss_seen < LOSS_MEMORY * cfg.heartbeat_interval:
                 eager = None  # appends are being lost: a commit should not wait for one
@@ -405,13 +399,6 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
                                               default=now) + interval
             else:
                 self.heartbeat_deadline = now + interval
-
-    def new_round(self, now: float) -> None:
-        """Start a round (``AppendEntries.round``): answers to what leaves from now on
-        prove the follower accepted this leader after ``now`` (ReadIndex; the
-        lease counts from the round's start, thesis §6.4.1)."""
-        self.round += 1
-        self.lease.round_started(self.round, now)
 
     def _heartbeat_due(self, now: float) -> Optional[list[int]]:
         """The peers a heartbeat goes to: all, or (quiet) those that got nothing

@@ -22,6 +22,11 @@ from .lease import lease_duration
 from .roles import LEADER
 
 INF = float("inf")
+# Appends carry the round current when they leave, and the lease runs from its
+# start: a busy leader starts a round at least this many times per lease, so
+# that answers to its appends renew the lease nearly to full length (a round
+# per heartbeat alone left it up to a heartbeat interval short).
+ROUNDS_PER_LEASE = 8
 
 
 class ReadRules:
@@ -43,6 +48,18 @@ class ReadRules:
             self.reads.append((ctx, self.round + 1))
             self.read_bcast = True
         return True
+
+    def new_round(self, now: float) -> None:
+        """Start a round (``AppendEntries.round``): an answer to anything sent from
+        now on proves the follower accepted this leader after ``now`` (ReadIndex
+        counts rounds; the lease runs from a round's start)."""
+        self.round += 1
+        self.lease.round_started(self.round, now)
+
+    def refresh_round(self, now: float) -> None:
+        """Start a round if the current one is old for the lease (ROUNDS_PER_LEASE)."""
+        if now - self.lease.last_start >= self.lease.duration / ROUNDS_PER_LEASE:
+            self.new_round(now)
 
     def check_quorum(self, now: float) -> None:
         """Thesis §6.2: a leader that has not heard from a majority steps down,

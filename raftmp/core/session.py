@@ -11,10 +11,10 @@ node after node, with exponential backoff and jitter between fruitless probes
 (capped; reset by a successful answer); every other operation waits. So a
 client adds at most one request in flight to a cluster without a leader,
 whatever its window, instead of a retry storm. The first successful answer
-names the leader, and the waiting operations go to it. A node that left an
-attempt unanswered is passed over for a while, and so are hints naming it:
-the other nodes keep naming a dead leader until their election timeouts
-fire, and following them back to it would cost another attempt timeout.
+names the leader, and the waiting operations go to it. The search passes
+over a node that left an attempt unanswered lately (a dead leader would
+cost another attempt timeout); nodes name only a leader they heard from
+lately (``Node.fresh_leader``), so hints do not lead back to it either.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class ClientSession:
             return  # a late refusal of an attempt we no longer wait for
         elif reply.status == INVALID:
             self._finish(reply.seq, FAILED, f"invalid: {reply.result}", now, InvalidRequest)
-        elif reply.leader not in (None, src) and not self._silent(reply.leader, now):
+        elif reply.leader is not None and reply.leader != src:
             # REDIRECT, or RETRY (the leader lost its term after accepting the
             # request, so it may yet commit), naming the leader: ask it.
             p.target = reply.leader
@@ -175,15 +175,11 @@ class ClientSession:
                     return
             self._dispatch(p, now)
         else:
-            # Nobody known to lead (an election is on), or only the node that just
-            # went silent on us (the hint predates its death: the others have not
-            # timed out on it yet, and an election is near): search, backing off
-            # (a stale hint does not lengthen the pause).
+            # Nobody known to lead (an election is on): search, backing off.
             p.target = self._next_node(src, now)
             self._lost_leader()
             if self.probe == p.command.seq:
-                if reply.leader is None:
-                    self.fruitless += 1
+                self.fruitless += 1
                 self._back_off(p, now)
             else:
                 self._dispatch(p, now)
@@ -262,11 +258,8 @@ class ClientSession:
         self._send(p, now)
 
     def _silent(self, node: int, now: float) -> bool:
-        """Whether ``node`` left an attempt unanswered lately and has said nothing
-        since. Lately: within two attempts' patience, about as long as the other
-        nodes keep naming a dead leader (until their election timeouts fire);
-        after that a hint naming it is worth an attempt again (it may have
-        restarted and been elected)."""
+        """Whether ``node`` left an attempt unanswered lately (within two attempts'
+        patience) and has said nothing since: the search tries the others first."""
         went = self.silent.get(node, -INF)
         return went > self.heard.get(node, -INF) and now - went < 2 * self._patience()
 
@@ -310,7 +303,7 @@ class ClientSession:
         """The probe found no leader: wait (exponential, capped, jittered) before
         the next probe (to ``p.target``)."""
         t = self.timing
-        pause = min(t.max_backoff, t.backoff * 2 ** max(self.fruitless - 1, 0))
+        pause = min(t.max_backoff, t.backoff * 2 ** (self.fruitless - 1))
         p.sent = False
         self._set_deadline(p, now + pause * (0.5 + 0.5 * self.rng.random()))
 
