@@ -1,7 +1,7 @@
 """Failover time: from killing the leader to the first write committed by a new leader.
 
 For each drop rate (``--drops``, default 0 and 0.2) a fresh ``--nodes``
-cluster runs with default timeouts (``raftmp.Config``: election 0.3-0.6 s,
+cluster runs with default timeouts (``raftmp.Config``: election 0.2-0.4 s,
 heartbeat 0.1 s; ``raftmp.Timing``: attempt timeout 0.25 s) under load:
 
 * ``--clients`` background client processes, each keeping ``--concurrency``

@@ -128,7 +128,9 @@ def test_the_window_grows_with_measured_loss():
 def test_a_silent_follower_costs_one_segment_per_timeout():
     """While a follower stays silent (dead, cut off) each timeout resends only
     the oldest segment, backing off; an answer ends the backoff."""
-    net = three_segments(Config(max_batch_entries=2, max_inflight=8, max_rto=0.4))
+    # Long election timeouts: the backoffs below outlast the default ones.
+    net = three_segments(Config(max_batch_entries=2, max_inflight=8, max_rto=0.4,
+                                election_timeout=(1.0, 2.0)))
     net.cut(0, 1)
     net.settle()
     pr = net[0].progress[1]

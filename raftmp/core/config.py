@@ -16,12 +16,14 @@ READ_MODES = ("index", "lease")
 class Config:
     # §5.2. A follower answers a bare heartbeat only when the leader asks
     # (AppendEntries.reply), so an idle 5-node cluster costs 4 heartbeats per
-    # interval and a few answers per check-quorum period (measured: 157 -> ~40
-    # router packets/s from 0.05 s with every heartbeat answered); failover
-    # stays under half a second at the median (benchmarks/failover.py).
+    # interval and a few answers per check-quorum period (measured: 157 -> 45
+    # router packets/s, from 0.05 s with every heartbeat answered).
     heartbeat_interval: float = 0.1
-    # §5.2: each election timeout is drawn uniformly from this range.
-    election_timeout: tuple[float, float] = (0.3, 0.6)
+    # §5.2: each election timeout is drawn uniformly from this range. Two
+    # heartbeat intervals at least: a follower campaigns only after missing two
+    # in a row, and then harmlessly (pre-vote: the others, who still hear the
+    # leader, refuse). Longer would make failover slower (benchmarks/failover.py).
+    election_timeout: tuple[float, float] = (0.2, 0.4)
     max_batch_entries: int = 256        # per AppendEntries
     max_batch_bytes: int = 1 << 20      # per AppendEntries (approximate)
     # AppendEntries in flight per follower and not known to be delivered, on a
