@@ -176,3 +176,24 @@ def test_a_follower_names_only_a_leader_it_heard_from_lately():
     assert hint(1.5 * cfg.heartbeat_interval) == 0
     assert hint(2.5 * cfg.heartbeat_interval) is None
     assert node.leader == 0                     # it still follows 0: only the hint is withheld
+
+
+def test_a_retried_read_still_waiting_is_answered_once():
+    """A client that retries a get (same seq) while the leader still holds the
+    first attempt gets one answer, not two (the course counts the second as a
+    duplicate); it goes to the latest attempt's sender."""
+    from raftmp.core.messages import OK, ClientRequest, Command
+    from raftmp.core.node import Node
+    from raftmp.core.raft import LEADER, Config
+
+    node = Node(0, [0], (0, None, []), random.Random(1), 0.0, Config(read_mode="index"))
+    t = 0.0
+    while node.role != LEADER:
+        t += 0.1
+        node.tick(t)
+        node.ready(t)
+    get = ClientRequest(Command(9, 1, 1, "get", "k"))
+    node.step(9, get, t)
+    node.step(10, get, t)                # the retry, from another endpoint of the client
+    answers = [(d, m.status) for d, m in node.ready(t).persisted_messages if m.seq == 1]
+    assert answers == [(10, OK)]

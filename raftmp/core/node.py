@@ -76,6 +76,7 @@ class Node:
         # (client_id, seq) -> (endpoint, when it asked); read ctx -> (endpoint, command, when)
         self.writes: dict[tuple[int, int], tuple[int, float]] = {}
         self.reads: dict[int, tuple[int, Command, float]] = {}
+        self.read_ctx: dict[tuple[int, int], int] = {}   # (client_id, seq) -> its read's ctx
         self.next_read = 0
         self.replies: list[tuple[int, ClientReply]] = []
         self.keep_writes = keep_writes
@@ -210,7 +211,12 @@ class Node:
             return
         self._start_serving(now)
         if cmd.op == "get":
-            ctx = self.next_read
+            key = (cmd.client_id, cmd.seq)
+            ctx = self.read_ctx.get(key)
+            if ctx is not None:       # a retry of a read still waiting: answer it once
+                self.reads[ctx] = (src, cmd, now)
+                return
+            ctx = self.read_ctx[key] = self.next_read
             self.next_read += 1
             self.reads[ctx] = (src, cmd, now)
             raft.read_index(ctx)
@@ -252,6 +258,7 @@ class Node:
             # it was applied just above.
             assert index <= self.raft.applied
             src, cmd, _ = self.reads.pop(ctx)
+            del self.read_ctx[(cmd.client_id, cmd.seq)]
             self._reply(src, cmd, OK, self.kv.get(cmd.key))
         raft = self.raft
         serving = self.serving_term
@@ -286,6 +293,7 @@ class Node:
             if self.keep_writes or now - asked < RETRY_WINDOW:
                 self._reply(src, cmd, RETRY, None)
         self.reads = {}
+        self.read_ctx = {}
         self.serving_term = None
 
     def _write_clock(self, now: float) -> None:
