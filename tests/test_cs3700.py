@@ -411,3 +411,31 @@ def test_keep_writes_survives_a_session_clock_taking_the_writes_place():
     node.writes[(21, 7)] = (21, 0.0)
     node._settle(Entry(3, 5, SessionClock(1.0, 300.0)))
     assert [(dst, m.status) for dst, m in node.replies] == [(21, RETRY)]
+
+
+def test_a_deposed_leader_does_not_answer_a_write_it_learns_committed_in_the_same_turn():
+    """Node 0 leads, accepts a write, and is cut off; node 1 is elected by the
+    other two, the client's retry of the write commits there and is answered.
+    When the cut heals, node 0 learns of the new term and of the commit from
+    the same AppendEntries: it must not answer the write too (the client's
+    second answer, a CS3700 duplicate)."""
+    nodes, queue, replies = nodes_net(False), [], []
+    elect(nodes, 0, 1.0, queue, replies)
+    put = ClientRequest(Command(21, 7, 0, "put", "k", "v"))
+    nodes[0].step(21, put, 2.0)
+    turn(nodes, 0, 2.0, queue, replies)
+    queue.clear()                                         # node 0 is cut off
+    cut = lambda s, d, m: 0 in (s, d)                     # noqa: E731
+    nodes[1].raft.become_pre_candidate(5.0)
+    turn(nodes, 1, 5.0, queue, replies)
+    run_queue(nodes, queue, replies, 5.0, drop=cut)
+    assert nodes[1].raft.role == "leader"
+    nodes[1].step(21, put, 5.0)                           # the client's retry
+    turn(nodes, 1, 5.0, queue, replies)
+    run_queue(nodes, queue, replies, 5.0, drop=cut)
+    assert [(s, m.status) for s, d, m in replies if m.seq == 7] == [(1, "ok")]
+    nodes[1].tick(5.5)                                    # healed: a heartbeat reaches node 0
+    turn(nodes, 1, 5.5, queue, replies)
+    run_queue(nodes, queue, replies, 5.5)
+    assert nodes[0].kv.data == {"k": "v"}
+    assert [(s, m.status) for s, d, m in replies if m.seq == 7] == [(1, "ok")]

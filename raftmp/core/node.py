@@ -237,6 +237,13 @@ class Node:
 
     def ready(self, now: float) -> Ready:
         rd = self.raft.ready(now)
+        raft = self.raft
+        serving = self.serving_term
+        if serving is not None and (raft.role != LEADER or raft.term != serving):
+            # Before applying: a deposed leader must not answer, from its own
+            # bookkeeping, a write whose client has retried it at the new leader
+            # (the answer would be the client's second: a CS3700 duplicate).
+            self._stop_serving(now)
         if rd.snapshot is not None:
             self.kv.restore(rd.snapshot.data)
             if self.proposed:
@@ -260,10 +267,6 @@ class Node:
             src, cmd, _ = self.reads.pop(ctx)
             del self.read_ctx[(cmd.client_id, cmd.seq)]
             self._reply(src, cmd, OK, self.kv.get(cmd.key))
-        raft = self.raft
-        serving = self.serving_term
-        if serving is not None and (raft.role != LEADER or raft.term != serving):
-            self._stop_serving(now)
         if raft.role != LEADER:
             self.clock_at = INF
         elif self.clock_at == INF:
