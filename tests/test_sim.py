@@ -309,9 +309,9 @@ ALL = sim.FAULTS
 
 def test_most_seeds_snapshot_and_install_without_violations():
     """With the simulator's small thresholds every seed compacts, and most send
-    InstallSnapshot to a follower that fell behind."""
+    InstallSnapshot to a follower that fell behind (measured: 76 of these 120)."""
     cfg = SimConfig(ops=150, drop=0.3, faults=ALL)
-    results = run_many(list(range(7000, 7040)), cfg, jobs=JOBS)
+    results = run_many(list(range(7000, 7120)), cfg, jobs=JOBS)
     assert not [(r.seed, r.violations[0]) for r in results if r.violations]
     assert all(r.snapshots > 0 for r in results)
     assert sum(r.installs > 0 for r in results) >= 0.6 * len(results)
