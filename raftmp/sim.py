@@ -8,15 +8,9 @@ acknowledged write reached every live node, that the live state machines
 agree, that every operation started after the faults healed completed, and
 that the client history is linearizable.
 
-Faults: ``crash`` (between turns, or inside one: after the early sends and
-before the save, during the save — the unsynced part of the write is lost —
-or after it, before the other sends), ``restart``, ``partition`` (and
-one-way cuts), ``duplicate``, ``delay`` (a little extra, which reorders),
-``hold`` (a few packets held for up to several election timeouts, so old-term
-requests and replies arrive after leaders change) and ``corrupt`` (a crash
-flips a bit in the stored log: the node must refuse to start, never run with
-entries silently lost). Each node's disk is a ``DiskImage``: FileStorage's
-format and recovery code, in memory.
+Faults: ``FAULTS`` below (crashes inside a turn: ``CRASH_POINTS``), each
+described in ARCHITECTURE.md. Each node's disk is a ``DiskImage``:
+FileStorage's format and recovery code, in memory.
 
 Snapshots: the default thresholds are tiny (``SIM_RAFT``), so that nearly every
 seed compacts its logs and sends InstallSnapshot. A snapshot is taken the
