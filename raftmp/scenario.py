@@ -24,7 +24,10 @@ bad config or usage.
 ``total_msgs`` counts router packets between replicas, as the course
 simulator counts messages between replicas (one router packet compares to
 one CS3700 message); packets to and from clients are reported beside it
-(``client_msgs``).
+(``client_msgs``). ``duplicates`` counts, as the course does, answers to a
+request that already had one (any attempt: a raftmp client retries with the
+same id); the first answer to a request the client had given up on is
+reported beside it (``late_answers``), and counts among the failures.
 """
 
 from __future__ import annotations
@@ -106,7 +109,8 @@ class ScenarioResult:
     messages: int = 0                 # messages inside them
     dropped: int = 0                  # router packets dropped
     duplicated: int = 0               # router packets duplicated
-    duplicates: int = 0               # answers to finished requests (CS3700's "duplicates")
+    duplicates: int = 0               # answers to answered requests (CS3700's "duplicates")
+    late_answers: int = 0             # first answers to requests the client had given up on
     duplicates_by_status: dict[str, int] = field(default_factory=dict)
     submitted: int = 0
     ok: int = 0
@@ -367,6 +371,7 @@ def _run_workload(sc: Scenario, cluster: Cluster, per_client: list[list[_Op]],
         r.outcomes.extend(res)
     r.elapsed = time.monotonic() - t0
     r.duplicates = sum(cl.session.duplicates for cl in clients)
+    r.late_answers = sum(cl.session.late for cl in clients)
     r.duplicates_by_status = dict(sorted(r.duplicates_by_status.items()))
     stats = cluster.stats()
     r.unexpected_deaths = sorted(set(cluster.ids) - set(cluster.alive()) - events.killed)
@@ -458,6 +463,7 @@ def summary_rows(sc: Scenario, r: ScenarioResult) -> list[tuple]:
          *bench("failures")),
         ("duplicates (by reply status)",
          f"{r.duplicates} {r.duplicates_by_status or ''}".strip(), *bench("duplicates")),
+        ("late answers (to given-up requests)", r.late_answers, "", ""),
         ("median latency (s)", _fmt_s(r.median_latency), *bench("median_latency")),
         ("mean latency (s)", _fmt_s(r.mean_latency), "", ""),
         ("unanswered gets / puts", f"{r.unanswered_gets}/{r.gets} / "

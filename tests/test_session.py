@@ -197,3 +197,82 @@ def test_a_retried_read_still_waiting_is_answered_once():
     node.step(10, get, t)                # the retry, from another endpoint of the client
     answers = [(d, m.status) for d, m in node.ready(t).persisted_messages if m.seq == 1]
     assert answers == [(10, OK)]
+
+
+def _slow_leader(s: ClientSession, commit_at: float, holds: bool, until: float) -> list:
+    """Play a cluster whose leader, node 0, holds every write it gets until it
+    commits them at ``commit_at`` (partition healed, a slow commit) and then
+    answers them in one batch, the request that found it first; a copy arriving
+    later is answered from the session table. The other nodes know no leader
+    before ``commit_at`` and name node 0 after it. ``holds=False``: node 0 lost
+    what it held (deposed and re-elected), and answers only what reaches it
+    after ``commit_at``. Returns the (seq, status) of every answer, in order."""
+    held: list[int] = []
+    applied: set[int] = set()
+    answers: list[tuple[int, str]] = []
+    now, out = 0.0, s.take_messages()
+    while now < until:
+        for dst, req in out:
+            seq = req.command.seq
+            if dst != 0:
+                replies = [(seq, REDIRECT, 0 if now >= commit_at else None)]
+            elif now < commit_at:
+                held.append(seq)
+                replies = []
+            else:
+                batch = [seq] + [x for x in held if x != seq and x not in applied] if holds \
+                    else [seq]
+                applied.update(batch)
+                held = []
+                replies = [(x, OK, 0) for x in batch]
+            for x, status, leader in replies:
+                answers.append((x, status))
+                s.step(dst, ClientReply(s.client_id, x, status, None, leader), now)
+        now += STEP
+        s.tick(now)
+        out = s.take_messages()
+    return [a for a in answers if a[1] == OK]
+
+
+def test_writes_held_by_a_slow_leader_are_not_sent_again_when_the_search_finds_it():
+    """Five writes wait at the leader longer than an attempt timeout (a slow
+    commit: no answer, so the client searches). When the search's probe finds
+    the leader again, its answer travels with the answers to the other four: a
+    copy of those sent on finding it would cross them and be answered a second
+    time from the session table (a CS3700 duplicate). Each is answered once."""
+    s = ClientSession(7, NODES, random.Random(1), Timing())
+    s.leader = 0
+    for i in range(5):
+        s.submit("put", f"k{i}", "v", None, 0.0)
+    answers = _slow_leader(s, commit_at=1.0, holds=True, until=2.0)
+    assert sorted(answers) == [(seq, OK) for seq in range(1, 6)]
+    assert s.duplicates == 0
+    assert [o.outcome for o in s.take_finished()] == [DONE] * 5
+
+
+def test_writes_the_found_leader_no_longer_holds_are_sent_again_after_one_patience():
+    """The same, but the leader lost what it held: the writes not sent again on
+    finding it are sent after one more attempt timeout, and complete."""
+    timing = Timing()
+    s = ClientSession(7, NODES, random.Random(1), timing)
+    s.leader = 0
+    for i in range(5):
+        s.submit("put", f"k{i}", "v", None, 0.0)
+    _slow_leader(s, commit_at=1.0, holds=False, until=3.0)
+    done = s.take_finished()
+    assert [o.outcome for o in done] == [DONE] * 5 and s.duplicates == 0
+    assert max(o.complete for o in done) < 1.0 + timing.max_backoff + 2 * timing.attempt_timeout
+
+
+def test_an_answer_to_a_given_up_operation_is_late_and_a_second_one_a_duplicate():
+    """CS3700 counts as duplicates the answers to a request already answered. The
+    first answer to a write the client gave up on (op_timeout) is late, not a
+    duplicate; a second answer to it is."""
+    s = ClientSession(7, NODES, random.Random(1), Timing(op_timeout=1.0))
+    seq = s.submit("put", "k", "v", None, 0.0)
+    run(s, 1.1, 0.0)
+    assert [o.outcome for o in s.take_finished()] == [UNKNOWN]
+    s.step(0, ClientReply(7, seq, OK, None, 0), 1.2)
+    assert (s.late, s.duplicates) == (1, 0)
+    s.step(0, ClientReply(7, seq, OK, None, 0), 1.3)
+    assert (s.late, s.duplicates) == (1, 1)

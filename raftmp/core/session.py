@@ -37,6 +37,7 @@ from .messages import EXPIRED, INVALID, OK, ClientReply, ClientRequest, Command
 from .raft import smoothed
 
 INF = float("inf")
+GAVE_UP_KEPT = 1024   # seqs of operations given up on, kept to tell late answers apart
 
 
 class Kind(str, Enum):
@@ -76,6 +77,7 @@ class Pending:
     sent: bool = False              # False while backing off or waiting for a leader
     sent_at: float = 0.0            # when the current attempt left
     tries: int = 0                  # attempts sent (0: certainly not applied)
+    sent_to: Optional[int] = None   # the node the last attempt went to
 
 
 @dataclass
@@ -110,7 +112,12 @@ class ClientSession:
         self.pending: dict[int, Pending] = {}
         self.outbox: list[tuple[int, ClientRequest]] = []
         self.finished: list[Outcome] = []
+        # CS3700's "duplicates": answers to an operation already answered. An
+        # answer to one the client gave up on (op_timeout) is ``late`` instead:
+        # the first such answer completes it, any further one is a duplicate.
         self.duplicates = 0
+        self.late = 0
+        self.gave_up: dict[int, None] = {}   # seqs given up and not answered since (bounded)
         self.srtt = 0.0   # smoothed time from sending an attempt to its result
         self.heard: dict[int, float] = {}   # node -> when it last answered anything
         self.silent: dict[int, float] = {}  # node -> when an attempt to it last went unanswered
@@ -142,7 +149,11 @@ class ClientSession:
         p = self.pending.get(reply.seq)
         if p is None or reply.client_id != self.client_id:
             if reply.client_id == self.client_id and reply.seq < self.next_seq:
-                self.duplicates += 1  # CS3700's "duplicates": answers to a finished request
+                if reply.seq in self.gave_up:
+                    del self.gave_up[reply.seq]
+                    self.late += 1
+                else:
+                    self.duplicates += 1
             return
         if reply.status == OK:
             # A result is final whichever attempt it answers.
@@ -151,16 +162,20 @@ class ClientSession:
                 self.srtt = smoothed(self.srtt, sample)
             if p.command.op != "get":
                 self.has_session = True
+            self._found_leader(src, now)     # first: the finished probe hands on nothing
             self._finish(reply.seq, DONE, reply.result, now)
-            self._found_leader(src, now)
-        elif reply.status == EXPIRED:
+            return
+        if reply.status == EXPIRED:
             # Final, like a result: the state machine refused it at its index.
             self._finish(reply.seq, FAILED, f"{EXPIRED}: {reply.result}", now, SessionExpired)
-        elif src != p.target or not p.sent:
+            return
+        if src != p.target or not p.sent:
             return  # a late refusal of an attempt we no longer wait for
-        elif reply.status == INVALID:
+        if reply.status == INVALID:
             self._finish(reply.seq, FAILED, f"invalid: {reply.result}", now, InvalidRequest)
-        elif reply.leader is not None and reply.leader != src:
+            return
+        p.sent_to = None   # it refused the attempt: it holds nothing of it
+        if reply.leader is not None and reply.leader != src:
             # REDIRECT, or RETRY (the leader lost its term after accepting the
             # request, so it may yet commit), naming the leader: ask it.
             p.target = reply.leader
@@ -199,6 +214,10 @@ class ClientSession:
                                  "been applied", now, Timeout)
                 else:
                     self._finish(seq, FAILED, "no leader answered", now, Unavailable)
+                if p.tries:
+                    self.gave_up[seq] = None
+                    if len(self.gave_up) > GAVE_UP_KEPT:
+                        del self.gave_up[next(iter(self.gave_up))]
             elif t == p.deadline:
                 patience = self._patience()
                 if p.sent and now < p.sent_at + patience:
@@ -206,8 +225,10 @@ class ClientSession:
                     # not a dead node): wait by the current estimate.
                     self._set_deadline(p, p.sent_at + patience)
                     continue
-                if p.sent and now - self.heard.get(p.target, -INF) < patience:
-                    # The node answers others: it is alive and busy. Ask it again
+                heard = self.heard.get(p.target, -INF)
+                if p.sent and (now - heard < patience or heard >= p.sent_at):
+                    # The node answers others (lately, or since this attempt
+                    # left): it is alive and busy. Ask it again
                     # (this request or its answer may have been lost) rather than
                     # send a deep queue's worth of requests around the cluster.
                     self._dispatch(p, now)
@@ -272,7 +293,10 @@ class ClientSession:
 
     def _found_leader(self, node: int, now: float) -> None:
         """A successful answer: ``node`` leads. End any search; the operations
-        that waited go to it now."""
+        that waited go to it now, except those whose last attempt went to it: it
+        may still hold them (a slow commit, not a lost request; its answers to
+        them may be on their way with this one), and a second copy crossing its
+        answer would be answered twice. They wait one more patience for it."""
         self.leader = node
         self.fruitless = 0
         if self.searching:
@@ -281,13 +305,18 @@ class ClientSession:
             for p in self.pending.values():
                 if not p.sent and p.deadline == INF:
                     p.target = node
-                    self._send(p, now)
+                    if p.sent_to == node:
+                        p.sent, p.sent_at = True, now
+                        self._set_deadline(p, now + self._patience())
+                    else:
+                        self._send(p, now)
 
     def _send(self, p: Pending, now: float) -> None:
         cmd = p.command._replace(acked=self._acked())
         p.command = cmd
         p.sent = True
         p.sent_at = now
+        p.sent_to = p.target
         p.tries += 1
         self._set_deadline(p, now + self._patience())
         self.outbox.append((p.target, ClientRequest(cmd)))
