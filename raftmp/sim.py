@@ -124,6 +124,7 @@ class SimResult:
     end_time: float = 0.0
     snapshots: int = 0          # taken by nodes on their own
     installs: int = 0           # received from a leader
+    duplicates: int = 0         # answers to an operation already answered (CS3700's count)
     violations: list[str] = field(default_factory=list)
     history: list[Outcome] = field(default_factory=list)
 
@@ -182,6 +183,7 @@ class Simulation(Checks):
         except Exception as exc:  # a bug in the simulator itself: report it against the seed
             self.result.violations.append(f"t={self.now:.4f}: simulator error {exc!r}")
         self.result.end_time = self.now
+        self.result.duplicates = sum(c.duplicates for c in self.clients.values())
         return self.result
 
     def _loop(self) -> None:
@@ -593,7 +595,7 @@ def run_many(seeds: list[int], cfg: SimConfig, jobs: int = 1,
 def print_table(results: list[SimResult], cfg: SimConfig) -> None:
     columns = {"ops ok": "ops_ok", "unknown": "ops_unknown", "failed": "ops_failed",
                "elections": "elections", "snapshots": "snapshots", "installs": "installs",
-               "packets": "packets", "messages": "messages"}
+               "packets": "packets", "messages": "messages", "dup answers": "duplicates"}
     row = {"seeds": len(results), "drop": cfg.drop, "faults": ",".join(cfg.faults) or "none",
            **{name: sum(getattr(r, f) for r in results) for name, f in columns.items()},
            "violations": sum(1 for r in results if r.violations)}

@@ -342,3 +342,16 @@ def test_broken_snapshot_is_caught(monkeypatch, patch, what):
     bad = [r for r in results if r.violations]
     assert len(bad) >= 10, "a broken snapshot went unnoticed"
     assert any(what in r.violations[0] for r in bad), bad[0].violations
+
+
+def test_clients_are_rarely_answered_twice_without_client_loss():
+    """CS3700 counts a second answer to an answered request as a duplicate. With
+    no loss on the client links, a second answer needs a retry that crosses the
+    first answer: rare, unless the client sends copies to a node that still
+    holds the request. Deterministic seeds; measured: 5 in these 100 runs (54
+    when a search that found the leader sent it everything that had waited)."""
+    cfg = SimConfig(ops=200, drop=0.1, client_drop=0.0, faults=("partition", "crash", "restart"),
+                    check_history=False)
+    results = run_many(list(range(100)), cfg, jobs=JOBS)
+    assert not [(r.seed, r.violations[0]) for r in results if r.violations]
+    assert sum(r.duplicates for r in results) <= 15
