@@ -11,7 +11,9 @@ node after node, with exponential backoff and jitter between fruitless probes
 (capped; reset by a successful answer); every other operation waits. So a
 client adds at most one request in flight to a cluster without a leader,
 whatever its window, instead of a retry storm. The first successful answer
-names the leader, and the waiting operations go to it. The search passes
+names the leader, and the waiting operations go to it (but for those whose
+last attempt went to it: it may still hold them, and a second copy could
+cross its answer and be answered twice, so they wait). The search passes
 over a node that left an attempt unanswered lately (a dead leader would
 cost another attempt timeout); nodes name only a leader they heard from
 lately (``Node.fresh_leader``), so hints do not lead back to it either.
