@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from itertools import pairwise
 
-from raftmp.core.messages import OK, REDIRECT, ClientReply
+from raftmp.core.messages import OK, REDIRECT, ClientReply, ClientRequest
 from raftmp.core.session import DONE, FAILED, UNKNOWN, ClientSession, Timing
 
 NODES = [0, 1, 2, 3, 4]
@@ -276,3 +276,71 @@ def test_an_answer_to_a_given_up_operation_is_late_and_a_second_one_a_duplicate(
     assert (s.late, s.duplicates) == (1, 0)
     s.step(0, ClientReply(7, seq, OK, None, 0), 1.3)
     assert (s.late, s.duplicates) == (1, 1)
+
+
+def test_the_answered_operation_is_not_sent_again_when_its_answer_ends_the_search():
+    """Put a waits at node 0 (a slow commit) while the client, sent elsewhere by
+    a hint, searches; node 0's answer to a ends the search. The answered
+    operation itself is not sent anywhere (its copy would be answered again)."""
+    s = ClientSession(7, [0, 1, 2], random.Random(1), Timing())
+    s.leader = 0
+    a = s.submit("put", "a", "v", None, 0.0)       # held by node 0
+    s.leader = 1                                   # a hint moved the client on
+    s.submit("put", "b", "v", None, 0.0)
+    s.take_messages()
+    s.tick(0.25)       # both time out: a goes to node 1, b probes node 2
+    s.tick(0.50)       # a waits for the search; b probes on
+    s.take_messages()
+    s.step(0, ClientReply(7, a, OK, None, 0), 0.55)
+    assert [r.command.seq for _, r in s.take_messages()] != [a]
+    assert a not in s.pending and s.duplicates == 0
+
+
+def test_an_operation_sent_as_its_target_answered_is_not_kept_at_a_dead_leader():
+    """The next operation leaves at the very instant the leader's last answer
+    arrives (a closed loop), then the leader dies: after one attempt timeout
+    the operation goes to another node, not to the dead one again."""
+    s = ClientSession(7, [0, 1, 2], random.Random(1), Timing())
+    s.leader = 0
+    a = s.submit("put", "a", "v", None, 0.0)
+    s.take_messages()
+    s.step(0, ClientReply(7, a, OK, None, 0), 0.1)
+    s.submit("put", "b", "v", None, 0.1)          # same instant as the answer
+    s.take_messages()
+    _, sent = run(s, 1.0, 0.1)
+    assert sent and sent[0][1] != 0, sent[:1]
+
+
+def test_an_operation_refused_by_a_node_that_then_leads_goes_to_it_at_once():
+    """Node 3 said it knows no leader; the search then finds node 3 leading: the
+    operations it refused do not wait out a patience (it holds none of them)."""
+    s = ClientSession(7, NODES, random.Random(1), Timing())
+    s.leader = 3
+    for i in range(3):
+        s.submit("put", f"k{i}", "v", None, 0.0)
+    state = {"leads": False}
+
+    def answer(dst, req, t):
+        c = req.command
+        if dst == 3 and state["leads"]:
+            return ClientReply(c.client_id, c.seq, OK, None, 3)
+        return ClientReply(c.client_id, c.seq, REDIRECT, None, 3 if state["leads"] else None)
+
+    s.take_messages()
+    for _, req in [(3, ClientRequest(p.command)) for p in s.pending.values()]:
+        s.step(3, answer(3, req, 0.0), 0.0)       # all three refused by node 3
+    state["leads"] = True
+    now, _ = run(s, 0.1, 0.0, answer)
+    done = s.take_finished()
+    assert [o.outcome for o in done] == [DONE] * 3
+    assert max(o.complete for o in done) < 0.1
+
+
+def test_a_late_refusal_of_a_given_up_operation_is_neither_late_nor_a_duplicate():
+    """Only a result makes the first late answer; a refusal before it counts for nothing."""
+    s = ClientSession(7, NODES, random.Random(1), Timing(op_timeout=1.0))
+    seq = s.submit("put", "k", "v", None, 0.0)
+    run(s, 1.1, 0.0)
+    s.step(1, ClientReply(7, seq, REDIRECT, None, None), 1.2)
+    s.step(0, ClientReply(7, seq, OK, None, 0), 1.3)
+    assert (s.late, s.duplicates) == (1, 0)

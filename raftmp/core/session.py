@@ -79,7 +79,9 @@ class Pending:
     sent: bool = False              # False while backing off or waiting for a leader
     sent_at: float = 0.0            # when the current attempt left
     tries: int = 0                  # attempts sent (0: certainly not applied)
-    sent_to: Optional[int] = None   # the node the last attempt went to
+    sent_to: Optional[int] = None   # the node the last attempt went to, unless it refused it
+    held: bool = False              # not sent again to the found leader, which may hold it:
+                                    # ask it again at the deadline (sent_at: when held back)
 
 
 @dataclass
@@ -114,9 +116,10 @@ class ClientSession:
         self.pending: dict[int, Pending] = {}
         self.outbox: list[tuple[int, ClientRequest]] = []
         self.finished: list[Outcome] = []
-        # CS3700's "duplicates": answers to an operation already answered. An
-        # answer to one the client gave up on (op_timeout) is ``late`` instead:
-        # the first such answer completes it, any further one is a duplicate.
+        # CS3700's "duplicates": answers to an operation already answered. The
+        # first result for one the client gave up on (op_timeout) is ``late``
+        # instead (the operation stays unknown or failed); any answer after it
+        # is a duplicate.
         self.duplicates = 0
         self.late = 0
         self.gave_up: dict[int, None] = {}   # seqs given up and not answered since (bounded)
@@ -151,11 +154,11 @@ class ClientSession:
         p = self.pending.get(reply.seq)
         if p is None or reply.client_id != self.client_id:
             if reply.client_id == self.client_id and reply.seq < self.next_seq:
-                if reply.seq in self.gave_up:
+                if reply.seq not in self.gave_up:
+                    self.duplicates += 1     # it had its answer already
+                elif reply.status in (OK, EXPIRED, INVALID):   # its first result
                     del self.gave_up[reply.seq]
                     self.late += 1
-                else:
-                    self.duplicates += 1
             return
         if reply.status == OK:
             # A result is final whichever attempt it answers.
@@ -164,19 +167,20 @@ class ClientSession:
                 self.srtt = smoothed(self.srtt, sample)
             if p.command.op != "get":
                 self.has_session = True
-            self._found_leader(src, now)     # first: the finished probe hands on nothing
             self._finish(reply.seq, DONE, reply.result, now)
+            self._found_leader(src, now)
             return
         if reply.status == EXPIRED:
             # Final, like a result: the state machine refused it at its index.
             self._finish(reply.seq, FAILED, f"{EXPIRED}: {reply.result}", now, SessionExpired)
             return
+        if src == p.sent_to:
+            p.sent_to = None   # it refused our last attempt: it will not answer it
         if src != p.target or not p.sent:
             return  # a late refusal of an attempt we no longer wait for
         if reply.status == INVALID:
             self._finish(reply.seq, FAILED, f"invalid: {reply.result}", now, InvalidRequest)
             return
-        p.sent_to = None   # it refused the attempt: it holds nothing of it
         if reply.leader is not None and reply.leader != src:
             # REDIRECT, or RETRY (the leader lost its term after accepting the
             # request, so it may yet commit), naming the leader: ask it.
@@ -227,10 +231,14 @@ class ClientSession:
                     # not a dead node): wait by the current estimate.
                     self._set_deadline(p, p.sent_at + patience)
                     continue
-                heard = self.heard.get(p.target, -INF)
-                if p.sent and (now - heard < patience or heard >= p.sent_at):
-                    # The node answers others (lately, or since this attempt
-                    # left): it is alive and busy. Ask it again
+                if p.held:
+                    # Held back for the found leader's answer, which did not come:
+                    # it lost the request (deposed, restarted). Ask it again.
+                    p.held = False
+                    self._dispatch(p, now)
+                    continue
+                if p.sent and now - self.heard.get(p.target, -INF) < patience:
+                    # The node answers others: it is alive and busy. Ask it again
                     # (this request or its answer may have been lost) rather than
                     # send a deep queue's worth of requests around the cluster.
                     self._dispatch(p, now)
@@ -307,7 +315,8 @@ class ClientSession:
             for p in self.pending.values():
                 if not p.sent and p.deadline == INF:
                     p.target = node
-                    if p.sent_to == node:
+                    if p.sent_to == node:   # held back once per attempt
+                        p.sent_to, p.held = None, True
                         p.sent, p.sent_at = True, now
                         self._set_deadline(p, now + self._patience())
                     else:
@@ -319,6 +328,7 @@ class ClientSession:
         p.sent = True
         p.sent_at = now
         p.sent_to = p.target
+        p.held = False
         p.tries += 1
         self._set_deadline(p, now + self._patience())
         self.outbox.append((p.target, ClientRequest(cmd)))
@@ -350,7 +360,7 @@ class ClientSession:
                 error: Optional[type[RaftmpError]] = None) -> None:
         p = self.pending.pop(seq)
         self.finished.append(Outcome(p.command, outcome, result, p.invoke, now, error))
-        if seq == self.probe:
+        if seq == self.probe and outcome is not DONE:
             # The probe gave up: the oldest waiting operation probes on (same node).
             self.probe = None
             waiting = next((q for q in self.pending.values() if not q.sent
