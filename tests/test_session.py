@@ -344,3 +344,28 @@ def test_a_late_refusal_of_a_given_up_operation_is_neither_late_nor_a_duplicate(
     s.step(1, ClientReply(7, seq, REDIRECT, None, None), 1.2)
     s.step(0, ClientReply(7, seq, OK, None, 0), 1.3)
     assert (s.late, s.duplicates) == (1, 0)
+
+
+def test_a_cut_off_leader_and_its_follower_do_not_hold_the_search():
+    """A partition leaves the old leader (node 0) with one follower (node 1) that
+    still names it; nodes 2-4 elect node 4. The search must leave the pair:
+    node 0 never answers, node 1 keeps sending the probe back to it."""
+    timing = Timing(attempt_timeout=1.0)
+    s = ClientSession(7, NODES, random.Random(1), timing)
+    s.leader = 0
+    s.submit("put", "k", "v", None, 0.0)
+
+    def answer(dst, req, t):
+        c = req.command
+        if dst == 0:
+            return None                                           # cut off, holds it
+        if dst == 1:
+            return ClientReply(c.client_id, c.seq, REDIRECT, None, 0)
+        if dst == 4:
+            return ClientReply(c.client_id, c.seq, OK, None, 4)
+        return ClientReply(c.client_id, c.seq, REDIRECT, None, 4)
+
+    run(s, 5.0, 0.0, answer)
+    done = s.take_finished()
+    assert [o.outcome for o in done] == [DONE]
+    assert done[0].complete < 3 * timing.attempt_timeout

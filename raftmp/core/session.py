@@ -133,6 +133,7 @@ class ClientSession:
         self.has_session = False
         self.searching = False      # no leader known: one probe at a time, the rest wait
         self.probe: Optional[int] = None    # seq of the probe while searching
+        self.cursor: Optional[int] = None   # the search's place in the node order
         self.fruitless = 0          # probes in a row that found no leader
 
     def submit(self, op: str, key: str, value: Optional[str], expected: Optional[str],
@@ -197,8 +198,8 @@ class ClientSession:
             self._dispatch(p, now)
         else:
             # Nobody known to lead (an election is on): search, backing off.
-            p.target = self._next_node(src, now)
             self._lost_leader()
+            p.target = self._next_node(src, now)
             if self.probe == p.command.seq:
                 self.fruitless += 1
                 self._back_off(p, now)
@@ -299,6 +300,7 @@ class ClientSession:
             self.searching = True
             self.leader = None
             self.probe = None
+            self.cursor = None
             self.fruitless = 0
 
     def _found_leader(self, node: int, now: float) -> None:
@@ -349,12 +351,20 @@ class ClientSession:
         self._set_deadline(p, now + pause * (0.5 + 0.5 * self.rng.random()))
 
     def _next_node(self, node: int, now: float) -> int:
-        """The node after ``node`` in the search order, passing over the ones that
-        went silent on us (unless all did: then simply the next)."""
+        """The node to ask after ``node`` failed us: the next in the node order,
+        passing over the ones that went silent on us (unless all did). A search
+        keeps its own place in that order, which a hint does not move: else a
+        leader cut off with a follower that still names it would hold the
+        search between the two, away from the majority's new leader."""
+        if self.searching and self.cursor is not None:
+            node = self.cursor
         i = self.nodes.index(node) if node in self.nodes else -1
         n = len(self.nodes)
         order = [self.nodes[(i + k) % n] for k in range(1, n + 1)]
-        return next((x for x in order if not self._silent(x, now)), order[0])
+        nxt = next((x for x in order if not self._silent(x, now)), order[0])
+        if self.searching:
+            self.cursor = nxt
+        return nxt
 
     def _finish(self, seq: int, outcome: Kind, result: Any, now: float,
                 error: Optional[type[RaftmpError]] = None) -> None:
