@@ -16,7 +16,8 @@ last attempt went to it: it may still hold them, and a second copy could
 cross its answer and be answered twice, so they wait). The search passes
 over a node that left an attempt unanswered lately (a dead leader would
 cost another attempt timeout); nodes name only a leader they heard from
-lately (``Node.fresh_leader``), so hints do not lead back to it either.
+lately (``Node.fresh_leader``), so hints do not lead back to it either. A
+hint sends the probe off the search's order, never moves its place in it.
 """
 
 from __future__ import annotations
