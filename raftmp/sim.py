@@ -509,8 +509,6 @@ class Simulation(Checks):
                 self._turn(i, node)
 
 
-
-
 def run_seed(args: tuple[int, SimConfig]) -> SimResult:
     seed, cfg = args
     result = Simulation(seed, cfg).run()
