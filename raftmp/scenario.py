@@ -26,7 +26,7 @@ simulator counts messages between replicas (one router packet compares to
 one CS3700 message); packets to and from clients are reported beside it
 (``client_msgs``). ``duplicates`` counts, as the course does, answers to a
 request that already had one (any attempt: a raftmp client retries with the
-same id); the first answer to a request the client had given up on is
+same id); the first result for a request the client had given up on is
 reported beside it (``late_answers``), and counts among the failures.
 """
 

@@ -80,7 +80,7 @@ class Pending:
     sent: bool = False              # False while backing off or waiting for a leader
     sent_at: float = 0.0            # when the current attempt left
     tries: int = 0                  # attempts sent (0: certainly not applied)
-    sent_to: Optional[int] = None   # the node the last attempt went to, unless it refused it
+    sent_to: Optional[int] = None   # the node the last attempt went to (None: refused, held)
     held: bool = False              # not sent again to the found leader, which may hold it:
                                     # ask it again at the deadline (sent_at: when held back)
 
