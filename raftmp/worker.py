@@ -37,6 +37,7 @@ from typing import Any, Optional
 
 from . import identity
 from .transports import wire
+from .core.errors import PeerMisbehaved
 from .core.kv import Limits
 from .core.messages import RAFT_MESSAGES, ClientRequest
 from .core.node import Node
@@ -121,10 +122,13 @@ class Worker:
         if t is ClientRequest or (t in RAFT_MESSAGES and src in self.ids and src != self.id):
             try:
                 self.node.step(src, m, now)
-            except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            except (TypeError, ValueError, AttributeError, KeyError, IndexError,
+                    PeerMisbehaved) as exc:
                 # A well-typed message with ill-typed fields that passed the
-                # transport's checks: remote misbehaviour, dropped. (A broken
-                # invariant is an AssertionError and stops the worker.)
+                # transport's checks, or one no honest peer sends (a second
+                # leader of our term): remote misbehaviour, dropped before it
+                # changed anything. (A broken invariant of our own is an
+                # AssertionError and stops the worker.)
                 self.reject(f"bad {t.__name__} from {src}: {exc!r}")
         else:
             self.reject(f"unexpected {t.__name__} from {src}")

@@ -231,6 +231,62 @@ def test_malformed_datagrams_are_dropped_and_counted(course, raw):
     assert len(rejects) == 1
 
 
+def test_datagrams_not_from_the_simulator_are_dropped_and_counted(course):
+    """Another socket on this host speaks as peer 0000 (a vote request of a
+    huge term) and as a client (a put): both dropped and counted; the same
+    datagrams from the simulator's socket are taken."""
+    sim, link = course
+    forged_vote = json.dumps({"src": "0000", "dst": "0001", "leader": "FFFF", "type": "raft",
+                              "msgs": [jsonwire.encode(RequestVote(10**40, 0, 9, 9, False))]})
+    forged_put = json.dumps(put("FORGED"))
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for raw in (forged_vote, forged_put):
+            other.sendto(raw.encode(), sim.replica)
+        rejects: list = []
+        got: list = []
+        while len(rejects) < 2 and select.select([link], [], [], 2.0)[0]:
+            got += link.receive(0.0, True, rejects.append)
+        assert got == [] and len(rejects) == 2
+    finally:
+        other.close()
+    taken = sim.deliver(link, json.loads(forged_vote), 0.0, rejects)
+    taken += sim.deliver(link, json.loads(forged_put), 0.0, rejects)
+    assert [type(m) for _, m in taken] == [RequestVote, ClientRequest] and len(rejects) == 2
+
+
+def test_a_second_leader_of_our_term_is_dropped_and_counted_not_fatal(course):
+    """An AppendEntries of the leader's own term naming a peer as its sender
+    (the course routes any src: a forger can send it through the simulator)
+    stopped the leader with an AssertionError; the worker drops and counts it,
+    and the node still leads. The core raises PeerMisbehaved, so where every
+    peer is honest (the simulator, raftnet) it is still a loud failure."""
+    from raftmp.core.errors import PeerMisbehaved
+    from raftmp.storage import MemoryStorage
+    from raftmp.worker import Worker
+
+    sim, link = course
+    nodes, queue, replies = nodes_net(True), [], []
+    elect(nodes, 1, 1.0, queue, replies)
+    node = nodes[1]
+    worker = Worker(node, link, MemoryStorage())
+    last = node.raft.log.last_index
+    forged = AppendEntries(node.term, 0, last, node.term, (), 0, 1)
+    worker.step(0, forged, 2.0)
+    assert worker.bad_packets == 1 and node.role == "leader" and node.leader == 1
+    with pytest.raises(PeerMisbehaved):
+        node.step(0, forged, 2.0)
+    node.tick(3.0)                              # a heartbeat tells node 2 the commit
+    turn(nodes, 1, 3.0, queue, replies)
+    run_queue(nodes, queue, replies, 3.0)
+    follower = nodes[2]
+    assert follower.commit == 1
+    worker = Worker(follower, link, MemoryStorage())
+    forged = AppendEntries(node.term + 1, 0, 0, 0, (Entry(node.term + 1, 1, None),), 0, 1)
+    worker.step(0, forged, 4.0)                 # would replace committed entry 1
+    assert worker.bad_packets == 1 and follower.raft.log.term(1) == node.term
+
+
 def test_raft_messages_to_one_peer_share_datagrams_under_the_size_cap(course):
     sim, link = course
     link.known_leader = lambda now: 1

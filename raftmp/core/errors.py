@@ -30,6 +30,15 @@ class ConfigError(RaftmpError, ValueError):
     the message names the setting and the value."""
 
 
+class PeerMisbehaved(RaftmpError):
+    """A peer's message contradicts what an honest Raft peer can send: an
+    AppendEntries from a second leader of our term, an entry replacing one we
+    know is committed. Raised before anything changes; a worker drops the
+    message and counts it (the network, or whatever can write to it, is not
+    trusted), while the simulator, whose peers are all honest, reports it as
+    the broken invariant it is there."""
+
+
 class CorruptStorage(RaftmpError):
     """The data dir holds something that cannot be a crash's leftover.
 

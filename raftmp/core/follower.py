@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import PeerMisbehaved
 from .messages import AppendEntries, AppendEntriesReply
 from .roles import FOLLOWER, LEADER
 
@@ -25,8 +26,9 @@ class FollowerRules:
 
     def follow(self, m: Any, now: float) -> None:
         """``m`` comes from the leader of our term: follow it, and wait a new election timeout."""
+        if self.role == LEADER:   # Election Safety (Figure 3): one leader per term
+            raise PeerMisbehaved(f"an append from {m.leader}, a second leader of term {m.term}")
         if self.role != FOLLOWER:
-            assert self.role != LEADER, "two leaders in one term"
             self.become_follower(m.term, m.leader, now)  # §5.2: a leader of our term won
         self.leader = m.leader
         self.leader_seen = now
@@ -78,7 +80,9 @@ class FollowerRules:
         for e in m.entries:
             if log.term(e.index) != e.term:
                 if e.index <= log.last_index:
-                    assert e.index > self.commit, "truncating a committed entry"
+                    if e.index <= self.commit:   # Leader Completeness (§5.4): never
+                        raise PeerMisbehaved(f"an entry of term {e.term} at committed index "
+                                             f"{e.index} (ours: term {log.term(e.index)})")
                     log.truncate(e.index)
                 self.unstable_from = min(self.unstable_from, e.index)
                 for new in m.entries[e.index - m.entries[0].index:]:

@@ -2,6 +2,9 @@
 
 What the course needs, and where it is done here:
 
+* Only datagrams from the simulator's socket (the port we were given): the
+  simulator sends everything from it, and anything else on this host could
+  otherwise speak as a peer or a client (dropped and counted).
 * A ``hello`` before any other datagram (the simulator learns our port from
   it): ``CourseLink.__init__`` sends it first thing; no peer hears from us
   before the first election timeout (2 s).
@@ -86,6 +89,10 @@ class CourseLink:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("localhost", 0))
         self.sim = ("localhost", sim_port)
+        # The simulator sends every datagram from this one socket: whatever
+        # comes from another address is not the course's (dropped, counted).
+        self.sim_addresses = {info[4] for info in socket.getaddrinfo(
+            "localhost", sim_port, socket.AF_INET, socket.SOCK_DGRAM)}
         self.me = me
         self.names = {int(name, 16): name for name in [me, *others]}
         self.peers = {name: int(name, 16) for name in others}
@@ -115,10 +122,13 @@ class CourseLink:
         out: list[tuple[int, Any]] = []
         for _ in range(MAX_READS if readable else 0):
             try:
-                data = self.sock.recv(65535)
+                data, sender = self.sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 break
             except ConnectionRefusedError:  # an earlier send found no simulator socket
+                continue
+            if sender not in self.sim_addresses:
+                reject(f"a datagram from {sender}, not the simulator")
                 continue
             out.extend(self.decode(data, now, reject))
         if self.held:
