@@ -369,3 +369,37 @@ def test_a_cut_off_leader_and_its_follower_do_not_hold_the_search():
     done = s.take_finished()
     assert [o.outcome for o in done] == [DONE]
     assert done[0].complete < 3 * timing.attempt_timeout
+
+
+def test_the_search_leaves_a_dead_node_while_operations_keep_timing_out():
+    """Scenario edge7 (7 nodes, course profile: attempt_timeout 1 s, a request
+    every 0.25 s; nodes 4 and 5 dead, 3 leads): the clients' searches stayed on
+    a dead node for the rest of the run. Every waiting operation was older
+    than op_timeout - attempt_timeout, so each probe gave up (op_timeout)
+    before its attempt timed out, and the next one took over at the same node
+    with a fresh attempt timeout. The successor now inherits the attempt: the
+    dead node gets one attempt timeout in all, and the search finds the leader."""
+    timing = Timing(attempt_timeout=1.0)
+    nodes = list(range(7))
+    s = ClientSession(7, nodes, random.Random(3), timing)
+
+    def answer(dst, req, t):
+        if dst in (4, 5):
+            return None                                   # dead
+        if dst == 3:
+            return ClientReply(7, req.command.seq, OK, None, 3)
+        return ClientReply(7, req.command.seq, REDIRECT, None, None)   # an election is on
+    for k in range(8):                                    # no leader for the first 8 s
+        s.submit("put", f"k{k}", "v", None, k * 0.25)
+    s.leader = None
+    s._lost_leader()
+    s.cursor = 3                                          # the search is at 3: next 4, 5
+    now, k = 0.0, 8
+    done = []
+    while now < 20.0:
+        now, _ = run(s, now + 0.25, now, lambda d, r, t: None if t < 8.0 else answer(d, r, t))
+        s.submit("put", f"k{k}", "v", None, now)
+        k += 1
+        done += [o for o in s.take_finished() if o.outcome is DONE]
+    assert done and min(o.complete for o in done) < 8.0 + 3 * timing.attempt_timeout
+    assert sum(o.invoke > 12.0 for o in done) >= 0.9 * (20.0 - 12.0) / 0.25

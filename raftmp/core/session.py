@@ -83,6 +83,7 @@ class Pending:
     sent_to: Optional[int] = None   # the node the last attempt went to (None: refused, held)
     held: bool = False              # not sent again to the found leader, which may hold it:
                                     # ask it again at the deadline (sent_at: when held back)
+    inherited: bool = False         # the attempt was a given-up probe's (sent_at is its)
 
 
 @dataclass
@@ -164,7 +165,7 @@ class ClientSession:
             return
         if reply.status == OK:
             # A result is final whichever attempt it answers.
-            if p.sent:
+            if p.sent and not p.inherited:
                 sample = now - p.sent_at
                 self.srtt = smoothed(self.srtt, sample)
             if p.command.op != "get":
@@ -331,7 +332,7 @@ class ClientSession:
         p.sent = True
         p.sent_at = now
         p.sent_to = p.target
-        p.held = False
+        p.held = p.inherited = False
         p.tries += 1
         self._set_deadline(p, now + self._patience())
         self.outbox.append((p.target, ClientRequest(cmd)))
@@ -379,3 +380,11 @@ class ClientSession:
             if waiting is not None:
                 waiting.target = p.target
                 self._dispatch(waiting, now)
+                if p.sent and waiting.sent:
+                    # It takes over the probe's attempt, deadline included: a
+                    # node gets one attempt timeout in all. (A fresh one per
+                    # probe never ran out while every waiting operation was
+                    # within attempt_timeout of its op_timeout: the search
+                    # stayed at a dead node for good.) No RTT sample from it.
+                    waiting.sent_at, waiting.inherited = p.sent_at, True
+                    self._set_deadline(waiting, p.deadline)
