@@ -37,13 +37,16 @@ def course_config(n: int) -> Config:
     followers that got nothing else (``quiet_heartbeats``), new entries at
     once only to the followers a commit needs, and to all while appends are
     being lost (``eager_followers``; the rest catch up on heartbeats),
+    vote requests resent faster than heartbeats (``vote_resend``: at the
+    quorum's edge an election needs every survivor's answer),
     and reads on the leader's lease (``read_mode="lease"``: one simulator hop
     each way, no messages between replicas; all replicas share one clock here).
     """
     return Config(heartbeat_interval=0.5, election_timeout=(2.0, 3.0),
                   max_batch_entries=256, max_batch_bytes=16 * 1024, max_inflight=4,
                   min_rto=0.02, max_rto=0.5,
-                  eager_followers=n // 2, quiet_heartbeats=True, read_mode="lease")
+                  eager_followers=n // 2, quiet_heartbeats=True, read_mode="lease",
+                  vote_resend=0.1)
 
 
 

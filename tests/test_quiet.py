@@ -101,6 +101,38 @@ def test_dead_eager_followers_are_replaced_by_a_lagging_one():
     net.check_safety()
 
 
+def test_at_the_quorums_edge_the_eager_followers_are_the_ones_that_answer():
+    """7 nodes, the CS3700 profile: three up-to-date followers die, so exactly a
+    majority is left. Once their silence is known, new entries go at once to
+    the three live followers only and commit in one round trip each, with no
+    heartbeat to wait for. (Ranked by match alone, the dead ones stayed eager;
+    and their endless retransmissions kept every follower eager, dead ones
+    included, as if appends were being lost.)"""
+    net = Network(7, config=course_config(7))
+    net.elect(0)
+    net.heartbeat()
+    mark = len(net.sent)
+    net.propose(0, "x")
+    eager = [d for d in range(1, 7) if appends_to(net, mark, d, entries=True)]
+    assert len(eager) == 3
+    for d in eager:
+        net.crash(d)
+    live = sorted(set(range(1, 7)) - set(eager))
+    for _ in range(int(LOSS_MEMORY * HB / 0.05) + 20):   # the loss is forgotten
+        net.advance(0.05)
+        net.settle()
+    assert net[0].commit == net[0].log.last_index
+    for k in range(5):
+        mark = len(net.sent)
+        [index] = net.propose(0, f"y{k}")
+        assert [d for d in range(1, 7) if appends_to(net, mark, d, entries=True)] == live
+        net.settle()
+        assert net[0].commit == index
+        net.advance(0.05)
+        net.settle()
+    net.check_safety()
+
+
 def test_after_a_lost_append_every_follower_is_eager_for_a_while():
     net = Network(5, config=Config(**{**QUIET.__dict__, "eager_followers": 2}))
     net.elect(0)

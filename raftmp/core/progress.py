@@ -66,7 +66,7 @@ class Progress:
     """
 
     __slots__ = ("match", "next", "probing", "inflight", "srtt", "rto", "round", "active",
-                 "loss", "acked_start", "snap", "snap_sent", "snap_acked", "sent_at")
+                 "loss", "acked_start", "snap", "snap_sent", "snap_acked", "sent_at", "silent")
 
     def __init__(self, next_index: int, rto: float) -> None:
         self.match = 0
@@ -80,6 +80,7 @@ class Progress:
         self.active = False   # answered since the last quorum check (thesis §6.2)
         self.loss = 0.0       # estimated fraction of segments lost on the way (and back)
         self.sent_at = -INF   # when the leader last sent it anything (quiet_heartbeats)
+        self.silent = False   # no answer since an append to it timed out (it may be dead)
         # Snapshot mode (thesis §5.3, core/snapshot.py): the snapshot being sent,
         # bytes sent and acknowledged; ``inflight`` then holds one Segment per
         # chunk, ``first..last`` its byte offsets.

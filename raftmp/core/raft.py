@@ -336,7 +336,8 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         for peer in self.peers:
             if peer not in self.answered:
                 self._send(peer, msg)
-        self.resend_deadline = now + self.config.heartbeat_interval
+        cfg = self.config
+        self.resend_deadline = now + (cfg.vote_resend or cfg.heartbeat_interval)
 
     def handle_request_vote(self, src: int, m: RequestVote, now: float) -> None:
         # Figure 2 RequestVote: one vote per term, and §5.4.1: only for a
@@ -411,11 +412,15 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
     def eager_peers(self, k: Optional[int]) -> list[int]:
         """The followers that get entries (k = eager_followers) or a read round
         (k = quorum - 1) at once: all of them unless ``eager_followers`` is set,
-        else the ``k`` most up to date (probing ones last: they may be dead)."""
+        else the ``k`` most up to date of those that answer: silent ones (an
+        append timed out, no answer since) last, then probing ones. (A follower
+        killed while up to date keeps its match: ranked by match alone it
+        stayed eager, and with exactly a majority alive every commit waited
+        for the live follower it displaced to catch up on a heartbeat.)"""
         if self.config.eager_followers is None or k is None or k >= len(self.peers):
             return self.peers
         ranked = sorted(self.progress.items(),
-                        key=lambda x: (x[1].probing, -x[1].match, x[1].srtt))
+                        key=lambda x: (x[1].silent, x[1].probing, -x[1].match, x[1].srtt))
         return [p for p, _ in ranked[:k]]
 
     def send_ping(self, peer: int, pr: Progress, now: float, reply: bool = True) -> None:
@@ -440,7 +445,11 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         ``match + 1``."""
         pr.timed_out()
         pr.rto = min(2 * pr.rto, self.config.max_rto)
-        self.loss_seen = now
+        if not pr.silent:
+            # A loss (eager_followers). A follower that stays silent (dead, cut
+            # off) counts once: it is no reason to send everyone everything.
+            self.loss_seen = now
+        pr.silent = True
         if pr.snap is not None:
             self.go_back_snapshot(pr)
         elif not pr.probing and not pr.inflight[0].sacked:
@@ -465,7 +474,8 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
                                        self.round))
         pr.resend(s, now, self.round)
         pr.sent_at = now
-        self.loss_seen = now
+        if not pr.silent:    # (a timeout's resend to a silent follower: see retransmit)
+            self.loss_seen = now
 
     def maybe_send_append(self, peer: int, pr: Progress, now: float) -> None:
         """Pipeline new entries to a follower in replicate mode, within the window."""
@@ -499,6 +509,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
             return  # matches what this leader never sent: not an honest reply (§5.3)
         pr = self.progress[src]
         pr.active = True
+        pr.silent = False
         self._reset_rto(pr)  # it answers: whatever it lost, no backoff
         if m.round > pr.round:
             pr.round = m.round

@@ -102,6 +102,7 @@ class SnapshotRules:
             return
         pr = self.progress[src]
         pr.active = True
+        pr.silent = False
         snap = pr.snap
         if snap is None or m.index != snap.index:
             return   # an answer about a transfer that is over
