@@ -37,8 +37,8 @@ def course_config(n: int) -> Config:
     followers that got nothing else (``quiet_heartbeats``), new entries at
     once only to the followers a commit needs, and to all while appends are
     being lost (``eager_followers``; the rest catch up on heartbeats),
-    vote requests resent faster than heartbeats (``vote_resend``: at the
-    quorum's edge an election needs every survivor's answer),
+    vote requests and a new leader's probes resent faster than heartbeats
+    (``first_rto``: at the quorum's edge they need every survivor's answer),
     and reads on the leader's lease (``read_mode="lease"``: one simulator hop
     each way, no messages between replicas; all replicas share one clock here).
     """
@@ -46,7 +46,7 @@ def course_config(n: int) -> Config:
                   max_batch_entries=256, max_batch_bytes=16 * 1024, max_inflight=4,
                   min_rto=0.02, max_rto=0.5,
                   eager_followers=n // 2, quiet_heartbeats=True, read_mode="lease",
-                  vote_resend=0.1)
+                  first_rto=0.1)
 
 
 

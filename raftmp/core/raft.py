@@ -306,7 +306,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         self.role = LEADER
         self.leader = self.id
         last = self.log.last_index
-        rto = self.config.heartbeat_interval  # until a round trip is measured (_reset_rto)
+        rto = self.first_rto()   # until a round trip is measured (_reset_rto)
         self.progress = {p: Progress(last + 1, rto) for p in self.peers}
         self.round = 0
         self.lease = Lease(self.lease_duration())
@@ -336,8 +336,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         for peer in self.peers:
             if peer not in self.answered:
                 self._send(peer, msg)
-        cfg = self.config
-        self.resend_deadline = now + (cfg.vote_resend or cfg.heartbeat_interval)
+        self.resend_deadline = now + self.first_rto()
 
     def handle_request_vote(self, src: int, m: RequestVote, now: float) -> None:
         # Figure 2 RequestVote: one vote per term, and §5.4.1: only for a
@@ -564,7 +563,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
     def _reset_rto(self, pr: Progress) -> None:
         cfg = self.config
         if pr.srtt == 0:  # no round trip measured yet
-            pr.rto = cfg.heartbeat_interval
+            pr.rto = self.first_rto()
         else:
             pr.rto = min(cfg.max_rto, max(cfg.min_rto, 3 * pr.srtt))
 
@@ -593,6 +592,11 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
 
     def _send(self, dst: int, m: Any) -> None:
         (self.appends if type(m) is AppendEntries else self.msgs).append((dst, m))
+
+    def first_rto(self) -> float:
+        """The resend interval before a round trip is measured (Config.first_rto)."""
+        cfg = self.config
+        return cfg.first_rto or cfg.heartbeat_interval
 
     def _election_timeout(self) -> float:
         lo, hi = self.config.election_timeout
