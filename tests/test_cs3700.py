@@ -29,7 +29,7 @@ from raftmp.core.messages import (
     RequestVote,
     RequestVoteReply,
 )
-from raftmp.transports.course_link import PARK_LIMIT, PARK_RECHECK, CourseLink, mid_seq
+from raftmp.transports.course_link import PARK_LIMIT, PARK_RECHECK, CourseLink, request_of, request_seq
 
 nat = st.integers(min_value=0, max_value=2**63)
 text = st.text(max_size=40)
@@ -135,7 +135,7 @@ def test_request_becomes_a_command_of_the_client(course):
     rejects: list = []
     [(src, req)] = sim.deliver(link, put("MID1"), 0.0, rejects)
     assert src == 0x15 and type(req) is ClientRequest
-    assert req.command == Command(0x15, mid_seq("MID1"), 0, "put", "k" * 32, "v" * 32)
+    assert req.command == Command(0x15, request_seq("0015", "MID1"), 0, "put", "k" * 32, "v" * 32)
     assert not rejects
 
 
@@ -399,7 +399,7 @@ def turn(nodes, i, now, queue, replies):
 def run_queue(nodes, queue, replies, now, drop=lambda s, d, m: False):
     while queue:
         s, d, m = queue.pop(0)
-        if not drop(s, d, m):
+        if d in nodes and not drop(s, d, m):        # (a node missing from nodes is dead)
             nodes[d].step(s, m, now)
             turn(nodes, d, now, queue, replies)
 
@@ -415,11 +415,12 @@ def elect(nodes, i, now, queue, replies):
 def test_a_deposed_leader_answers_a_write_the_next_leader_commits_with_ok(keep):
     """Node 0 accepts a write and replicates it to node 1 (a majority holds
     it) but hears no acknowledgement; node 1 is elected and commits it. With
-    keep_writes node 0 answers ok once it applies the write, never "retry"
-    (a CS3700 client would put the value again as a new request, and read
-    the older value meanwhile); without, it has nothing to say to a client
-    that asked long ago (raftmp's client has retried elsewhere by then, with
-    the same seq, which the session table applies once)."""
+    keep_writes the write is answered ok exactly once, by node 1, the leader
+    that applied it (node 0 may be dead: a CS3700 client never asks again),
+    never "retry" (the client would put the value again as a new request,
+    and read the older value meanwhile); without, nobody has anything to say
+    to a client that asked long ago (raftmp's client has retried elsewhere by
+    then, with the same seq, which the session table applies once)."""
     nodes, queue, replies = nodes_net(keep), [], []
     elect(nodes, 0, 1.0, queue, replies)
     put = ClientRequest(Command(21, 7, 0, "put", "k", "v"))
@@ -435,8 +436,10 @@ def test_a_deposed_leader_answers_a_write_the_next_leader_commits_with_ok(keep):
             turn(nodes, i, 5.5, queue, replies)
         run_queue(nodes, queue, replies, 5.5)
     assert all(n.kv.data == {"k": "v"} for n in nodes.values())
-    statuses = [m.status for s, d, m in replies if m.seq == 7]
-    assert statuses == (["ok"] if keep else [])
+    answers = [(s, d, m.status) for s, d, m in replies if m.seq == 7]
+    # keep_writes: node 1 applies it as leader and answers (to the client named
+    # in the command); node 0, deposed, applies it as a follower and does not.
+    assert answers == ([(1, 21, "ok")] if keep else [])
 
 
 def test_a_deposed_leader_answers_retry_for_a_write_that_was_lost():
@@ -495,3 +498,52 @@ def test_a_deposed_leader_does_not_answer_a_write_it_learns_committed_in_the_sam
     run_queue(nodes, queue, replies, 5.5)
     assert nodes[0].kv.data == {"k": "v"}
     assert [(s, m.status) for s, d, m in replies if m.seq == 7] == [(1, "ok")]
+
+
+def test_a_write_whose_leader_died_is_answered_once_by_the_leader_that_applies_it():
+    """Node 0 takes a write, replicates it to node 1 and dies before hearing
+    back; node 1 is elected, commits and applies it, and answers the client
+    (whose address and MID the command's seq spells) through its course link
+    once, though it never saw the request: before, no replica answered, and
+    the course judged a later get of the key wrong."""
+    nodes, queue, replies = nodes_net(True), [], []
+    elect(nodes, 0, 1.0, queue, replies)
+    seq = request_seq("0015", "PUTMID0000000001")
+    nodes[0].step(0x15, ClientRequest(Command(0x15, seq, 0, "put", "k", "v")), 2.0)
+    turn(nodes, 0, 2.0, queue, replies)
+    run_queue(nodes, queue, replies, 2.0, drop=lambda s, d, m: s == 1 or d == 2)
+    del nodes[0]                                          # killed
+    queue.clear()
+    nodes[1].raft.become_pre_candidate(5.0)
+    turn(nodes, 1, 5.0, queue, replies)
+    run_queue(nodes, queue, replies, 5.0)
+    for _ in range(3):
+        for i in nodes:
+            nodes[i].tick(5.5)
+            turn(nodes, i, 5.5, queue, replies)
+        run_queue(nodes, queue, replies, 5.5)
+    assert nodes[1].role == "leader" and nodes[1].kv.data == {"k": "v"}
+    [(src, dst, reply)] = [r for r in replies if r[2].seq == seq]
+    assert (src, dst, reply.status) == (1, 0x15, "ok")
+    sim = FakeSim()
+    link = CourseLink(sim.port, "0001", ["0000", "0002"])
+    try:
+        sim.recv()                                        # hello
+        link.known_leader = lambda now: 1
+        link.send([(dst, reply)], 6.0)
+        assert sim.recv() == {"src": "0001", "dst": "0015", "leader": "0001", "type": "ok",
+                              "MID": "PUTMID0000000001"}
+        link.send([(dst, reply)], 6.1)                    # never a second answer
+        assert sim.nothing()
+    finally:
+        link.close()
+        sim.close()
+
+
+@pytest.mark.parametrize("client,mid", [("0015", "ABCDEFGH01234567"), ("001c", "x"),
+                                         ("00A0", "é" * 30), ("0015", "")])
+def test_a_requests_seq_spells_its_client_and_mid(client, mid):
+    assert request_of(request_seq(client, mid)) == (client, mid)
+    long_mid = "M" * 100                                  # too long to carry: a hash
+    assert request_of(request_seq(client, long_mid)) is None
+    assert request_seq(client, long_mid) != request_seq(client, long_mid + "!")

@@ -60,11 +60,15 @@ class Node:
                  limits: Optional[Limits] = None, snapshot: Optional[Snapshot] = None,
                  keep_writes: bool = False) -> None:
         """``keep_writes``: on losing leadership, keep the writes this node
-        accepted and answer each once its outcome is known — ok when it is
-        applied here, retry when its log index is applied with another entry —
-        and tell every waiting reader to retry. For clients whose retry is a
-        new request (CS3700): told to retry early, such a client would take a
-        write that the next leader still commits for one that never happened."""
+        accepted, and tell every waiting reader to retry. A write is answered
+        ok by whichever node applies it as leader — this one, or the next
+        leader if this one is deposed or dead (it answers writes it did not
+        take: the transport knows the client from the command) — and retry
+        by this node when its log index is applied with another entry. For
+        clients whose retry is a new request (CS3700): told to retry early,
+        such a client would take a write that the next leader still commits
+        for one that never happened; and unanswered, a committed write (a
+        leader killed before answering) was later judged a wrong read."""
         self.id = node_id
         self.raft = Raft(node_id, nodes, state, rng, now, config, snapshot)
         self.kv = KVStore(limits)
@@ -258,8 +262,16 @@ class Node:
             if type(cmd) is SessionClock:
                 continue
             waiting = self.writes.pop((cmd.client_id, cmd.seq), None)
-            if waiting is not None and status is not None:
-                self._reply(waiting[0], cmd, status, result)
+            if status is None:
+                continue
+            if not self.keep_writes:
+                if waiting is not None:
+                    self._reply(waiting[0], cmd, status, result)
+            elif raft.role == LEADER:
+                # keep_writes: the leader that applies a write answers it, even one
+                # an earlier leader took and may have died with (the client's
+                # endpoint is its id; the transport finds the rest in the seq).
+                self._reply(waiting[0] if waiting else cmd.client_id, cmd, status, result)
         for ctx, index in rd.reads:
             # Reads are released with the commit index, and everything up to
             # it was applied just above.

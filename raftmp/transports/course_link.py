@@ -12,9 +12,11 @@ What the course needs, and where it is done here:
   messages to one peer go in one datagram (the judge counts datagrams), split
   below ``MAX_DATAGRAM`` bytes.
 * Client ``get``/``put`` with a ``MID`` become ``ClientRequest``s of client
-  ``int(src, 16)``, seq a hash of the MID (each MID is one request). Each MID
-  gets at most one answer: ``ok`` (with ``value`` for a get), ``redirect``,
-  or ``fail`` (an invalid request); nothing after a non-ok one.
+  ``int(src, 16)``, seq spelling the client's address and the MID
+  (``request_seq``: each MID is one request, and any leader that applies a
+  put can answer it, wherever it was taken). Each MID gets at most one
+  answer: ``ok`` (with ``value`` for a get), ``redirect``, or ``fail`` (an
+  invalid request); nothing after a non-ok one.
 * A follower that heard from a leader within 1.5 heartbeat intervals
   redirects to it. With no such leader (an election is on) a request is held
   and offered to the node again every ``PARK_RECHECK`` s, for up to
@@ -49,6 +51,8 @@ MAX_DATAGRAM = 60_000       # bytes; the simulator reads 65535 at most
 MAX_READS = 512             # datagrams read per turn (then the turn goes on)
 PARK_RECHECK = 0.05         # s between offers of a held request to the node
 PARK_LIMIT = 1.0            # s a request is held before it is redirected to FFFF
+MAX_CARRIED = 64            # bytes of client address + MID a seq spells out (request_seq)
+ANSWERED_KEPT = 4096        # requests taken elsewhere and answered here, remembered
 # Course values are 32 characters; these bounds keep one entry, JSON-escaped,
 # well inside a datagram (at most 6 bytes per character).
 COURSE_LIMITS = Limits(max_key_bytes=1024, max_value_bytes=8 * 1024)
@@ -65,10 +69,30 @@ def is_address(s: Any) -> bool:
     return True
 
 
-def mid_seq(mid: str) -> int:
-    """The seq standing for a MID: every MID is a new request (64-bit hash)."""
-    digest = hashlib.blake2b(mid.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+def request_seq(client: str, mid: str) -> int:
+    """The seq standing for the request ``mid`` of ``client``: every MID is a new
+    request. It spells the client's address and the MID (``request_of`` reads
+    them back), so the entry in the log says whom to answer and under which
+    MID: any replica that applies it as leader can answer it, even when the
+    one that took it is gone. A MID too long to carry (the course's are 16
+    characters) stands as a hash, answerable only where it was taken."""
+    text = (client + mid).encode("utf-8", "surrogatepass")
+    if len(text) > MAX_CARRIED:
+        return int.from_bytes(b"\x02" + hashlib.blake2b(text, digest_size=8).digest(), "big")
+    return int.from_bytes(b"\x01" + text, "big")
+
+
+def request_of(seq: int) -> Optional[tuple[str, str]]:
+    """(client address, MID) that ``request_seq`` spelled into ``seq``, or None."""
+    raw = seq.to_bytes((seq.bit_length() + 7) // 8, "big")
+    if raw[:1] != b"\x01":
+        return None
+    try:
+        text = raw[1:].decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return None
+    client = text[:4]
+    return (client, text[4:]) if is_address(client) else None
 
 
 @dataclass
@@ -100,6 +124,9 @@ class CourseLink:
         self._sendto({"src": me, "dst": UNKNOWN, "leader": UNKNOWN, "type": "hello"})
         self.waiting: dict[tuple[int, int], Waiting] = {}
         self.held: set[tuple[int, int]] = set()
+        # Requests answered here (the last ANSWERED_KEPT): a write another
+        # replica took is answered here at most once.
+        self.answered: dict[tuple[int, int], None] = {}
         # Set by whoever drives the node: the leader this replica would name now.
         self.known_leader: Callable[[float], Optional[int]] = lambda now: None
 
@@ -178,7 +205,7 @@ class CourseLink:
         return []
 
     def request(self, src: str, op: str, msg: dict, now: float) -> tuple[int, ClientRequest]:
-        cid, seq = int(src, 16), mid_seq(msg["MID"])
+        cid, seq = int(src, 16), request_seq(src, msg["MID"])
         # Malformed keys or values are the node's to refuse (INVALID: "fail").
         value = msg.get("value") if op == "put" else None
         request = ClientRequest(Command(cid, seq, 0, op, msg.get("key"), value))
@@ -223,10 +250,18 @@ class CourseLink:
         """Answer a MID once: ok / fail, a redirect to a live leader, or hold it."""
         key = (reply.client_id, reply.seq)
         w = self.waiting.get(key)
-        if w is None:
-            return  # answered already (or not ours): nothing after the first answer
-        out = {"src": self.me, "dst": w.client, "leader": UNKNOWN, "MID": w.mid}
         named = self.names.get(leader, UNKNOWN) if leader is not None else UNKNOWN
+        if w is None:
+            # Not taken here: a write another replica took, applied by this one
+            # as leader (Node keep_writes), answered once from what its seq spells.
+            asker = request_of(reply.seq) if reply.status == OK else None
+            if asker is None or key in self.answered or int(asker[0], 16) != reply.client_id:
+                return  # answered already, or not ours: nothing after the first answer
+            self._remember(key)
+            self._sendto({"src": self.me, "dst": asker[0], "leader": named, "type": "ok",
+                          "MID": asker[1]})
+            return
+        out = {"src": self.me, "dst": w.client, "leader": UNKNOWN, "MID": w.mid}
         if reply.status == OK:
             out["type"], out["leader"] = "ok", named
             if w.request.command.op == "get":
@@ -245,7 +280,13 @@ class CourseLink:
             out["type"] = "redirect"  # to FFFF: the client picks any replica
         self.held.discard(key)
         del self.waiting[key]
+        self._remember(key)
         self._sendto(out)
+
+    def _remember(self, key: tuple[int, int]) -> None:
+        self.answered[key] = None
+        if len(self.answered) > ANSWERED_KEPT:
+            del self.answered[next(iter(self.answered))]
 
     def _sendto(self, msg: dict) -> None:
         self._send_raw(json.dumps(msg))
