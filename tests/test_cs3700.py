@@ -308,7 +308,10 @@ def test_raft_messages_to_one_peer_share_datagrams_under_the_size_cap(course):
 
 # ------------------------------------------------------------- the simulator
 
-SIM = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "cs3700")
+# ../shared/cs3700 from the checkout, or $RAFTMP_CS3700 (a worktree elsewhere).
+SIM = os.environ.get("RAFTMP_CS3700") or os.path.join(os.path.dirname(__file__), "..", "..",
+                                                      "shared", "cs3700")
+EDGE = os.path.join(os.path.dirname(__file__), "..", "raftmp", "scenarios", "edge")
 
 
 @pytest.mark.timeout(200)
@@ -337,7 +340,37 @@ def test_course_simulator_passes(tmp_path, name, changes):
     assert result.stats["Replicas that died/were killed"].startswith("0/"), result.output
     assert result.stats["Total get() with incorrect response"] == "0", result.output
     assert result.passed, result.output
-    assert result.stats["Total duplicate responses"] == "0", result.output
+    # Every applied write is answered by the leader that applies it (issue 19):
+    # a write the killed leader committed and answered in its last round trip,
+    # before any survivor learned the commit index, is answered again by the
+    # next leader (a duplicate; unanswered, its key's next get was judged
+    # incorrect). So: none but those, the entries of that last round trip.
+    assert int(result.stats["Total duplicate responses"]) <= 2, result.output
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.skipif(not os.path.exists(os.path.join(SIM, "run")),
+                    reason="the CS3700 simulator (../shared/cs3700/run) is not here")
+def test_course_simulator_at_the_quorums_edge(tmp_path):
+    """scenarios/edge/kill-7-30 shortened: 7 replicas, 30% drops, the leader,
+    a follower and the next leader killed (4 of 7 left). Before issue 19 a put
+    whose leader died before answering stayed unanswered though committed,
+    and a later get of its key was judged incorrect."""
+    from raftmp.cs3700_suite import run_config
+    with open(os.path.join(EDGE, "kill-7-30.json")) as f:
+        config = json.load(f)
+    config.update(lifetime=12, requests=150, events=[
+        {"type": "kill_leader", "time": 3}, {"type": "kill_non_leader", "time": 5},
+        {"type": "kill_leader", "time": 7}])
+    path = tmp_path / "kill-7-30-short.json"
+    path.write_text(json.dumps(config))
+    result = run_config(os.path.abspath(SIM), str(path), str(tmp_path))
+    stats = result.stats
+    assert stats["Replicas that died/were killed"] == "0/3", result.output
+    assert stats["Total get() with incorrect response"] == "0", result.output
+    assert result.passed, result.output
+    unanswered = sum(map(int, stats["Total unanswered get()/put() requests"].split("/")))
+    assert unanswered <= 0.1 * 150, result.output
 
 
 def test_replica_process_says_hello_answers_and_exits_on_sigterm(tmp_path):

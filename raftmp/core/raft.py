@@ -306,7 +306,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         self.role = LEADER
         self.leader = self.id
         last = self.log.last_index
-        rto = self.first_rto()   # until a round trip is measured (_reset_rto)
+        rto = self.config.unmeasured_rto()   # until a round trip is measured (_reset_rto)
         self.progress = {p: Progress(last + 1, rto) for p in self.peers}
         self.round = 0
         self.lease = Lease(self.lease_duration())
@@ -336,7 +336,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         for peer in self.peers:
             if peer not in self.answered:
                 self._send(peer, msg)
-        self.resend_deadline = now + self.first_rto()
+        self.resend_deadline = now + self.config.unmeasured_rto()
 
     def handle_request_vote(self, src: int, m: RequestVote, now: float) -> None:
         # Figure 2 RequestVote: one vote per term, and §5.4.1: only for a
@@ -412,10 +412,8 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         """The followers that get entries (k = eager_followers) or a read round
         (k = quorum - 1) at once: all of them unless ``eager_followers`` is set,
         else the ``k`` most up to date of those that answer: silent ones (an
-        append timed out, no answer since) last, then probing ones. (A follower
-        killed while up to date keeps its match: ranked by match alone it
-        stayed eager, and with exactly a majority alive every commit waited
-        for the live follower it displaced to catch up on a heartbeat.)"""
+        append timed out, no answer since: dead, though their match is high)
+        last, then probing ones."""
         if self.config.eager_followers is None or k is None or k >= len(self.peers):
             return self.peers
         ranked = sorted(self.progress.items(),
@@ -444,9 +442,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         ``match + 1``."""
         pr.timed_out()
         pr.rto = min(2 * pr.rto, self.config.max_rto)
-        if not pr.silent:
-            # A loss (eager_followers). A follower that stays silent (dead, cut
-            # off) counts once: it is no reason to send everyone everything.
+        if not pr.silent:   # a loss (eager_followers); a silent follower counts once
             self.loss_seen = now
         pr.silent = True
         if pr.snap is not None:
@@ -473,7 +469,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
                                        self.round))
         pr.resend(s, now, self.round)
         pr.sent_at = now
-        if not pr.silent:    # (a timeout's resend to a silent follower: see retransmit)
+        if not pr.silent:    # (see retransmit)
             self.loss_seen = now
 
     def maybe_send_append(self, peer: int, pr: Progress, now: float) -> None:
@@ -563,7 +559,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
     def _reset_rto(self, pr: Progress) -> None:
         cfg = self.config
         if pr.srtt == 0:  # no round trip measured yet
-            pr.rto = self.first_rto()
+            pr.rto = self.config.unmeasured_rto()
         else:
             pr.rto = min(cfg.max_rto, max(cfg.min_rto, 3 * pr.srtt))
 
@@ -592,11 +588,6 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
 
     def _send(self, dst: int, m: Any) -> None:
         (self.appends if type(m) is AppendEntries else self.msgs).append((dst, m))
-
-    def first_rto(self) -> float:
-        """The resend interval before a round trip is measured (Config.first_rto)."""
-        cfg = self.config
-        return cfg.first_rto or cfg.heartbeat_interval
 
     def _election_timeout(self) -> float:
         lo, hi = self.config.election_timeout
