@@ -287,6 +287,76 @@ def test_a_second_leader_of_our_term_is_dropped_and_counted_not_fatal(course):
     assert worker.bad_packets == 1 and follower.raft.log.term(1) == node.term
 
 
+@st.composite
+def forged(draw, term: int, last: int):
+    """A well-formed Raft message from peer 0 near a node's state (terms up to
+    term + 1, indexes up to last + 2): what anyone can route through the course."""
+    t = draw(st.integers(0, term + 1))
+    i = st.integers(0, last + 2)
+    kind = draw(st.sampled_from(["ae", "aer", "rv", "rvr"]))
+    if kind == "ae":
+        prev = draw(i)
+        terms = sorted(draw(st.lists(st.integers(1, max(t, 1)), max_size=3)))
+        entries = tuple(Entry(et, prev + 1 + k, None) for k, et in enumerate(terms))
+        prev_term = draw(st.integers(0, terms[0] if terms else t))
+        return AppendEntries(t, 0, prev, prev_term, entries, draw(i), draw(st.integers(0, 5)),
+                             draw(st.booleans()))
+    if kind == "aer":
+        return AppendEntriesReply(t, 0, draw(st.booleans()), draw(i), draw(st.integers(0, t)),
+                                  draw(i), draw(st.integers(0, 5)))
+    if kind == "rv":
+        return RequestVote(t, 0, draw(i), draw(st.integers(0, t)), draw(st.booleans()))
+    return RequestVoteReply(t, 0, draw(st.booleans()), draw(st.booleans()))
+
+
+class _Link:
+    """A transport that carries nothing (Worker.step is driven by hand)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_no_forged_message_stops_a_replica(data):
+    """Whatever well-formed messages a forger routes to a leader and a follower
+    as peer 0: the worker never raises, the leader leads until a newer term,
+    and no committed entry changes (what no honest peer sends is dropped)."""
+    from raftmp.core.messages import check_raft_message
+    from raftmp.storage import MemoryStorage
+    from raftmp.worker import Worker
+
+    nodes, queue, replies = nodes_net(True), [], []
+    elect(nodes, 1, 1.0, queue, replies)
+    nodes[1].tick(1.5)                                    # the commit reaches node 2
+    turn(nodes, 1, 1.5, queue, replies)
+    run_queue(nodes, queue, replies, 1.5)
+    for victim in (1, 2):
+        node = nodes[victim]
+        link = _Link()
+        worker = Worker(node, link, MemoryStorage())
+        try:
+            committed = [node.log_term(i) for i in range(1, node.commit + 1)]
+            term = node.term
+            for k in range(8):
+                m = data.draw(forged(node.term, node.last_index))
+                if check_raft_message(m, 0) is not None:
+                    continue
+                worker.step(0, m, 2.0 + k)
+                worker.node.ready(2.0 + k)
+                assert [node.log_term(i) for i in range(1, len(committed) + 1)] == committed
+                if victim == 1 and node.term == term:
+                    assert node.role == "leader"
+        finally:
+            link.close()
+
+
 def test_raft_messages_to_one_peer_share_datagrams_under_the_size_cap(course):
     sim, link = course
     link.known_leader = lambda now: 1
