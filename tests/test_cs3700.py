@@ -650,3 +650,19 @@ def test_a_requests_seq_spells_its_client_and_mid(client, mid):
     long_mid = "M" * 100                                  # too long to carry: a hash
     assert request_of(request_seq(client, long_mid)) is None
     assert request_seq(client, long_mid) != request_seq(client, long_mid + "!")
+
+
+def test_a_deposed_leader_settling_its_writes_by_a_snapshot_answers_only_the_lost_ones():
+    """keep_writes: a snapshot from the new leader decides two writes node 0
+    took: the applied one was answered by the leader that applied it (no
+    second answer here), the lost one is told to retry."""
+    from raftmp.core.messages import RETRY
+
+    node = nodes_net(True)[0]
+    applied, lost = Command(21, 7, 0, "put", "k", "v"), Command(21, 8, 0, "put", "k", "w")
+    node.kv.apply(applied)
+    for at, cmd in ((4, applied), (5, lost)):
+        node.proposed[at] = (cmd.client_id, cmd.seq)
+        node.writes[(cmd.client_id, cmd.seq)] = (21, 0.0)
+    node._settle_snapshot(5)
+    assert [(dst, m.seq, m.status) for dst, m in node.replies] == [(21, 8, RETRY)]

@@ -320,15 +320,14 @@ class Node:
 
     def _settle_snapshot(self, index: int) -> None:
         """keep_writes: the writes proposed at or below ``index`` were decided by the
-        snapshot just installed: answer each from the session table (applied),
-        else tell its client to retry (its place went to another entry)."""
+        snapshot just installed: one that was applied was answered by the leader
+        that applied it; tell the client of any other to retry (its place went
+        to another entry)."""
         for at in [i for i in self.proposed if i <= index]:
             key = self.proposed.pop(at)
             waiting = self.writes.pop(key, None)
-            if waiting is not None:
-                done, result = self.kv.cached(*key)
-                status = OK if done else RETRY
-                self.replies.append((waiting[0], ClientReply(*key, status, result,
+            if waiting is not None and not self.kv.cached(*key)[0]:
+                self.replies.append((waiting[0], ClientReply(*key, RETRY, None,
                                                              self.raft.leader)))
 
     def _settle(self, entry: Entry) -> None:
