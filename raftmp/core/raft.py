@@ -124,6 +124,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         # Candidate state.
         self.votes: set[int] = set()
         self.answered: set[int] = set()
+        self.campaign_at = -INF   # when this (pre-)candidacy began
         # Leader state.
         self.progress: dict[int, Progress] = {}
         self.round = 0
@@ -289,6 +290,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
     def _campaign(self, now: float) -> None:
         self.votes = {self.id}
         self.answered = set()
+        self.campaign_at = now
         self.election_deadline = now + self._election_timeout()
         if len(self.votes) >= self.quorum:
             self._won(now)
@@ -329,14 +331,18 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
     # --------------------------------------------------------------- elections
 
     def bcast_vote(self, now: float) -> None:
-        """Ask every peer that has not answered yet for its vote. Re-asking each
-        heartbeat interval keeps a lossy network from wasting a whole term."""
+        """Ask every peer that has not answered yet for its vote. Re-asking keeps
+        a lossy network from wasting a whole term: every first_rto for the
+        first heartbeat interval, then every heartbeat interval (a candidate
+        cut off from a majority stays cheap)."""
         pre = self.role == PRE_CANDIDATE
         msg = RequestVote(self.term + pre, self.id, self.log.last_index, self.log.last_term, pre)
         for peer in self.peers:
             if peer not in self.answered:
                 self._send(peer, msg)
-        self.resend_deadline = now + self.config.unmeasured_rto()
+        cfg = self.config
+        fast = now - self.campaign_at < cfg.heartbeat_interval
+        self.resend_deadline = now + (cfg.unmeasured_rto() if fast else cfg.heartbeat_interval)
 
     def handle_request_vote(self, src: int, m: RequestVote, now: float) -> None:
         # Figure 2 RequestVote: one vote per term, and §5.4.1: only for a
