@@ -68,8 +68,8 @@ class Config:
     eager_followers: Optional[int] = None
     quiet_heartbeats: bool = False
     # The resend interval before a round trip is measured: a candidate's vote
-    # requests to the voters that have not answered, a new leader's probes
-    # (None: heartbeat_interval). With exactly a majority alive, an election
+    # requests to the voters that have not answered (during its first
+    # heartbeat interval), a new leader's probes (None: heartbeat_interval). With exactly a majority alive, an election
     # and the new leader's first commit need every survivor's answer, and
     # under loss each missing one costs a whole interval: the CS3700 profile
     # uses 0.1 s, not its 0.5 s heartbeat (measured, 7 nodes, 3 dead, 30%
