@@ -7,6 +7,7 @@
     python -m raftmp scenario FILE.json   a CS3700-style fault scenario
     python -m raftmp check HISTORY.jsonl  check a recorded history for linearizability
     python -m raftmp cs3700 [configs...]  the CS3700 course simulator against this replica
+    python -m raftmp serve --id N ...     one node of a cluster over TCP (README: "Across machines")
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from typing import Optional
 
 from tabulate import tabulate
 
-from . import checker, console, cs3700_suite, scenario, sim
+from . import checker, console, cs3700_suite, scenario, serve, sim
 from .checker import EXIT_STATUS, check_outcomes
 from .cluster import Cluster
 from .seeds import pick_seed
 from .workload import Workload, drive, summarize
 
-SUBCOMMANDS = ("run", "sim", "scenario", "check", "cs3700")
+SUBCOMMANDS = ("run", "sim", "scenario", "check", "cs3700", "serve")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -37,7 +38,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         cmd, rest = argv[0], argv[1:]
         command = {"run": console, "sim": sim, "check": checker, "scenario": scenario,
-                   "cs3700": cs3700_suite}[cmd]
+                   "cs3700": cs3700_suite, "serve": serve}[cmd]
         return command.main(rest)
     return main_job(argv)
 

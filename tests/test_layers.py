@@ -74,12 +74,12 @@ def test_a_forbidden_import_is_caught(tmp_path: pathlib.Path) -> None:
 # Raft, and nothing below the launcher forks anything.
 FLOORS = [
     ["core"],
-    ["faults", "history", "identity", "logformat", "procs", "seeds"],
+    ["faults", "history", "identity", "logformat", "metrics", "procs", "seeds"],
     ["storage", "transports"],
     ["snapshots"],
     ["checker", "client", "router", "worker"],
-    ["simchecks"],
-    ["cs3700", "launcher", "scenario_file", "sim", "workload"],
+    ["simchecks", "tcp_client"],
+    ["cs3700", "launcher", "scenario_file", "serve", "sim", "workload"],
     ["cluster"],
     ["console", "cs3700_suite", "scenario"],
     ["__init__", "__main__"],

@@ -109,6 +109,8 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         self.incoming: Optional[tuple[int, int, bytearray]] = None   # partial snapshot
         self.installed: Optional[Snapshot] = None    # received this turn, for Ready
         self.installs = 0                            # snapshots received (a statistic)
+        self.lease_read_count = 0                    # reads answered on the lease ...
+        self.index_reads = 0                         # ... and by ReadIndex rounds (statistics)
         self.role = FOLLOWER
         self.leader: Optional[int] = None
         self.leader_seen = -INF       # when we last heard from the leader

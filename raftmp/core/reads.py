@@ -86,6 +86,7 @@ class ReadRules:
         confirmed = rounds[self.quorum - 1]
         done = [(ctx, self.commit) for ctx, need in self.reads if need <= confirmed]
         if done:
+            self.index_reads += len(done)
             self.reads = [r for r in self.reads if r[1] > confirmed]
         if not self.reads:
             self.read_deadline = INF  # the next read gets its own round (in ready)
@@ -98,6 +99,7 @@ class ReadRules:
         ctxs, self.lease_reads = self.lease_reads, []
         self.lease_read_at = now
         if now < self.lease_until():
+            self.lease_read_count += len(ctxs)
             return [(ctx, self.commit) for ctx in ctxs]
         self.reads += [(ctx, self.round + 1) for ctx in ctxs]
         self.read_bcast = True
