@@ -80,7 +80,7 @@ FLOORS = [
     ["checker", "client", "router", "worker"],
     ["simchecks", "tcp_client"],
     ["cs3700", "launcher", "scenario_file", "serve", "sim", "workload"],
-    ["cluster"],
+    ["cluster", "serve_local"],
     ["console", "cs3700_suite", "scenario"],
     ["__init__", "__main__"],
 ]
