@@ -1,0 +1,234 @@
+"""``raftmp serve`` nodes, one process each, on loopback addresses 127.0.0.2, 127.0.0.3, ...
+
+The RESP front end (commands, -MOVED from a follower, a connection's order),
+``raftmp.connect``, the metrics page, bad options, and a linearizability-
+checked workload under kills, restarts, SIGSTOP pauses and frames dropped and
+delayed by the transport's test-only fault layer.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import gone, wait_until
+
+import raftmp
+from raftmp.checker import check_outcomes
+from raftmp.core.session import DONE, Timing
+from raftmp.serve_local import LocalServe
+from raftmp.workload import Workload, drive
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def resp(addr: str, *commands: list[str], timeout: float = 5.0) -> list[bytes]:
+    """Send ``commands`` pipelined on one connection; their replies, one raw line each
+    (a bulk or array reply joined with its lines)."""
+    host, port = addr.rsplit(":", 1)
+    payload = b"".join(b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a.encode())
+                                                        for a in c) for c in commands)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(payload)
+        buf = b""
+        replies: list[bytes] = []
+        while len(replies) < len(commands):
+            chunk = s.recv(65536)
+            assert chunk, f"closed after {replies}"
+            buf += chunk
+            replies, _ = parse(buf, len(commands))
+    return replies
+
+
+def parse(buf: bytes, n: int) -> tuple[list[bytes], int]:
+    out, pos = [], 0
+    while len(out) < n:
+        end = _reply_end(buf, pos)
+        if end is None:
+            break
+        out.append(buf[pos:end])
+        pos = end
+    return out, pos
+
+
+def _reply_end(buf: bytes, pos: int):
+    line = buf.find(b"\r\n", pos)
+    if line < 0:
+        return None
+    kind = buf[pos:pos + 1]
+    if kind == b"$":
+        size = int(buf[pos + 1:line])
+        end = line + 2 + (size + 2 if size >= 0 else 0)
+        return end if len(buf) >= end else None
+    if kind == b"*":
+        end = line + 2
+        for _ in range(int(buf[pos + 1:line])):
+            end = _reply_end(buf, end)
+            if end is None:
+                return None
+        return end
+    return line + 2
+
+
+@pytest.fixture(scope="module")
+def three():
+    with LocalServe(3) as c:
+        c.wait_for_leader()
+        yield c
+
+
+def test_redis_commands_on_the_leader(three: LocalServe) -> None:
+    leader = three.wait_for_leader()
+    r = resp(three.address(leader, "resp"),
+             ["PING"], ["ECHO", "hi"], ["SET", "x", "1"], ["GET", "x"], ["GET", "nope"],
+             ["SET", "x", "2", "EX", "10"], ["INCR", "n"], ["INCRBY", "n", "41"], ["DECR", "n"],
+             ["INCR", "x"], ["SET", "s", "abc"], ["INCR", "s"], ["MGET", "x", "nope", "n"],
+             ["EXISTS", "x", "nope", "n"], ["CAS", "x", "1", "3"], ["CAS", "x", "1", "4"],
+             ["SETNX", "x", "5"], ["SETNX", "fresh", "5"], ["DEL", "x", "nope", "fresh"],
+             ["GET", "x"], ["CONFIG", "GET", "save"], ["CLIENT", "SETINFO", "LIB-NAME", "t"],
+             ["COMMAND", "DOCS"], ["NOSUCH"], ["GET"])
+    assert r[:5] == [b"+PONG\r\n", b"$2\r\nhi\r\n", b"+OK\r\n", b"$1\r\n1\r\n", b"$-1\r\n"]
+    assert r[5].startswith(b"-ERR SET options")
+    assert r[6:9] == [b":1\r\n", b":42\r\n", b":41\r\n"]
+    assert r[9] == b":2\r\n"                        # "1" is an integer
+    assert r[10] == b"+OK\r\n" and r[11].startswith(b"-ERR")
+    assert r[12] == b"*3\r\n$1\r\n2\r\n$-1\r\n$2\r\n41\r\n"
+    assert r[13] == b":2\r\n"
+    assert r[14:16] == [b":0\r\n", b":0\r\n"]        # x is "2", not "1"
+    assert r[16:18] == [b":0\r\n", b":1\r\n"]
+    assert r[18] == b":2\r\n" and r[19] == b"$-1\r\n"
+    assert r[20] == b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n"
+    assert r[21] == b"+OK\r\n" and r[22] == b"*0\r\n"
+    assert r[23].startswith(b"-ERR unknown command") and r[24].startswith(b"-ERR wrong number")
+    info = resp(three.address(leader, "resp"), ["INFO"])[0].decode()
+    assert "# Raft" in info and "raft_role:leader" in info and f"raft_node:{leader}" in info
+
+
+def test_a_connection_sees_its_own_writes_in_order(three: LocalServe) -> None:
+    """Pipelined: each GET follows the SET before it, whatever the batching."""
+    leader = three.wait_for_leader()
+    cmds = [c for i in range(50) for c in (["SET", "seq", str(i)], ["GET", "seq"])]
+    r = resp(three.address(leader, "resp"), *cmds)
+    assert r[1::2] == [b"$%d\r\n%d\r\n" % (len(str(i)), i) for i in range(50)]
+
+
+def test_a_follower_answers_moved_to_the_leader_and_never_reads_its_own_state(
+        three: LocalServe) -> None:
+    leader = three.wait_for_leader()
+    follower = next(i for i in three.ids if i != leader)
+    moved = f"-MOVED 0 {three.address(leader, 'resp')}\r\n".encode()
+    assert resp(three.address(follower, "resp"), ["GET", "x"], ["SET", "y", "1"],
+                ["PING"]) == [moved, moved, b"+PONG\r\n"]
+
+
+def test_connect_gives_the_same_client_over_tcp(three: LocalServe) -> None:
+    with raftmp.connect(list(reversed(three.addresses("client")))) as kv:
+        kv.put("c", "1")
+        assert kv.get("c") == "1"
+        assert kv.cas("c", "1", "2") is True and kv.cas("c", "1", "3") is False
+        assert kv.delete("c") is True and kv.get("c") is None
+        with pytest.raises(raftmp.InvalidRequest):
+            kv.put("k" * 5000, "v")
+    with pytest.raises(raftmp.ConfigError):
+        raftmp.connect(["no-port"])
+
+
+def test_the_metrics_page_and_status_show_the_same_figures(three: LocalServe) -> None:
+    leader = three.wait_for_leader()
+    with raftmp.connect(three.addresses("client")) as kv:
+        for i in range(5):
+            kv.put(f"m{i}", "v")
+        kv.get("m0")
+    page = three.metrics(leader)
+    for name in ("raftmp_has_leader", "raftmp_term", "raftmp_commit", "raftmp_applied",
+                 "raftmp_leader_changes_total", "raftmp_proposals_committed_total",
+                 "raftmp_proposals_failed_total", "raftmp_proposals_pending",
+                 "raftmp_fsync_seconds_bucket", "raftmp_commit_latency_seconds_count",
+                 "raftmp_peer_bytes_sent_total", "raftmp_peer_bytes_received_total",
+                 "raftmp_snapshots_sent_total", "raftmp_snapshots_installed_total",
+                 "raftmp_reads_lease_total", "raftmp_reads_index_total"):
+        assert f"\n{name}{{" in page or page.startswith(f"{name}{{"), name
+    assert three.figure(leader, "raftmp_has_leader") == 1
+    assert three.figure(leader, "raftmp_proposals_committed_total") >= 5
+    assert three.figure(leader, "raftmp_reads_lease_total") >= 1
+    assert int(three.figure(leader, "raftmp_term")) == int(three.info(leader, "raft_term"))
+
+
+@pytest.mark.parametrize("args,why", [
+    (["--id", "4"], "is not in --peers"),
+    (["--id", "1", "--peers", "1=10.1.2.3:7000,2=10.1.2.4:7000"], "without a secret"),
+    (["--id", "1", "--peers", "1=127.0.0.1"], "is not host:port"),
+    (["--id", "1", "--secret-file", "/nonexistent"], "--secret-file"),
+])
+def test_bad_options_are_one_line_without_a_traceback(args: list[str], why: str,
+                                                      tmp_path) -> None:
+    base = {"--peers": "1=127.0.0.1:1,2=127.0.0.1:2", "--data-dir": str(tmp_path)}
+    for k, v in base.items():
+        if k not in args:
+            args = args + [k, v]
+    p = subprocess.run([sys.executable, "-m", "raftmp", "serve", *args], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 2 and why in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_linearizable_under_kills_restarts_pauses_and_lossy_frames(n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    env = {"RAFTMP_TEST_FAULTS": "drop=0.05,delay=0.01"}
+    with LocalServe(n, env=env) as c:
+        c.wait_for_leader()
+        kv = raftmp.connect(c.addresses("client"), timing=Timing(op_timeout=3.0), seed=seed)
+        events: list[str] = []
+        state = {"step": 0}
+
+        def on_tick(elapsed: float) -> None:
+            # 1.0 s: kill the leader; 2.5 s: restart it; 3.5 s: SIGSTOP the new
+            # leader; 5.0 s: SIGCONT it; 5.5 s: kill a follower and restart it at once.
+            step, leader = state["step"], c.leader()
+            if step == 0 and elapsed >= 1.0 and leader is not None:
+                c.kill(leader)
+                state.update(step=1, killed=leader)
+            elif step == 1 and elapsed >= 2.5:
+                c.restart(state["killed"])
+                state["step"] = 2
+            elif step == 2 and elapsed >= 3.5 and leader is not None:
+                c.pause(leader)
+                state.update(step=3, paused=leader)
+            elif step == 3 and elapsed >= 5.0:
+                c.resume(state["paused"])
+                state["step"] = 4
+            elif step == 4 and elapsed >= 5.5 and leader is not None:
+                victim = rng.choice([i for i in c.ids if i != leader])
+                c.kill(victim)
+                c.restart(victim)
+                state["step"] = 5
+            else:
+                return
+            events.append(f"{elapsed:.1f}s step {state['step']} (leader {leader})")
+
+        workload = Workload(keys=8, read_fraction=0.5, concurrency=8)
+        outcomes = drive(kv, workload, 7.0, rng, on_tick=on_tick, tick=0.1)
+        # Afterwards every key is read: an acknowledged write that was lost shows as
+        # a read the checker cannot place.
+        wait_until(c.leader, what="a leader after the faults")
+        for k in range(workload.keys):
+            kv.submit("get", f"k{k}")
+        while kv.in_flight:
+            outcomes += kv.poll(1.0)
+        kv.close()
+        dropped = [c.metrics(i) for i in c.procs]
+        assert any('raftmp_frames_dropped_total{node' in page and 'kind="fault"' in page
+                   for page in dropped), "the fault layer dropped nothing"
+        print(f"seed {seed}: {events}; {sum(o.outcome == DONE for o in outcomes)} ops done")
+        assert state["step"] == 5, events
+        verdict = check_outcomes(outcomes)
+        done = sum(o.outcome == DONE for o in outcomes)
+        assert verdict.ok, (seed, events, verdict.explanation, c.logs())
+        assert done > 100, (seed, events, done)
+        assert all(o.outcome == DONE for o in outcomes[-workload.keys:]), outcomes[-8:]
+        pids = [p.pid for p in c.procs.values()]
+    assert all(wait_until(lambda: gone(pid), what=f"pid {pid} gone") for pid in pids)
