@@ -59,6 +59,7 @@ QUEUE_BYTES = 16 << 20       # per peer, waiting to be written
 MIN_BACKOFF, MAX_BACKOFF = 0.05, 2.0
 HELLO_TIMEOUT = 5.0          # s a connection may take to finish its hello
 MAX_READ = 1 << 20           # bytes read from one connection per turn
+CLIENT_OUT = 4 << 20         # bytes of answers a client has not read before we stop reading it
 Address = tuple[str, int]
 
 
@@ -289,7 +290,10 @@ class TcpLink:
         if not conn.out and conn.closing:
             self._close(conn, now)
             return
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
+        # A client that does not read its answers is not read either (back-pressure).
+        reading = conn.peer is not None or len(conn.out) < CLIENT_OUT
+        want = (selectors.EVENT_READ if reading else 0) | \
+            (selectors.EVENT_WRITE if conn.out else 0)
         if self.sel.get_key(conn.sock).events != want:
             self.sel.modify(conn.sock, want, conn)
 
