@@ -12,7 +12,6 @@ import random
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import gone, wait_until
@@ -231,4 +230,5 @@ def test_linearizable_under_kills_restarts_pauses_and_lossy_frames(n: int, seed:
         assert done > 100, (seed, events, done)
         assert all(o.outcome == DONE for o in outcomes[-workload.keys:]), outcomes[-8:]
         pids = [p.pid for p in c.procs.values()]
-    assert all(wait_until(lambda: gone(pid), what=f"pid {pid} gone") for pid in pids)
+    for pid in pids:
+        wait_until(lambda pid=pid: gone(pid), what=f"pid {pid} gone")

@@ -45,8 +45,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any, Optional
 
-from ..core.messages import RAFT_MESSAGES, ClientReply, ClientRequest, Command, \
-    check_raft_message
+from ..core.messages import RAFT_MESSAGES, ClientReply, ClientRequest, Command, check_raft_message
 from . import frames, jsonwire
 from .frames import BadFrame, Channel, FrameReader
 from .resp import RespConn
