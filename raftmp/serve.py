@@ -31,7 +31,13 @@ from .core.node import Node
 from .core.raft import Config
 from .metrics import prometheus
 from .storage import FileStorage
-from .transports.tcp_link import FIRST_ENDPOINT, TcpLink, parse_address, test_faults
+from .transports.tcp_link import (
+    FIRST_ENDPOINT,
+    TcpLink,
+    parse_address,
+    test_faults,
+    tls_contexts,
+)
 from .worker import Worker
 
 MIN_SECRET = 16      # bytes
@@ -110,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--client-port", type=int, default=None, help="for raftmp.connect clients")
     p.add_argument("--resp-port", type=int, default=None, help="for Redis clients (RESP2)")
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus text, /metrics")
+    p.add_argument("--tls-cert", default=None, help="TLS between nodes: this node's certificate")
+    p.add_argument("--tls-key", default=None, help="... its private key")
+    p.add_argument("--tls-ca", default=None, help="... the CA that signed every node's certificate")
     p.add_argument("--read-mode", default="lease", choices=("lease", "index"),
                    help="linearizable reads by the leader's lease or by ReadIndex (lease)")
     p.add_argument("--no-sync", action="store_true", help="skip fsync (tests only: unsafe)")
@@ -142,6 +151,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         peers, secret, host = check(a)
         claim_data_dir(a.data_dir, a.id)
         faults = test_faults()
+        tls = None
+        files = (a.tls_cert, a.tls_key, a.tls_ca)
+        if any(files):
+            if not all(files):
+                raise BadOption("TLS needs all of --tls-cert, --tls-key and --tls-ca")
+            tls = tls_contexts(*files)
     except (BadOption, ValueError, OSError) as exc:
         p.error(str(exc))
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
@@ -156,7 +171,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return None if port is None else (host, port)
     try:
         link = TcpLink(a.id, peers, secret, client=at(a.client_port), resp=at(a.resp_port),
-                       metrics=at(a.metrics_port), faults=faults)
+                       metrics=at(a.metrics_port), faults=faults, tls=tls)
     except OSError as exc:
         p.error(f"cannot listen: {exc.strerror or exc}")
     storage = FileStorage(a.data_dir, sync=not a.no_sync)

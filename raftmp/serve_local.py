@@ -36,7 +36,8 @@ def free_port(host: str) -> int:
 
 class LocalServe:
     def __init__(self, n: int, *, secret: bool = True, sync: bool = False,
-                 env: Optional[dict[str, str]] = None, read_mode: str = "lease") -> None:
+                 env: Optional[dict[str, str]] = None, read_mode: str = "lease",
+                 args: tuple[str, ...] = ()) -> None:
         self.ids = list(range(1, n + 1))
         self.hosts = {i: f"127.0.0.{i + 1}" for i in self.ids}
         self.ports = {i: {k: free_port(self.hosts[i]) for k in ("peer", "client", "resp",
@@ -50,6 +51,7 @@ class LocalServe:
         self.sync = sync
         self.env = env or {}
         self.read_mode = read_mode
+        self.args = list(args)      # more options for every node (--tls-cert ...)
         self.procs: dict[int, subprocess.Popen] = {}
         self.paused: set[int] = set()
 
@@ -70,7 +72,7 @@ class LocalServe:
                "--metrics-port", str(ports["metrics"]), "--read-mode", self.read_mode]
         if self.secret_file is not None:
             cmd += ["--secret-file", self.secret_file]
-        return cmd + ([] if self.sync else ["--no-sync"])
+        return cmd + ([] if self.sync else ["--no-sync"]) + self.args
 
     def start(self) -> "LocalServe":
         for i in self.ids:

@@ -9,6 +9,7 @@ delayed by the transport's test-only fault layer.
 from __future__ import annotations
 
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -232,3 +233,38 @@ def test_linearizable_under_kills_restarts_pauses_and_lossy_frames(n: int, seed:
         pids = [p.pid for p in c.procs.values()]
     for pid in pids:
         wait_until(lambda pid=pid: gone(pid), what=f"pid {pid} gone")
+
+
+def make_certificates(d) -> tuple[str, str, str]:
+    """A CA and one node certificate it signed (shared by every node of the test)."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=raftmp test CA")
+    run("req", *ec, "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=raftmp node")
+    run("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "node.pem", "-days", "1")
+    return str(d / "node.pem"), str(d / "node.key"), str(d / "ca.pem")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl to make certificates")
+def test_tls_between_nodes_and_a_plain_peer_refused(tmp_path) -> None:
+    cert, key, ca = make_certificates(tmp_path)
+    with LocalServe(3, args=("--tls-cert", cert, "--tls-key", key, "--tls-ca", ca)) as c:
+        leader = c.wait_for_leader()
+        with raftmp.connect(c.addresses("client")) as kv:
+            kv.put("t", "1")
+            assert kv.get("t") == "1"
+        # A peer without TLS: its hello is not a TLS handshake, and it is refused.
+        host, port = c.hosts[leader], c.ports[leader]["peer"]
+        with socket.create_connection((host, port), timeout=5) as s:
+            s.sendall(b'\x00\x00\x00\x10{"hello": 1.....}')
+            s.settimeout(5)
+            try:
+                while s.recv(100):   # at most a TLS alert, then the end
+                    pass
+            except ConnectionResetError:
+                pass
+        wait_until(lambda: 'kind="tls"} 1' in c.metrics(leader), what="the refusal counted")
+        assert c.figure(leader, "raftmp_peer_bytes_sent_total") > 0

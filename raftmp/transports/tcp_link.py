@@ -41,6 +41,7 @@ import os
 import random
 import selectors
 import socket
+import ssl
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any, Optional
@@ -60,6 +61,21 @@ HELLO_TIMEOUT = 5.0          # s a connection may take to finish its hello
 MAX_READ = 1 << 20           # bytes read from one connection per turn
 CLIENT_OUT = 4 << 20         # bytes of answers a client has not read before we stop reading it
 Address = tuple[str, int]
+WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def tls_contexts(cert: str, key: str, ca: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts for mutual TLS between nodes: each side shows
+    ``cert`` and requires the other's to be signed by ``ca``. Host names are
+    not checked: a peer proves which node it is by the hello (``frames.py``)."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    for ctx in (server, client):
+        ctx.load_cert_chain(cert, key)
+        ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return server, client
 
 
 def parse_address(text: str) -> Address:
@@ -98,14 +114,18 @@ class Conn:
         self.endpoint = 0
         self.resp: Optional[RespConn] = None
         self.closing = False        # close once ``out`` is written
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.handshaking = self.tls  # a TLS handshake is under way: nothing else moves
 
 
 class TcpLink:
     def __init__(self, me: int, peers: dict[int, Address], secret: bytes, *,
                  client: Optional[Address] = None, resp: Optional[Address] = None,
                  metrics: Optional[Address] = None, cap: int = frames.MAX_FRAME,
-                 faults: Optional[Faults] = None) -> None:
+                 faults: Optional[Faults] = None,
+                 tls: Optional[tuple[ssl.SSLContext, ssl.SSLContext]] = None) -> None:
         self.me = me
+        self.tls = tls                              # (server, client) contexts, for peers
         self.addresses = peers                      # every node's peer address, mine included
         self.peers = set(peers) - {me}
         self.secret = secret
@@ -176,6 +196,9 @@ class TcpLink:
                     self._accept(key.fileobj, now)
                     continue
                 conn: Conn = key.data
+                if conn.handshaking:
+                    self._handshake(conn, now)
+                    continue
                 if events & selectors.EVENT_WRITE:
                     self._writable(conn, now)
                 if events & selectors.EVENT_READ and conn.sock.fileno() >= 0:
@@ -238,6 +261,8 @@ class TcpLink:
             return
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if kind == "peer" and self.tls is not None:
+            sock = self.tls[0].wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         conn = Conn(sock, "peer-in" if kind == "peer" else kind, self.cap, now)
         self.sel.register(sock, selectors.EVENT_READ, conn)
         if kind in ("client", "resp"):
@@ -273,12 +298,39 @@ class TcpLink:
             conn.state, conn.nonce = "hello", frames.new_nonce()
             conn.out += frames.frame_json({"hello": 1, "from": self.me, "to": conn.peer,
                                            "nonce": conn.nonce})
+            if self.tls is not None:   # the hello waits for the handshake
+                self.sel.unregister(conn.sock)
+                conn.sock = self.tls[1].wrap_socket(conn.sock, do_handshake_on_connect=False)
+                conn.tls = conn.handshaking = True
+                self.sel.register(conn.sock, selectors.EVENT_READ, conn)
+                self._handshake(conn, now)
+                return
         self._flush(conn, now)
 
+    def _handshake(self, conn: Conn, now: float) -> None:
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            want = selectors.EVENT_READ
+        except ssl.SSLWantWriteError:
+            want = selectors.EVENT_READ | selectors.EVENT_WRITE
+        except (ssl.SSLError, OSError) as exc:
+            self._bad(conn, BadFrame("tls", f"TLS handshake failed: {exc}"), now)
+            return
+        else:
+            conn.handshaking = False
+            self._flush(conn, now)
+            if conn.sock.fileno() >= 0:
+                self._readable(conn, now)   # what came with the handshake's end
+            return
+        self.sel.modify(conn.sock, want, conn)
+
     def _flush(self, conn: Conn, now: float) -> None:
+        if conn.handshaking:
+            return
         try:
             sent = conn.sock.send(conn.out) if conn.out else 0
-        except (BlockingIOError, InterruptedError):
+        except WOULD_BLOCK:
             sent = 0
         except OSError:
             self._close(conn, now)
@@ -302,10 +354,10 @@ class TcpLink:
 
     def _readable(self, conn: Conn, now: float) -> None:
         got = 0
-        while got < MAX_READ:
+        while got < MAX_READ or conn.tls:   # TLS: what it decrypted wakes no selector
             try:
                 data = conn.sock.recv(1 << 16)
-            except (BlockingIOError, InterruptedError):
+            except WOULD_BLOCK:
                 return
             except OSError:
                 data = b""
