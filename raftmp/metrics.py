@@ -49,7 +49,8 @@ class Metrics:
         self.leader: Any = None
         self.leader_changes = 0
         self.committed = 0            # writes answered ok by this node as leader
-        self.failed = 0               # writes it answered otherwise (retry, invalid, expired)
+        self.failed = 0               # writes it answered otherwise (retry, invalid, expired),
+                                      # or left unanswered when the leader changed
         self.snapshots_sent = 0       # InstallSnapshot transfers begun (offset 0)
         self.fsync = Histogram(FSYNC_BUCKETS)
         self.commit_latency = Histogram(LATENCY_BUCKETS)
@@ -76,10 +77,15 @@ class Metrics:
             elif name == "InstallSnapshot" and m.offset == 0:
                 self.snapshots_sent += 1
 
-    def turn(self, leader: Any) -> None:
+    def turn(self, me: int, leader: Any) -> None:
         if leader != self.leader:
             if leader is not None:
                 self.leader_changes += 1
+            if self.leader == me:
+                # Writes this node took as leader and left unanswered: their
+                # outcome is the next leader's to tell; here they failed.
+                self.failed += len(self.asked)
+                self.asked.clear()
             self.leader = leader
 
     def figures(self, node: Any) -> dict:

@@ -90,7 +90,7 @@ class Worker:
                 return
             node.tick(now)
             rd = node.ready(now)
-            self.metrics.turn(node.leader)
+            self.metrics.turn(self.id, node.leader)
             if rd.messages:
                 self.send(rd.messages, now)   # a leader's appends (thesis §10.2.1)
             if rd.snapshot is not None:       # from the leader: durable before anything else

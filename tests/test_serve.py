@@ -268,3 +268,31 @@ def test_tls_between_nodes_and_a_plain_peer_refused(tmp_path) -> None:
                 pass
         wait_until(lambda: 'kind="tls"} 1' in c.metrics(leader), what="the refusal counted")
         assert c.figure(leader, "raftmp_peer_bytes_sent_total") > 0
+
+
+def test_garbage_on_the_client_resp_and_metrics_ports(three: LocalServe) -> None:
+    leader = three.wait_for_leader()
+    host = three.hosts[leader]
+
+    def exchange(kind: str, data: bytes) -> bytes:
+        with socket.create_connection((host, three.ports[leader][kind]), timeout=5) as s:
+            s.sendall(data)
+            out = b""
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except ConnectionResetError:
+                    return out
+                if not chunk:
+                    return out
+                out += chunk
+    assert exchange("resp", b"*1\r\n$99999999999\r\n").startswith(b"-ERR Protocol error")
+    assert exchange("resp", b"*2\r\nGET\r\n") .startswith(b"-ERR Protocol error")
+    hello = exchange("client", b"\x00\x00\x00\x05hello")        # not JSON: closed
+    assert hello.startswith(b"\x00\x00\x00") and b'"node"' in hello
+    assert exchange("metrics", b"GET /nope HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 404")
+    assert exchange("metrics", b"GET /metrics HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200")
+    assert resp(three.address(leader, "resp"), ["PING"]) == [b"+PONG\r\n"]
+    with raftmp.connect(three.addresses("client")) as kv:   # and the client port still serves
+        kv.put("after", "garbage")
+        assert kv.get("after") == "garbage"

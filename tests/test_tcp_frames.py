@@ -15,11 +15,11 @@ import time
 
 import pytest
 
-from raftmp.core.messages import RequestVote
+from raftmp.core.messages import InstallSnapshot, RequestVote
 from raftmp.serve_local import free_port
 from raftmp.transports import frames, jsonwire
 from raftmp.transports.frames import Channel
-from raftmp.transports.tcp_link import TcpLink
+from raftmp.transports.tcp_link import MAX_BACKOFF, MIN_BACKOFF, TcpLink
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -192,3 +192,73 @@ def test_each_check_is_what_refuses(case: str, monkeypatch: pytest.MonkeyPatch) 
             p.pump(lambda: (0, BAD) in p.got)
     finally:
         p.close()
+
+
+def up_peer() -> Peer:
+    """A Peer whose connection the link trusts (its first sealed frame arrived)."""
+    p = Peer()
+    p.sock.sendall(p.channel.seal(body(GOOD)))
+    p.pump(lambda: p.got and 0 in p.link.up)
+    return p
+
+
+def chunk(i: int, size: int) -> InstallSnapshot:
+    return InstallSnapshot(1, 1, 10, 1, 1 << 30, i * size, bytes([i % 256]) * size)
+
+
+def test_a_turn_larger_than_the_cap_goes_in_several_frames() -> None:
+    p = up_peer()
+    try:
+        sent = [(0, chunk(i, 600)) for i in range(20)]     # ~16 KB of base64: 4 KiB cap
+        p.link.send(sent, time.monotonic())
+        reader, got = frames.FrameReader(CAP), []
+        deadline = time.monotonic() + 5
+        while len(got) < 20:
+            assert time.monotonic() < deadline
+            try:
+                data = p.sock.recv(1 << 16)
+            except BlockingIOError:
+                continue
+            for sealed in reader.feed(data):
+                tag, batch = json.loads(p.channel.open(sealed))
+                if tag == "msgs":
+                    got += [jsonwire.decode(m) for m in batch]
+        assert got == [m for _, m in sent] and p.channel.received > 3   # several frames
+    finally:
+        p.close()
+
+
+def test_a_full_send_queue_drops_what_does_not_fit_and_counts_it(monkeypatch) -> None:
+    import raftmp.transports.tcp_link as tcp
+    monkeypatch.setattr(tcp, "QUEUE_BYTES", 64 << 10)
+    p = up_peer()        # and node 0 reads nothing from now on
+    try:
+        for _ in range(5000):
+            p.link.send([(0, chunk(0, 2000))], time.monotonic())
+            if p.link.dropped["queue_full"]:
+                break
+        assert p.link.dropped["queue_full"] == 1
+        assert len(p.link.up[0].out) <= 64 << 10
+    finally:
+        p.close()
+
+
+def test_redials_back_off_doubling_with_jitter_up_to_a_bound() -> None:
+    dead = free_port("127.0.0.1")        # nothing listens there
+    link = TcpLink(0, {0: ("127.0.0.1", free_port("127.0.0.1")), 1: ("127.0.0.1", dead)},
+                   SECRET)
+    try:
+        now, waits = 1000.0, []
+        for _ in range(9):
+            deadline = time.monotonic() + 5
+            link.receive(now, True, lambda why: None)      # dials
+            while 1 not in link.redial:                   # until the refusal is seen
+                assert time.monotonic() < deadline
+                link.receive(now, True, lambda why: None)
+            waits.append(link.redial[1] - now)
+            now = link.redial[1]
+        bounds = [min(MAX_BACKOFF, MIN_BACKOFF * 2 ** i) for i in range(9)]
+        assert all(b / 2 <= w < b for w, b in zip(waits, bounds, strict=True)), (waits, bounds)
+        assert len({round(w / b, 6) for w, b in zip(waits, bounds, strict=True)}) > 1   # jitter
+    finally:
+        link.close()

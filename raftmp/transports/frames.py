@@ -45,7 +45,7 @@ LENGTH = struct.Struct(">I")
 COUNTER = struct.Struct(">Q")
 MAC_SIZE = 32
 NONCE_SIZE = 16
-MAX_FRAME = 4 << 20        # bytes of one frame's body, by default
+MAX_FRAME = 16 << 20       # bytes of one frame's body, by default
 
 
 class BadFrame(ValueError):

@@ -227,18 +227,42 @@ class TcpLink:
             if type(m) is ClientReply:
                 self._answer(dst, m, now)
             elif dst in self.peers:
-                by_peer[dst].append(jsonwire.encode(m))
-        for peer, batch in by_peer.items():
-            body = json.dumps(["msgs", batch], separators=(",", ":")).encode()
-            f = self.faults
-            if f is not None and f.drop and f.rng.random() < f.drop:
-                self.dropped["fault"] += 1
-            elif f is not None and f.delay:
-                self.delayed_n += 1
-                heapq.heappush(self.delayed, (now + f.rng.uniform(0, f.delay), self.delayed_n,
-                                              peer, body))
-            else:
-                self._send_sealed(peer, body)
+                by_peer[dst].append(json.dumps(jsonwire.encode(m), separators=(",", ":")))
+        for peer, parts in by_peer.items():
+            for body in self._bodies(parts):
+                self._send_body(peer, body, now)
+
+    def _bodies(self, parts: list[str]) -> list[bytes]:
+        """``parts`` (encoded messages) in sealed bodies that fit the frame cap: a
+        receiver closes a connection on a larger frame."""
+        room = self.cap - frames.COUNTER.size - frames.MAC_SIZE - 20
+        out: list[bytes] = []
+        chunk: list[str] = []
+        size = 0
+        for part in parts:
+            if len(part) > room:
+                log.error("node %d: a %d-byte message does not fit a frame", self.me, len(part))
+                self.dropped["too_big"] += 1
+                continue
+            if chunk and size + len(part) + 1 > room:
+                out.append(f'["msgs",[{",".join(chunk)}]]'.encode())
+                chunk, size = [], 0
+            chunk.append(part)
+            size += len(part) + 1
+        if chunk:
+            out.append(f'["msgs",[{",".join(chunk)}]]'.encode())
+        return out
+
+    def _send_body(self, peer: int, body: bytes, now: float) -> None:
+        f = self.faults
+        if f is not None and f.drop and f.rng.random() < f.drop:
+            self.dropped["fault"] += 1
+        elif f is not None and f.delay:
+            self.delayed_n += 1
+            heapq.heappush(self.delayed, (now + f.rng.uniform(0, f.delay), self.delayed_n,
+                                          peer, body))
+        else:
+            self._send_sealed(peer, body)
 
     # ------------------------------------------------------------- sockets
 
