@@ -22,7 +22,11 @@ follower answers ``-MOVED 0 host:port`` (the leader's RESP address) or,
 with no leader known for ``PARK_LIMIT`` seconds, ``-CLUSTERDOWN``. A leader
 that lost its term before a write's outcome was known answers RETRY: the
 write is sent again with the same seq (the session table applies it once),
-until ``RETRY_LIMIT``. A client that sends it again on a new connection
+until ``RETRY_LIMIT``; so is a request left unanswered for ``RESEND``
+seconds (a leader deposed in the meantime forgets it). A write that may
+have been applied and cannot be finished (the node no longer leads, or
+``GIVE_UP`` passed) is answered ``-TRYAGAIN``, not ``-MOVED``: its outcome
+is unknown. A client that sends it again, on this connection or a new one,
 sends a new request, which may be applied twice.
 """
 
@@ -41,7 +45,9 @@ MAX_ARGS = 1 << 16          # arguments of one command
 MAX_INLINE = 64 << 10       # bytes of an inline command line
 PARK_RECHECK = 0.05         # s between offers of a command while no leader is known
 PARK_LIMIT = 1.0            # s before such a command is answered -CLUSTERDOWN
-RETRY_LIMIT = 5.0           # s a write told RETRY is sent again
+RETRY_LIMIT = 5.0           # s a command told RETRY is sent again
+RESEND = 1.0                # s without an answer before a request is sent again
+GIVE_UP = 10.0              # s without an outcome before a command is answered with an error
 
 
 class ProtocolError(ValueError):
@@ -129,6 +135,7 @@ class Slot:
         self.waiting = parts
         self.out: Optional[bytes] = None
         self.since = now
+        self.unsure = False         # a write of it may have been applied (sent again)
 
 
 class RespConn:
@@ -142,6 +149,7 @@ class RespConn:
         self.slots: deque[Slot] = deque()
         self.pending: dict[int, tuple[Slot, int, Command]] = {}  # seq -> (slot, part, command)
         self.retry: dict[int, float] = {}                        # seq -> when to send again
+        self.sent_at: dict[int, float] = {}      # seq -> when last sent (oldest first)
         self.queued: deque[tuple[bool, Slot, list[tuple]]] = deque()   # (is a read, slot, ops)
         self.reading = False        # whether what is in flight (``pending``) are reads
         self.ready: list[Command] = []
@@ -162,7 +170,7 @@ class RespConn:
             if self.closed:
                 break
             self._command(args, now)
-        self._release()
+        self._release(now)
 
     def answer(self, reply: ClientReply, now: float) -> None:
         entry = self.pending.get(reply.seq)
@@ -171,41 +179,66 @@ class RespConn:
         slot, part, cmd = entry
         if reply.status == OK:
             del self.pending[reply.seq]
+            self.sent_at.pop(reply.seq, None)
             if cmd.op != "get":
                 self.has_session = True
             slot.results[part] = reply.result
             slot.waiting -= 1
             if slot.waiting == 0 and slot.out is None:
                 slot.out = self._result(slot)
-            self._release()
+            self._release(now)
             return
-        if reply.status == REDIRECT and reply.leader is not None:
+        if reply.status == EXPIRED:   # the cluster forgot this session: fail all, start another
+            self.client_id = int.from_bytes(os.urandom(8), "big") >> 1
+            self.has_session = False
+            for s, _, _ in list(self.pending.values()):
+                self._fail(s, error(f"ERR {reply.result}"), now)
+        elif reply.status == INVALID:
+            self._fail(slot, error(f"ERR {reply.result}"), now)
+        elif slot.unsure and (reply.status == REDIRECT and reply.leader is not None
+                              or now - slot.since >= RETRY_LIMIT):
+            self._fail(slot, self._unknown(reply.leader), now)
+        elif reply.status == REDIRECT and reply.leader is not None:
             where = self.link.resp_address(reply.leader)
             self._fail(slot, error(f"MOVED 0 {where}") if where is not None else
-                       error("CLUSTERDOWN the leader's RESP address is not known yet"))
-        elif reply.status in (INVALID, EXPIRED):
-            if reply.status == EXPIRED:   # the cluster forgot this session: start another
-                self.client_id = int.from_bytes(os.urandom(8), "big") >> 1
-                self.has_session = False
-            self._fail(slot, error(f"ERR {reply.result}"))
+                       error("CLUSTERDOWN the leader's RESP address is not known yet"), now)
         elif now - slot.since < (PARK_LIMIT if reply.status == REDIRECT else RETRY_LIMIT):
             self.retry[reply.seq] = now + PARK_RECHECK   # no leader known, or RETRY: again
+            slot.unsure |= reply.status != REDIRECT and cmd.op != "get"
         else:
-            self._fail(slot, error("CLUSTERDOWN no leader") if reply.status == REDIRECT
-                       else error("TRYAGAIN the leader changed; the write's outcome is unknown"))
+            self._fail(slot, error("CLUSTERDOWN no leader"), now)
 
     def due(self, now: float) -> list[Command]:
-        """The requests to send now: new ones, and ones to send again."""
+        """The requests to send now: new ones, and ones to send again (told to
+        retry, or unanswered for ``RESEND`` s; given up after ``GIVE_UP`` s)."""
         seqs = [seq for seq, at in self.retry.items() if at <= now]
+        for seq, at in self.sent_at.items():
+            if at + RESEND > now:
+                break     # oldest first: the rest are younger
+            if seq not in self.retry:
+                seqs.append(seq)
         out, self.ready = self.ready, []
         for seq in seqs:
-            del self.retry[seq]
-            if seq in self.pending:
-                out.append(self.pending[seq][2]._replace(acked=self._acked()))
+            self.retry.pop(seq, None)
+            if seq not in self.pending:
+                continue
+            slot, _, cmd = self.pending[seq]
+            if now - slot.since >= GIVE_UP:
+                self._fail(slot, self._unknown(None) if slot.unsure or cmd.op != "get"
+                           else error("CLUSTERDOWN no answer"), now)
+                continue
+            slot.unsure |= cmd.op != "get"
+            self._sent(seq, now)
+            out.append(cmd._replace(acked=self._acked()))
+        out += self.ready     # released by a failure just above
+        self.ready = []
         return out
 
     def next_deadline(self) -> float:
-        return -INF if self.ready else min(self.retry.values(), default=INF)
+        if self.ready:
+            return -INF
+        oldest = next(iter(self.sent_at.values()), INF) + RESEND
+        return min(oldest, min(self.retry.values(), default=INF))
 
     def take_output(self) -> bytes:
         while self.slots and self.slots[0].out is not None:
@@ -218,30 +251,41 @@ class RespConn:
     def _acked(self) -> int:
         if not self.has_session:
             return 1
-        return min(self.pending, default=self.next_seq)
+        return next(iter(self.pending), self.next_seq)   # seqs go in in order: the lowest
 
-    def _request(self, slot: Slot, part: int, op: str, key: str, value: Optional[str] = None,
-                 expected: Optional[str] = None) -> Command:
+    def _sent(self, seq: int, now: float) -> None:
+        self.sent_at.pop(seq, None)
+        self.sent_at[seq] = now       # to the end: the dict stays oldest first
+
+    def _request(self, slot: Slot, part: int, now: float, op: str, key: str,
+                 value: Optional[str] = None, expected: Optional[str] = None) -> Command:
         seq = self.next_seq
         self.next_seq += 1
         cmd = Command(self.client_id, seq, 0, op, key, value, expected)
         self.pending[seq] = (slot, part, cmd)
+        self._sent(seq, now)
         return cmd._replace(acked=self._acked())
 
-    def _fail(self, slot: Slot, out: bytes) -> None:
+    def _unknown(self, leader: Optional[int]) -> bytes:
+        where = self.link.resp_address(leader)
+        return error("TRYAGAIN the leader changed; the write may or may not have been applied"
+                     + (f" (the leader is now {where})" if where else ""))
+
+    def _fail(self, slot: Slot, out: bytes, now: float) -> None:
         for seq in [s for s, (sl, _, _) in self.pending.items() if sl is slot]:
             del self.pending[seq]
             self.retry.pop(seq, None)
+            self.sent_at.pop(seq, None)
         if slot.out is None:
             slot.out = out
-        self._release()
+        self._release(now)
 
-    def _release(self) -> None:
+    def _release(self, now: float) -> None:
         """Send the queued commands that may go: the next ones of the kind in
         flight, or of the other kind once nothing is in flight."""
         while self.queued and (not self.pending or self.queued[0][0] == self.reading):
             self.reading, slot, ops = self.queued.popleft()
-            self.ready += [self._request(slot, i, *op) for i, op in enumerate(ops)]
+            self.ready += [self._request(slot, i, now, *op) for i, op in enumerate(ops)]
 
     def _immediate(self, out: bytes, now: float) -> None:
         slot = Slot("", 0, now)
