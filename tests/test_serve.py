@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import gone, wait_until
@@ -296,3 +297,152 @@ def test_garbage_on_the_client_resp_and_metrics_ports(three: LocalServe) -> None
     with raftmp.connect(three.addresses("client")) as kv:   # and the client port still serves
         kv.put("after", "garbage")
         assert kv.get("after") == "garbage"
+
+
+class RespClient:
+    """One RESP connection with one command in flight, for the history test: it
+    follows -MOVED, and moves to another node on -CLUSTERDOWN or a lost connection."""
+
+    def __init__(self, cluster: LocalServe, n: int, rng: random.Random) -> None:
+        self.cluster, self.n, self.rng = cluster, n, rng
+        self.sock: socket.socket | None = None
+        self.addr = rng.choice(cluster.addresses("resp"))
+        self.op: tuple | None = None
+        self.invoke = 0.0
+        self.buf = b""
+
+    def connect(self) -> None:
+        host, port = self.addr.rsplit(":", 1)
+        try:
+            self.sock = socket.create_connection((host, int(port)), timeout=0.5)
+            self.sock.setblocking(False)
+        except OSError:
+            self.sock = None
+            self.addr = self.rng.choice(self.cluster.addresses("resp"))
+
+    def send(self, op: tuple, now: float) -> None:
+        self.op, self.invoke, self.buf = op, now, b""
+        self.seen: list = []
+        self._write()
+
+    def _write(self) -> None:
+        self.buf = b""
+        kind, key, value, _ = self.op
+        args = {"get": ["GET", key], "put": ["SET", key, value], "delete": ["DEL", key],
+                "cas": ["SETNX", key, value]}[kind]
+        if self.sock is None:
+            self.connect()
+        if self.sock is not None:
+            try:
+                self.sock.sendall(b"*%d\r\n" % len(args) + b"".join(
+                    b"$%d\r\n%s\r\n" % (len(a), a.encode()) for a in args))
+            except OSError:
+                self._lost()
+
+    def _lost(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+        self.addr = self.rng.choice(self.cluster.addresses("resp"))
+
+    def poll(self, now: float) -> dict | None:
+        """The finished operation's history record, or None (still waiting, or resent)."""
+        if self.sock is None:
+            self._write()       # a refused or lost attempt: certainly not applied, again
+            return None
+        try:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionResetError
+        except BlockingIOError:
+            if now - self.invoke > 15:
+                raise AssertionError(f"client {self.n}: no answer to {self.op} from {self.addr}"
+                                     f" {self.cluster.paused} {self.seen[-10:]}") from None
+            return None
+        except OSError:
+            return self._record(now, "unknown", None) if self.op[0] != "get" else self._retry()
+        self.buf += data
+        replies, _ = parse(self.buf, 1)
+        if not replies:
+            return None
+        r = replies[0]
+        self.seen.append((round(now - self.invoke, 3), self.addr, r[:40]))
+        if r.startswith(b"-MOVED"):
+            self._lost()
+            self.addr = r.split()[2].decode()
+            return self._retry()
+        if r.startswith((b"-CLUSTERDOWN", b"-TRYAGAIN")):
+            outcome = "unknown" if r.startswith(b"-TRYAGAIN") else None
+            self._lost()
+            return self._record(now, outcome, None) if outcome else self._retry()
+        kind = self.op[0]
+        if kind == "get":
+            result = None if r == b"$-1\r\n" else r.split(b"\r\n")[1].decode()
+        elif kind == "put":
+            assert r == b"+OK\r\n", r
+            result = None
+        else:
+            result = r == b":1\r\n"
+        return self._record(now, "ok", result)
+
+    def _retry(self) -> None:
+        self._write()
+        return None
+
+    def _record(self, now: float, outcome: str, result) -> dict:
+        kind, key, value, expected = self.op
+        self.op = None
+        return {"client": self.n, "op": kind, "key": key, "value": value, "expected": expected,
+                "invoke": self.invoke, "complete": None if outcome == "unknown" else now,
+                "outcome": outcome, "result": result}
+
+
+def test_resp_clients_stay_linearizable_under_kills_and_pauses(seed: int) -> None:
+    """Redis clients, each command one request of its connection's session, through a
+    leader kill and a leader pause: the history is linearizable."""
+    from raftmp.checker import check
+    from raftmp.history import Op
+    rng = random.Random(seed)
+    with LocalServe(3, env={"RAFTMP_TEST_FAULTS": "drop=0.02,delay=0.005"}) as c:
+        c.wait_for_leader()
+        clients = [RespClient(c, n, rng) for n in range(6)]
+        workload = Workload(keys=6, read_fraction=0.5)
+        records, n, start, events = [], 0, time.monotonic(), []
+        while True:
+            now = time.monotonic()
+            elapsed = now - start
+            if not events and elapsed > 1.0 and c.leader() is not None:
+                events.append(("killed", c.leader()))
+                c.kill(events[-1][1])
+            elif len(events) == 1 and elapsed > 2.5:
+                c.restart(events[0][1])
+                events.append(("restarted", events[0][1]))
+            elif len(events) == 2 and elapsed > 3.5 and c.leader() is not None:
+                events.append(("paused", c.leader()))
+                c.pause(events[-1][1])
+            elif len(events) == 3 and elapsed > 5.0:
+                c.resume(events[2][1])
+                events.append(("resumed", events[2][1]))
+            busy = False
+            for cl in clients:
+                if cl.op is None and elapsed < 6.5:
+                    cl.send(workload.op(rng, n), now)
+                    n += 1
+                if cl.op is not None:
+                    busy = True
+                    record = cl.poll(now)
+                    if record is not None:
+                        records.append(record)
+            if not busy:
+                break
+            time.sleep(0.001)
+        for cl in clients:
+            if cl.sock is not None:
+                cl.sock.close()
+    ops = [Op(**r) for r in records]
+    verdict = check(ops)
+    done = sum(r["outcome"] == "ok" for r in records)
+    print(f"seed {seed}: {events}; {done} ok, {len(records) - done} unknown")
+    assert len(events) == 4, events
+    assert done > 200, (done, events)
+    assert verdict.ok, (seed, events, verdict.explanation)
