@@ -121,6 +121,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca", default=None, help="... the CA that signed every node's certificate")
     p.add_argument("--read-mode", default="lease", choices=("lease", "index"),
                    help="linearizable reads by the leader's lease or by ReadIndex (lease)")
+    p.add_argument("--snapshot-entries", type=int, default=Config.snapshot_entries,
+                   help="snapshot after this many applied entries (%(default)s); the last "
+                        "half of them, at most 5000, stay in the log for slow followers")
     p.add_argument("--no-sync", action="store_true", help="skip fsync (tests only: unsafe)")
     p.add_argument("--verbose", action="store_true", help="log to stderr")
     return p
@@ -135,6 +138,8 @@ def check(a: argparse.Namespace) -> tuple[dict[int, tuple[str, int]], bytes, str
         port = getattr(a, name)
         if port is not None and not 0 <= port < 65536:
             raise BadOption(f"--{name.replace('_', '-')} {port} is not a port number")
+    if a.snapshot_entries < 2:
+        raise BadOption(f"--snapshot-entries {a.snapshot_entries}: at least 2")
     secret = read_secret(a.secret_file)
     if not secret:
         for h in {peers[a.id][0], host}:
@@ -176,7 +181,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         p.error(f"cannot listen: {exc.strerror or exc}")
     storage = FileStorage(a.data_dir, sync=not a.no_sync)
     node = Node(a.id, sorted(peers), storage.load(), random.Random(), time.monotonic(),
-                Config(read_mode=a.read_mode), None, storage.load_snapshot())
+                Config(read_mode=a.read_mode, snapshot_entries=a.snapshot_entries,
+                       snapshot_keep=min(Config.snapshot_keep, a.snapshot_entries // 2)),
+                None, storage.load_snapshot())
     worker = Worker(node, link, storage)
     link.status = worker.status
     link.metrics_text = lambda: prometheus(worker.status())

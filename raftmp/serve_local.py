@@ -108,8 +108,13 @@ class LocalServe:
             return r.read().decode()
 
     def figure(self, i: int, name: str) -> Optional[float]:
-        """One line's value of node ``i``'s metrics page (its first line named ``name``)."""
-        for line in self.metrics(i).splitlines():
+        """One line's value of node ``i``'s metrics page (its first line named
+        ``name``); None if there is none or the node does not answer."""
+        try:
+            page = self.metrics(i)
+        except OSError:
+            return None
+        for line in page.splitlines():
             if line.startswith(name + "{") or line.startswith(name + " "):
                 return float(line.rsplit(" ", 1)[1])
         return None

@@ -446,3 +446,20 @@ def test_resp_clients_stay_linearizable_under_kills_and_pauses(seed: int) -> Non
     assert len(events) == 4, events
     assert done > 200, (done, events)
     assert verdict.ok, (seed, events, verdict.explanation)
+
+
+def test_a_node_that_fell_behind_gets_a_snapshot_over_tcp() -> None:
+    """InstallSnapshot in base64 JSON frames: a follower down while the leader
+    compacted its log catches up from the snapshot, and the metrics count it."""
+    with LocalServe(3, args=("--snapshot-entries", "40")) as c:
+        leader = c.wait_for_leader()
+        behind = next(i for i in c.ids if i != leader)
+        c.kill(behind)
+        with raftmp.connect(c.addresses("client")) as kv:
+            for i in range(300):
+                kv.put(f"s{i % 50}", f"v{i}" * 50)
+            c.restart(behind)
+            wait_until(lambda: (c.figure(behind, "raftmp_applied") or 0)
+                       >= c.figure(leader, "raftmp_commit") - 5, what="the node caught up")
+        assert c.figure(behind, "raftmp_snapshots_installed_total") >= 1
+        assert c.figure(leader, "raftmp_snapshots_sent_total") >= 1
