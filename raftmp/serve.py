@@ -121,6 +121,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca", default=None, help="... the CA that signed every node's certificate")
     p.add_argument("--read-mode", default="lease", choices=("lease", "index"),
                    help="linearizable reads by the leader's lease or by ReadIndex (lease)")
+    p.add_argument("--heartbeat", type=float, default=Config.heartbeat_interval,
+                   help="seconds between a leader's heartbeats (%(default)s)")
+    p.add_argument("--election-timeout", default=",".join(map(str, Config.election_timeout)),
+                   help="MIN,MAX seconds of a follower's randomised election timeout "
+                        "(%(default)s); longer rides out stalls of a loaded machine or network")
     p.add_argument("--snapshot-entries", type=int, default=Config.snapshot_entries,
                    help="snapshot after this many applied entries (%(default)s); the last "
                         "half of them, at most 5000, stay in the log for slow followers")
@@ -138,6 +143,13 @@ def check(a: argparse.Namespace) -> tuple[dict[int, tuple[str, int]], bytes, str
         port = getattr(a, name)
         if port is not None and not 0 <= port < 65536:
             raise BadOption(f"--{name.replace('_', '-')} {port} is not a port number")
+    try:
+        low, high = (float(x) for x in a.election_timeout.split(","))
+    except ValueError:
+        raise BadOption(f"--election-timeout {a.election_timeout!r} is not MIN,MAX") from None
+    a.config = Config(read_mode=a.read_mode, heartbeat_interval=a.heartbeat,
+                      election_timeout=(low, high), snapshot_entries=max(2, a.snapshot_entries),
+                      snapshot_keep=min(Config.snapshot_keep, a.snapshot_entries // 2))
     if a.snapshot_entries < 2:
         raise BadOption(f"--snapshot-entries {a.snapshot_entries}: at least 2")
     secret = read_secret(a.secret_file)
@@ -181,9 +193,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         p.error(f"cannot listen: {exc.strerror or exc}")
     storage = FileStorage(a.data_dir, sync=not a.no_sync)
     node = Node(a.id, sorted(peers), storage.load(), random.Random(), time.monotonic(),
-                Config(read_mode=a.read_mode, snapshot_entries=a.snapshot_entries,
-                       snapshot_keep=min(Config.snapshot_keep, a.snapshot_entries // 2)),
-                None, storage.load_snapshot())
+                a.config, None, storage.load_snapshot())
     worker = Worker(node, link, storage)
     link.status = worker.status
     link.metrics_text = lambda: prometheus(worker.status())
