@@ -164,6 +164,8 @@ def test_the_metrics_page_and_status_show_the_same_figures(three: LocalServe) ->
     (["--id", "1", "--peers", "1=10.1.2.3:7000,2=10.1.2.4:7000"], "without a secret"),
     (["--id", "1", "--peers", "1=127.0.0.1"], "is not host:port"),
     (["--id", "1", "--secret-file", "/nonexistent"], "--secret-file"),
+    (["--id", "1", "--election-timeout", "0.5"], "is not MIN,MAX"),
+    (["--id", "1", "--election-timeout", "0.05,0.1"], "election_timeout must be a pair"),
 ])
 def test_bad_options_are_one_line_without_a_traceback(args: list[str], why: str,
                                                       tmp_path) -> None:
