@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 
+from raftmp import serve  # noqa: E402
 from raftmp.serve_local import LocalServe  # noqa: E402
 
 
@@ -59,9 +60,9 @@ def main() -> int:
     p.add_argument("--read-mode", default="lease", choices=("lease", "index"))
     p.add_argument("--no-sync", action="store_true", help="serve without fsync")
     p.add_argument("--election-timeout", default=None,
-                   help="MIN,MAX for every node (default: serve's, 0.2,0.4): longer rides out "
-                        "the stalls of an overloaded machine, where a leader change makes "
-                        "redis-benchmark stop at its first error reply")
+                   help="MIN,MAX for every node (default: serve's, 1.0,2.0); shorter ones "
+                        "change leaders in the stalls of an overloaded machine, and "
+                        "redis-benchmark stops at its first error reply")
     a = p.parse_args()
     seed = common.pick_seed(a.seed)
     if a.quick:
@@ -69,7 +70,7 @@ def main() -> int:
     meta = {"benchmark": "redis-benchmark vs raftmp serve", "nodes": a.nodes,
             "requests": a.requests, "clients": a.clients, "tests": a.tests,
             "read_mode": a.read_mode, "fsync": not a.no_sync, "seed": seed, "quick": a.quick,
-            "election_timeout": a.election_timeout or "0.2,0.4",
+            "election_timeout": a.election_timeout or serve.ELECTION_TIMEOUT,
             "machine": common.machine_info()}
     if shutil.which("redis-benchmark") is None:
         reason = "redis-benchmark is not installed (Debian: apt-get install redis-tools)"
@@ -77,8 +78,8 @@ def main() -> int:
         common.write_json(a.json, {"meta": meta, "rows": [], "skipped": reason})
         return 0
     rows: list[dict] = []
-    args = ("--election-timeout", a.election_timeout) if a.election_timeout else ()
-    with LocalServe(a.nodes, sync=not a.no_sync, read_mode=a.read_mode, args=args) as cluster:
+    with LocalServe(a.nodes, sync=not a.no_sync, read_mode=a.read_mode,
+                    election_timeout=a.election_timeout) as cluster:
         for pipeline in a.pipelines:
             leader = cluster.wait_for_leader()
             host, port = cluster.address(leader, "resp").rsplit(":", 1)

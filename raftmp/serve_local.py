@@ -37,7 +37,9 @@ def free_port(host: str) -> int:
 class LocalServe:
     def __init__(self, n: int, *, secret: bool = True, sync: bool = False,
                  env: Optional[dict[str, str]] = None, read_mode: str = "lease",
-                 args: tuple[str, ...] = ()) -> None:
+                 election_timeout: Optional[str] = "0.2,0.4", args: tuple[str, ...] = ()) -> None:
+        """``election_timeout``: "MIN,MAX" for every node (default: a local
+        cluster's, so tests fail over quickly); None: serve's own default."""
         self.ids = list(range(1, n + 1))
         self.hosts = {i: f"127.0.0.{i + 1}" for i in self.ids}
         self.ports = {i: {k: free_port(self.hosts[i]) for k in ("peer", "client", "resp",
@@ -52,6 +54,8 @@ class LocalServe:
         self.env = env or {}
         self.read_mode = read_mode
         self.args = list(args)      # more options for every node (--tls-cert ...)
+        if election_timeout is not None:
+            self.args += ["--election-timeout", election_timeout]
         self.procs: dict[int, subprocess.Popen] = {}
         self.paused: set[int] = set()
 
