@@ -465,3 +465,23 @@ def test_a_node_that_fell_behind_gets_a_snapshot_over_tcp() -> None:
                        >= c.figure(leader, "raftmp_commit") - 5, what="the node caught up")
         assert c.figure(behind, "raftmp_snapshots_installed_total") >= 1
         assert c.figure(leader, "raftmp_snapshots_sent_total") >= 1
+
+
+def test_the_local_cluster_reports_the_same_figures() -> None:
+    """Cluster.stats() (and so the console's status) carries the figures /metrics shows."""
+    from raftmp.metrics import prometheus
+    with raftmp.Cluster(3, seed=1) as cluster:
+        kv = cluster.client()
+        for i in range(3):
+            kv.put(f"f{i}", "v")
+        assert kv.get("f0") == "v"
+        leader = cluster.wait_for_leader()
+        status = cluster.stats()["nodes"][leader]
+        kv.close()
+    assert status["has_leader"] == 1 and status["leader_changes"] >= 1
+    assert status["proposals_committed"] == 3 and status["proposals_pending"] == 0
+    assert status["reads_lease"] + status["reads_index"] == 1
+    assert status["fsync_seconds"]["count"] > 0
+    assert status["commit_latency_seconds"]["count"] == 3
+    page = prometheus(status)
+    assert f'raftmp_proposals_committed_total{{node="{leader}"}} 3' in page
