@@ -262,3 +262,22 @@ def test_redials_back_off_doubling_with_jitter_up_to_a_bound() -> None:
         assert len({round(w / b, 6) for w, b in zip(waits, bounds, strict=True)}) > 1   # jitter
     finally:
         link.close()
+
+
+def test_connections_that_never_say_hello_are_bounded() -> None:
+    from raftmp.transports.tcp_link import MAX_UNTRUSTED
+    port = free_port("127.0.0.1")
+    link = TcpLink(1, {0: ("127.0.0.1", 1), 1: ("127.0.0.1", port)}, SECRET)
+    socks = []
+    try:
+        for _ in range(MAX_UNTRUSTED + 10):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            link.receive(time.monotonic(), True, lambda why: None)
+        deadline = time.monotonic() + 5
+        while len(link.sel.get_map()) != 1 + MAX_UNTRUSTED:    # the listener, and the newest
+            assert time.monotonic() < deadline, len(link.sel.get_map())
+            link.receive(time.monotonic(), True, lambda why: None)
+    finally:
+        for s in socks:
+            s.close()
+        link.close()

@@ -58,6 +58,8 @@ FIRST_ENDPOINT = 1 << 20     # client and RESP connections' endpoint ids; node i
 QUEUE_BYTES = 16 << 20       # per peer, waiting to be written
 MIN_BACKOFF, MAX_BACKOFF = 0.05, 0.5   # s; the cap bounds how long a restarted peer waits
 HELLO_TIMEOUT = 5.0          # s a connection may take to finish its hello
+MAX_UNTRUSTED = 64           # accepted connections still in their hello at once (then the
+                             # oldest is closed: a flood of them cannot take every descriptor)
 MAX_READ = 1 << 20           # bytes read from one connection per turn
 CLIENT_OUT = 4 << 20         # bytes of answers a client has not read before we stop reading it
 Address = tuple[str, int]
@@ -289,6 +291,11 @@ class TcpLink:
             sock = self.tls[0].wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         conn = Conn(sock, "peer-in" if kind == "peer" else kind, self.cap, now)
         self.sel.register(sock, selectors.EVENT_READ, conn)
+        if kind in ("peer", "http"):
+            waiting = [k.data for k in self.sel.get_map().values() if k.data is not None
+                       and k.data.kind in ("peer-in", "http") and k.data.state != "up"]
+            if len(waiting) > MAX_UNTRUSTED:
+                self._close(min(waiting, key=lambda c: c.opened), now)
         if kind in ("client", "resp"):
             conn.state = "up"
             conn.endpoint = self.next_endpoint
