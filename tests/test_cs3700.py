@@ -49,7 +49,7 @@ def appends(draw):
 
 
 raft_messages = st.one_of(
-    st.builds(RequestVote, nat, nat, nat, nat, st.booleans()),
+    st.builds(RequestVote, nat, nat, nat, nat, st.booleans(), st.booleans()),
     st.builds(RequestVoteReply, nat, nat, st.booleans(), st.booleans()),
     appends(),
     st.builds(AppendEntriesReply, nat, nat, st.booleans(), nat, nat, nat, nat))
@@ -62,8 +62,8 @@ def test_json_round_trip(m):
 
 
 @pytest.mark.parametrize("raw", [
-    ["rv", 1, 0, 0, 0],                                   # a field short
-    ["rv", 1, 0, 0, 0, 1],                                # int for a bool
+    ["rv", 1, 0, 0, 0, False],                            # a field short
+    ["rv", 1, 0, 0, 0, False, 1],                         # int for a bool
     ["rvr", True, 0, True, False],                        # bool for an int
     ["aer", -1, 0, True, 0, 0, 0, 0],                     # negative
     ["ae", 1, 0, 3, 1, [[1, 5, None]], 0, 0],             # entry index not prev + 1

@@ -111,7 +111,10 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         self.installs = 0                            # snapshots received (a statistic)
         self.role = FOLLOWER
         self.leader: Optional[int] = None
-        self.leader_seen = -INF       # when we last heard from the leader
+        # When we last heard from a leader of any term. A later term (reached by
+        # any message) forgets who leads, never this: it dates our promise not
+        # to vote (thesis §4.2.3, ``holds_vote``), on which leases rest.
+        self.leader_seen = -INF
         # Output of the current turn: appends (may leave before the save), the rest.
         self.appends: list[tuple[int, Any]] = []
         self.held: dict[int, AppendEntries] = {}   # prev_index -> append past a gap
@@ -150,11 +153,11 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
     def step(self, src: int, m: Any, now: float) -> None:
         """Handle one message from peer ``src``."""
         t = type(m)
+        if t is RequestVote and m.term >= self.term and self.holds_vote(m, now):
+            # Thesis §4.2.3: while a leader may be alive, a vote request neither
+            # moves our term nor gets our vote, however we came to its term.
+            return
         if m.term > self.term:
-            if t is RequestVote and self._in_lease(now):
-                # Thesis §4.2.3: while a leader is known to be alive, ignore vote
-                # requests, so a server that was cut off cannot depose it.
-                return
             if (t is RequestVote and m.pre) or (t is RequestVoteReply and m.pre and m.granted):
                 pass  # pre-votes use a future term but change nobody's term (thesis §9.6)
             else:
