@@ -25,7 +25,10 @@ received from the leader arrives in ``Ready.snapshot`` and is loaded here.
 
 The leader writes its clock into the log (``SessionClock``) every eighth of
 the session timeout while there are sessions, so that every replica expires
-idle sessions at the same index (thesis §6.3).
+idle sessions at the same index (thesis §6.3); the clock lists the clients
+whose requests the leader saw since its previous one (``seen``), so that a
+client that only reads, or whose retries are answered from the session
+table, keeps its session too.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class Node:
         self.reads: dict[int, tuple[int, Command, float]] = {}
         self.read_ctx: dict[tuple[int, int], int] = {}   # (client_id, seq) -> its read's ctx
         self.next_read = 0
+        self.seen: set[int] = set()    # clients heard from as leader, for the next SessionClock
         self.replies: list[tuple[int, ClientReply]] = []
         self.keep_writes = keep_writes
         self.proposed: dict[int, tuple[int, int]] = {}   # keep_writes: log index -> write
@@ -210,6 +214,7 @@ class Node:
                                                   self.fresh_leader(now))))
             return
         self._start_serving(now)
+        self.seen.add(cmd.client_id)
         if cmd.op == "get":
             key = (cmd.client_id, cmd.seq)
             ctx = self.read_ctx.get(key)
@@ -303,8 +308,9 @@ class Node:
         """Thesis §6.3: the leader's time, in the log, drives session expiry."""
         raft = self.raft
         self.clock_at = now + raft.config.session_timeout / 8
+        seen, self.seen = tuple(sorted(self.seen)), set()
         if raft.role == LEADER and self.kv.sessions:
-            raft.propose(SessionClock(now, raft.config.session_timeout))
+            raft.propose(SessionClock(now, raft.config.session_timeout, seen))
 
     def _settle_snapshot(self, index: int) -> None:
         """keep_writes: the writes proposed at or below ``index`` were decided by the
