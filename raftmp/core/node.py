@@ -138,6 +138,12 @@ class Node:
         return raft.round, {p: pr.round for p, pr in raft.progress.items()}
 
     @property
+    def unsent_rounds(self) -> int:
+        """Replies dropped for confirming a round this node never sent (as leader,
+        since it booted): nonzero means a dishonest or corrupted peer."""
+        return self.raft.unsent_rounds
+
+    @property
     def snapshot_index(self) -> int:
         """The last index covered by this node's newest snapshot (0: none)."""
         snap = self.raft.snapshot

@@ -130,6 +130,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         # Leader state.
         self.progress: dict[int, Progress] = {}
         self.round = 0
+        self.unsent_rounds = 0    # replies naming a round we never sent: dropped (a statistic)
         self.reads: list[tuple[Any, int]] = []          # (ctx, round needed)
         self.reads_waiting_commit: list[Any] = []       # before the leader's no-op commits
         self.read_bcast = False
@@ -500,6 +501,12 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
             return
         if m.success and m.index > self.log.last_index:
             return  # matches what this leader never sent: not an honest reply (§5.3)
+        if m.round > self.round:
+            # Confirms a round this leader never started: believed, it would
+            # release reads (thesis §6.4) and date a lease from a start it never
+            # had. Not an honest reply (a bug, a corrupted or forged packet).
+            self.unsent_rounds += 1
+            return
         pr = self.progress[src]
         pr.active = True
         self._reset_rto(pr)  # it answers: whatever it lost, no backoff
