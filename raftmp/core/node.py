@@ -112,7 +112,8 @@ class Node:
 
     @property
     def leader_seen(self) -> float:
-        """When (on this node's clock) it last heard from the leader it names."""
+        """When (on this node's clock) it last heard from a leader, of any term
+        (a later term reached since does not reset it: thesis §4.2.3)."""
         return self.raft.leader_seen
 
     @property
