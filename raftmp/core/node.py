@@ -309,6 +309,7 @@ class Node:
                 self._reply(src, cmd, RETRY, None)
         self.reads = {}
         self.read_ctx = {}
+        self.seen = set()      # a later term's first clock must not date them
         self.serving_term = None
 
     def _write_clock(self, now: float) -> None:
