@@ -111,10 +111,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         self.installs = 0                            # snapshots received (a statistic)
         self.role = FOLLOWER
         self.leader: Optional[int] = None
-        # When we last heard from a leader of any term. A later term (reached by
-        # any message) forgets who leads, never this: it dates our promise not
-        # to vote (thesis §4.2.3, ``holds_vote``), on which leases rest.
-        self.leader_seen = -INF
+        self.leader_seen = -INF       # when we last heard from a leader, any term (holds_vote)
         # Output of the current turn: appends (may leave before the save), the rest.
         self.appends: list[tuple[int, Any]] = []
         self.held: dict[int, AppendEntries] = {}   # prev_index -> append past a gap
@@ -155,9 +152,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         """Handle one message from peer ``src``."""
         t = type(m)
         if t is RequestVote and m.term >= self.term and self.holds_vote(m, now):
-            # Thesis §4.2.3: while a leader may be alive, a vote request neither
-            # moves our term nor gets our vote, however we came to its term.
-            return
+            return   # thesis §4.2.3: no term, no vote, however we came to its term
         if m.term > self.term:
             if (t is RequestVote and m.pre) or (t is RequestVoteReply and m.pre and m.granted):
                 pass  # pre-votes use a future term but change nobody's term (thesis §9.6)
@@ -502,10 +497,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         if m.success and m.index > self.log.last_index:
             return  # matches what this leader never sent: not an honest reply (§5.3)
         if m.round > self.round:
-            # Confirms a round this leader never started: believed, it would
-            # release reads (thesis §6.4) and date a lease from a start it never
-            # had. Not an honest reply (a bug, a corrupted or forged packet).
-            self.unsent_rounds += 1
+            self.unsent_rounds += 1   # confirms a round never sent: no honest reply does
             return
         pr = self.progress[src]
         pr.active = True
