@@ -476,3 +476,22 @@ def test_session_expired_reaches_the_caller_only_with_a_write_in_doubt():
     o = one.do("put", "k", "2")
     assert (o.outcome, o.error) == (FAILED, SessionExpired), o
     assert one.node.data() == {"k": "1"} and one.client.new_sessions == 0
+
+
+def test_a_late_answer_settles_a_write_in_doubt_unless_it_is_expired():
+    """A late ok (or invalid) for a write given up on says what became of it; a
+    late EXPIRED says only that this copy was refused: an earlier one may have
+    been applied before the session expired, so the write stays in doubt."""
+    c = ClientSession(CLIENT, [0], random.Random(0), Timing(op_timeout=1.0))
+    c.leader = 0
+    for seq in (1, 2):
+        c.submit("put", "k", str(seq), None, 0.0)
+    c.take_messages()
+    c.tick(1.0)                                               # both given up: in doubt
+    assert [o.error for o in c.take_finished()] == [Timeout, Timeout]
+    c.step(0, ClientReply(CLIENT, 1, OK, None), 1.1)
+    c.step(0, ClientReply(CLIENT, 2, "expired", "gone"), 1.1)
+    assert c.in_doubt == {2} and c.late == 2
+    c.submit("put", "k", "3", None, 2.0)
+    c.step(0, ClientReply(CLIENT, 3, "expired", "gone"), 2.1)
+    assert [o.error for o in c.take_finished()] == [SessionExpired]

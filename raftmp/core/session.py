@@ -167,7 +167,8 @@ class ClientSession:
                     self.duplicates += 1     # it had its answer already
                 elif reply.status in (OK, EXPIRED, INVALID):   # its first result
                     del self.gave_up[reply.seq]
-                    self.in_doubt.discard(reply.seq)            # its fate is known now
+                    if reply.status != EXPIRED:   # (an expired copy says nothing of others)
+                        self.in_doubt.discard(reply.seq)        # its fate is known now
                     self.late += 1
             return
         if reply.status == OK:
