@@ -23,7 +23,6 @@ reaches by applying the committed entries up to its index.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import heapq
 import multiprocessing
@@ -37,6 +36,7 @@ from typing import Any, Optional
 
 from tabulate import tabulate
 
+from .cli import Parser, integer, number
 from .core.errors import ConfigError
 from .core.kv import KVStore
 from .core.messages import (
@@ -520,25 +520,25 @@ def run_seed(args: tuple[int, SimConfig]) -> SimResult:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m raftmp sim",
-                                description="Run seeded fault schedules against the Raft core "
-                                            "in the deterministic simulator.")
-    p.add_argument("--seeds", type=int, default=100, help="how many seeds to run (default 100)")
-    p.add_argument("--seed", type=int, default=None, help="run only this seed (replay)")
-    p.add_argument("--first-seed", type=int, default=0, help="first seed of the range")
-    p.add_argument("--nodes", type=int, default=5)
-    p.add_argument("--drop", type=float, default=0.0, help="packet loss probability")
+    p = Parser(prog="python -m raftmp sim", description="Run seeded fault schedules against "
+               "the Raft core in the deterministic simulator.")
+    p.add_argument("--seeds", type=integer(1), default=100, help="how many seeds to run (100)")
+    p.add_argument("--seed", type=integer(0), default=None, help="run only this seed (replay)")
+    p.add_argument("--first-seed", type=integer(0), default=0, help="first seed of the range")
+    p.add_argument("--nodes", type=integer(1, 99), default=5, help="replicas, 1 to 99 (5)")
+    p.add_argument("--drop", type=number(0, 1, below=True), default=0.0,
+                   help="packet loss probability, in [0, 1) (0)")
     p.add_argument("--faults", default=",".join(FAULTS),
                    help=f"comma-separated subset of {','.join(FAULTS)} (default: all), or 'none'")
-    p.add_argument("--ops", type=int, default=200, help="client operations per seed")
+    p.add_argument("--ops", type=integer(0), default=200, help="client operations per seed")
     p.add_argument("--read-mode", choices=("index", "lease"), default=Config.read_mode,
                    help=f"the nodes' read mode (default {Config.read_mode})")
-    p.add_argument("--clock-drift", type=float, default=0.05,
+    p.add_argument("--clock-drift", type=number(0, 1, below=True), default=0.05,
                    help="each node's clock runs at 1 +- this rate (default 0.05, the bound "
                         "lease reads assume)")
     p.add_argument("--timing", choices=tuple(TIMINGS), default="sim",
                    help="the nodes' timers: 'sim' (default; 0.05 s heartbeat) or 'default'")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--jobs", type=integer(1, 256), default=os.cpu_count() or 1)
     a = p.parse_args(argv)
     faults = tuple(f for f in a.faults.split(",") if f and f != "none")
     try:

@@ -74,7 +74,7 @@ def test_a_forbidden_import_is_caught(tmp_path: pathlib.Path) -> None:
 # Raft, and nothing below the launcher forks anything.
 FLOORS = [
     ["core"],
-    ["faults", "history", "identity", "jsonwire", "logformat", "procs", "seeds", "wire"],
+    ["cli", "faults", "history", "identity", "jsonwire", "logformat", "procs", "seeds", "wire"],
     ["storage", "transport"],
     ["snapshots"],
     ["checker", "client", "router", "worker"],
