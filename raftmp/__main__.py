@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 from . import checker, console, cs3700_suite, scenario, sim
 from .checker import EXIT_STATUS, check_outcomes
-from .cli import INTERRUPTED, Parser, complain, integer, number, output_file
+from .cli import INTERRUPTED, CtrlC, Parser, complain, integer, number, output_file
 from .cluster import Cluster
 from .console import MAX_NODES, start_cluster
 from .core.errors import RaftmpError
@@ -39,16 +39,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ``interrupted`` and 130 (see cli.py), never a traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    main_pid = os.getpid()
-
-    def on_sigint(signum: int, frame: object) -> None:
-        # Ctrl-C reaches the whole process group. Children forked from here
-        # inherit this handler (sim's pool workers, which set none of their
-        # own): they ignore it, and the command stops them as it unwinds.
-        if os.getpid() == main_pid:
-            raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = CtrlC().install()
     try:
         if argv and argv[0] in SUBCOMMANDS:
             command = {"run": console, "sim": sim, "check": checker, "scenario": scenario,
@@ -61,7 +52,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (RaftmpError, OSError) as e:    # a data dir, a file: named in the message
         return complain(e)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
 
 
 def main_job(argv: list[str]) -> int:
@@ -118,6 +111,8 @@ def main_job(argv: list[str]) -> int:
                 print(f"\r  {elapsed:5.1f}s  leader={leader}  in flight={kv.in_flight}   ",
                       end="", flush=True)
 
+        print(f"node {state['leaders'][0]} leads; workload for {a.duration:g} s "
+              "(Ctrl-C: stop and print the summary)", flush=True)
         start = time.monotonic()
         outcomes: list = []
         interrupted = False

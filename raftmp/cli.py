@@ -11,8 +11,10 @@ when they parse them, so that nothing starts before a value is known to work.
 from __future__ import annotations
 
 import argparse
+import logging  # noqa: F401  (first: its at-fork hooks are registered before CtrlC's)
 import math
 import os
+import signal
 import sys
 from typing import Any, Callable, NoReturn, Optional
 
@@ -28,6 +30,45 @@ def complain(what: Any) -> int:
     """Print ``error: WHAT`` as one line on stderr; the exit status of bad input."""
     print(f"error: {one_line(what)}", file=sys.stderr, flush=True)
     return BAD_INPUT
+
+
+class CtrlC:
+    """The SIGINT handler of a command: KeyboardInterrupt in the process that
+    installed it, nothing in the children it forks.
+
+    Ctrl-C reaches the whole process group, and children forked from here
+    inherit this handler until they set their own (sim's pool workers never
+    do): they ignore it, and the command stops them as it unwinds. An
+    exception raised in an at-fork hook is printed and lost, and a launcher
+    forking its workers is often in one (logging's): during a fork the
+    interrupt is raised again 10 ms later, from SIGALRM."""
+
+    forking = False
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+    def install(self) -> tuple[Any, Any]:
+        """Handle SIGINT (and the deferring SIGALRM); the handlers it replaced."""
+        return signal.signal(signal.SIGINT, self), signal.signal(signal.SIGALRM, self)
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self.pid:
+            return
+        if CtrlC.forking:
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            return
+        raise KeyboardInterrupt
+
+    @staticmethod
+    def _fork(starting: bool) -> None:
+        CtrlC.forking = starting
+
+
+# Hooks run before in reverse order of registration, after in order: these,
+# registered after logging's, enclose them.
+os.register_at_fork(before=lambda: CtrlC._fork(True),
+                    after_in_parent=lambda: CtrlC._fork(False))
 
 
 class Parser(argparse.ArgumentParser):
