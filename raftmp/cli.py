@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging  # noqa: F401  (first: its at-fork hooks are registered before CtrlC's)
 import math
+import multiprocessing.pool
 import os
 import signal
 import sys
@@ -40,10 +41,15 @@ class CtrlC:
     inherit this handler until they set their own (sim's pool workers never
     do): they ignore it, and the command stops them as it unwinds. An
     exception raised in an at-fork hook is printed and lost, and a launcher
-    forking its workers is often in one (logging's): during a fork the
-    interrupt is raised again 10 ms later, from SIGALRM."""
+    forking its workers is often in one (logging's): during a fork, or in
+    code that must not be cut short (``whole``), the interrupt is raised
+    again 10 ms later, from SIGALRM."""
 
     forking = False
+    # Code an exception must not interrupt: CPython's Pool.__init__ cleans up
+    # on Exception only, and a Pool interrupted half-made keeps a thread forking
+    # workers that the interpreter then waits for at exit, forever.
+    whole = {multiprocessing.pool.Pool.__init__.__code__}
 
     def __init__(self) -> None:
         self.pid = os.getpid()
@@ -55,7 +61,7 @@ class CtrlC:
     def __call__(self, signum: int, frame: Any) -> None:
         if os.getpid() != self.pid:
             return
-        if CtrlC.forking:
+        if CtrlC.forking or _inside(frame, self.whole):
             signal.setitimer(signal.ITIMER_REAL, 0.01)
             return
         raise KeyboardInterrupt
@@ -63,6 +69,14 @@ class CtrlC:
     @staticmethod
     def _fork(starting: bool) -> None:
         CtrlC.forking = starting
+
+
+def _inside(frame: Any, codes: set) -> bool:
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
 
 
 # Hooks run before in reverse order of registration, after in order: these,
