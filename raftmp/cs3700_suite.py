@@ -8,8 +8,8 @@ wrapper around this raftmp and this Python (``--replica PATH`` picks another,
 e.g. an installed ``raftmp-3700kvstore``).
 
 With no config it runs the simulator's own ``all`` (17 tests, about 14
-minutes) and prints its output as it goes, ending in ``Passed N out of 17
-tests``; with configs (names such as ``crash-3``, or paths) it runs each one
+minutes) and prints its output as it goes (its colours only on a terminal,
+and not with ``NO_COLOR`` set), ending in ``Passed N out of 17 tests``; with configs (names such as ``crash-3``, or paths) it runs each one
 and ends with a table of the simulator's figures and tiers. The exit status
 is 0 when every test passed the simulator's correctness checks.
 """
@@ -154,9 +154,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                              work)
             assert proc.stdout is not None
             summary = ""
+            colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
             try:
                 for line in proc.stdout:
-                    print(line, end="", flush=True)
+                    print(line if colour else _ANSI.sub("", line), end="", flush=True)
                     if line.startswith("Passed "):
                         summary = line
             finally:
