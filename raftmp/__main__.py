@@ -111,12 +111,12 @@ def main_job(argv: list[str]) -> int:
                 print(f"\r  {elapsed:5.1f}s  leader={leader}  in flight={kv.in_flight}   ",
                       end="", flush=True)
 
-        print(f"node {state['leaders'][0]} leads; workload for {a.duration:g} s "
-              "(Ctrl-C: stop and print the summary)", flush=True)
         start = time.monotonic()
         outcomes: list = []
         interrupted = False
         try:
+            print(f"node {state['leaders'][0]} leads; workload for {a.duration:g} s "
+                  "(Ctrl-C: stop and print the summary)", flush=True)
             drive(kv, workload, a.duration, rng, on_tick=on_tick, tick=0.25, outcomes=outcomes)
         except KeyboardInterrupt:     # still print what was measured so far
             interrupted = True
