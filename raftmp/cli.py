@@ -28,7 +28,10 @@ def one_line(text: Any) -> str:
 
 
 def complain(what: Any) -> int:
-    """Print ``error: WHAT`` as one line on stderr; the exit status of bad input."""
+    """Print ``error: WHAT`` as one line on stderr; the exit status of bad input.
+    An OSError reads ``FILE: what went wrong``."""
+    if isinstance(what, OSError) and what.strerror:
+        what = f"{what.filename}: {what.strerror}" if what.filename else what.strerror
     print(f"error: {one_line(what)}", file=sys.stderr, flush=True)
     return BAD_INPUT
 
@@ -137,6 +140,8 @@ def number(lo: Optional[float] = None, hi: Optional[float] = None, *, above: boo
 def output_file(text: str) -> str:
     """An argparse type: a file the command will write (its folder exists, it is
     not a folder), checked before any work starts."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a file, not ''")
     folder = os.path.dirname(os.path.abspath(text))
     if os.path.isdir(text) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         why = "is a folder" if os.path.isdir(text) else \
@@ -148,6 +153,8 @@ def output_file(text: str) -> str:
 
 def output_dir(text: str) -> str:
     """An argparse type: a folder the command will create or write into."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a folder, not ''")
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
     return text

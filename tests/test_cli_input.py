@@ -47,6 +47,7 @@ BAD = [
     ("main-history-nodir", ["--history", "nodir/h.jsonl"], 2,
      r"--history: 'nodir/h.jsonl' cannot be written \(no folder .*nodir\)"),
     ("main-history-folder", ["--history", "."], 2, r"--history: '\.' is a folder"),
+    ("main-history-empty", ["--history", ""], 2, r"--history: must name a file, not ''"),
     ("main-unknown", ["--frobnicate"], 2, r"unrecognized arguments: --frobnicate"),
     # run
     ("run-nodes--3", ["run", "--nodes", "-3"], 2, rf"--nodes: {RANGE_NODES}, not '-3'"),
@@ -55,6 +56,9 @@ BAD = [
     ("run-seed-x", ["run", "--seed", "x"], 2, r"--seed: must be an integer >= 0, not 'x'"),
     ("run-data-dir-file", ["run", "--data-dir", "/etc/passwd"], 2,
      r"--data-dir: '/etc/passwd' exists and is not a folder"),
+    ("run-data-dir-empty", ["run", "--data-dir", ""], 2, r"--data-dir: must name a folder"),
+    ("run-data-dir-unwritable", ["run", "--data-dir", "/proc/raftmp"], 2,
+     r"^error: /proc/raftmp: No such file or directory$"),
     ("run-other-nodes", ["run", "--nodes", "3", "--data-dir", "five"], 2,
      r"^error: five holds a cluster of 5 nodes \(0-4\), not 3 nodes \(0-2\): start it with its "
      r"5 nodes \(--nodes 5\), or use a fresh data directory"),
