@@ -10,6 +10,7 @@ expected line is a pattern; the note of issue 23 copies what they print.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -228,9 +229,13 @@ def test_ctrl_c_is_one_line(argv, ready, busy, still, tmp_path):
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:      # failed: the launcher first (its router then cleans up)
+            proc.kill()
             proc.communicate()
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: not processes_of(proc.pid, tmp_path), 5, "its children")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
     out = "".join(seen) + out
     assert_clean_end(proc, out, err, 130, tmp_path, before, since)
     assert err == "interrupted\n", err
