@@ -9,9 +9,11 @@ e.g. an installed ``raftmp-3700kvstore``).
 
 With no config it runs the simulator's own ``all`` (17 tests, about 14
 minutes) and prints its output as it goes (its colours only on a terminal,
-and not with ``NO_COLOR`` set), ending in ``Passed N out of 17 tests``; with configs (names such as ``crash-3``, or paths) it runs each one
-and ends with a table of the simulator's figures and tiers. The exit status
-is 0 when every test passed the simulator's correctness checks.
+and not with ``NO_COLOR`` set), ending in ``Passed N out of 17 tests``; with
+configs (names such as ``crash-3``, or paths) it runs each one and ends with
+a table of the simulator's figures and tiers. The exit status is 0 when
+every test passed the simulator's correctness checks, 2 on bad input (a
+config that is neither a file nor in the simulator's ``configs/``).
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                       and os.access(a.replica, os.X_OK)):
         p.error(f"argument --replica: {a.replica!r} is not an executable file")
     paths = [config_path(sim, c) for c in a.configs]
-    for c, path in zip(a.configs, paths):
+    for c, path in zip(a.configs, paths, strict=True):
         if path is None:
             names = sorted(f[:-5] for f in os.listdir(os.path.join(sim, "configs"))
                            if f.endswith(".json"))
