@@ -74,7 +74,8 @@ def main_job(argv: list[str]) -> int:
     p.add_argument("--keys", type=integer(1), default=100, help="distinct keys, >= 1 (100)")
     p.add_argument("--reads", type=number(0, 1), default=0.5,
                    help="fraction of operations that are reads, in [0, 1] (0.5)")
-    p.add_argument("--seed", type=integer(0), default=None)
+    p.add_argument("--seed", type=integer(0), default=None,
+                   help="a seed >= 0 (default: a fresh one, printed)")
     p.add_argument("--history", type=output_file, default=None,
                    help="also write the history (JSON lines) here")
     a = p.parse_args(argv)

@@ -185,9 +185,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help=f"replicas, 1 to {MAX_NODES} (5)")
     p.add_argument("--drop", type=number(0, 1, below=True), default=0.0,
                    help="replica-link packet loss, in [0, 1) (0)")
-    p.add_argument("--seed", type=integer(0), default=None)
+    p.add_argument("--seed", type=integer(0), default=None,
+                   help="a seed >= 0 (default: a fresh one, printed)")
     p.add_argument("--data-dir", type=output_dir, default=None,
-                   help="keep the nodes' data here (default: a temporary directory)")
+                   help="keep the nodes' data here, to start again with the same --nodes "
+                        "(default: a temporary directory)")
     a = p.parse_args(argv)
     seed = pick_seed(a.seed)
     interactive = sys.stdin.isatty()
