@@ -95,8 +95,8 @@ class Console:
         try:
             return int(text)
         except ValueError:
-            raise Usage(f"usage: {USAGE[cmd]}  (N: a node, 0-{self.cluster.n - 1}; "
-                        f"not {text!r})") from None
+            nodes = "0" if self.cluster.n == 1 else f"0-{self.cluster.n - 1}"
+            raise Usage(f"usage: {USAGE[cmd]}  (N: a node, {nodes}; not {text!r})") from None
 
     def do_help(self) -> None:
         self.out(HELP)
