@@ -104,6 +104,11 @@ BAD = [
      r"--sim: '\.' holds no simulator \(no file \./run\)"),
     ("cs3700-replica", ["cs3700", "--replica", "/etc/passwd", "simple-1"], 2,
      r"--replica: '/etc/passwd' is not an executable file"),
+    # the course replica (what the simulator starts)
+    ("replica-port", ["raftmp-3700kvstore", "70000", "0001", "0002"], 2,
+     r"^raftmp-3700kvstore: error: argument port: must be an integer in \[1, 65535\]"),
+    ("replica-ids", ["raftmp-3700kvstore", "5000", "0001", "0001"], 2,
+     r"ids must be distinct 4-hex-digit addresses other than FFFF"),
 ]
 
 # (id, argv, a stdout line that says the command is at work (None: it waits
@@ -136,7 +141,9 @@ def env(tmp_path) -> dict:
 
 def start(argv, tmp_path) -> subprocess.Popen:
     """The command in a session of its own (its process group is its pid)."""
-    return subprocess.Popen([sys.executable, "-m", "raftmp", *argv], cwd=tmp_path,
+    module = "raftmp.cs3700" if argv[:1] == ["raftmp-3700kvstore"] else "raftmp"
+    argv = argv[1:] if module == "raftmp.cs3700" else argv
+    return subprocess.Popen([sys.executable, "-m", module, *argv], cwd=tmp_path,
                             env=env(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
