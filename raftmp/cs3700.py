@@ -24,6 +24,7 @@ from typing import Any, Optional
 from .cli import Parser, integer, output_dir
 from .core.node import Node
 from .core.raft import Config
+from .procs import die_with_parent
 from .storage import FileStorage
 from .transports.course_link import COURSE_LIMITS, UNKNOWN, CourseLink, is_address
 from .worker import Worker
@@ -73,6 +74,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
+    # The simulator stops its replicas at its exit; killed outright, it cannot:
+    # SIGTERM then (the log is removed), not an orphan answering nobody forever.
+    die_with_parent(os.getppid(), signal.SIGTERM)
 
     link = CourseLink(a.port, a.id, a.others)   # says hello before anything else
 
