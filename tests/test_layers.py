@@ -78,7 +78,6 @@ FLOORS = [
     ["storage", "transport"],
     ["snapshots"],
     ["checker", "client", "router", "worker"],
-    ["simchecks"],
     ["cs3700", "launcher", "scenario_file", "sim", "workload"],
     ["cluster"],
     ["console", "cs3700_suite", "scenario"],
@@ -88,11 +87,12 @@ FLOOR = {name: n for n, names in enumerate(FLOORS) for name in names}
 PACKAGE = CORE.parent
 
 
-def raftmp_imports(tree: ast.AST) -> set[str]:
-    """The raftmp modules (first component below the package) a module imports."""
+def raftmp_imports(tree: ast.AST, depth: int = 1) -> set[str]:
+    """The raftmp modules (first component below the package) a module imports;
+    ``depth`` 2 for a module of a subpackage (its siblings are its own floor)."""
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level == depth:
             names = [node.module] if node.module else [a.name for a in node.names]
             found.update(n.split(".")[0] for n in names)
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("raftmp."):
@@ -100,11 +100,19 @@ def raftmp_imports(tree: ast.AST) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
+# A subpackage above the core (the simulator, ``sim/``) sits on one floor, all its modules.
+SUBPACKAGES = ("sim",)
+MODULES = sorted(PACKAGE.glob("*.py")) + sorted(p for sub in SUBPACKAGES
+                                                 for p in (PACKAGE / sub).glob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_import_only_downward(path: pathlib.Path) -> None:
-    me = path.stem
+    sub = path.parent.name in SUBPACKAGES
+    me = path.parent.name if sub else path.stem
     assert me in FLOOR, f"{path.name} is on no floor of FLOORS: place it"
-    for other in raftmp_imports(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    for other in raftmp_imports(tree, depth=2 if sub else 1):
         if other != "scenarios":
             assert FLOOR[other] < FLOOR[me], \
                 f"{me} (floor {FLOOR[me]}) imports {other} (floor {FLOOR[other]})"
@@ -115,3 +123,6 @@ def test_an_upward_import_is_caught() -> None:
                      "from .core.kv import Limits\nfrom raftmp.storage import FileStorage\n")
     assert raftmp_imports(tree) == {"worker", "core", "storage"}
     assert FLOOR["worker"] >= FLOOR["client"]   # so client.py importing worker fails
+    inside = ast.parse("from .checks import Violation\nfrom ..cluster import Cluster\n")
+    assert raftmp_imports(inside, depth=2) == {"cluster"}
+    assert FLOOR["cluster"] > FLOOR["sim"]      # so sim/run.py importing cluster fails
