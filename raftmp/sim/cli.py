@@ -14,6 +14,7 @@ from tabulate import tabulate
 from ..core.errors import ConfigError
 from ..core.raft import Config
 from .config import FAULTS, NEMESES, TIMINGS, SimConfig, SimResult
+from .explore import explore_main
 from .run import Simulation
 from .swarm import describe, draw
 
@@ -54,11 +55,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="systematic instead: every schedule of a short 3-node run within "
                         "--deviations delays of in-order delivery (explore.py)")
     p.add_argument("--deviations", type=int, default=2, help="with --explore (default 2)")
+    p.add_argument("--schedule", help="with --explore: run only this schedule (replay)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     a = p.parse_args(argv)
     if a.explore:
-        from .explore import explore_main
-        return explore_main(a.deviations, a.jobs)
+        if a.deviations < 0:
+            p.error("--deviations must be >= 0")
+        try:
+            return explore_main(a.deviations, a.jobs, a.schedule)
+        except ValueError as exc:
+            p.error(str(exc))
     pinned = {k: getattr(a, k) for k in ("nodes", "drop", "faults", "nemeses", "ops",
                                          "read_mode", "clock_drift", "timing")
               if getattr(a, k) is not None}

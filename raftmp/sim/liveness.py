@@ -21,6 +21,7 @@ from ..core.raft import LEADER
 from .checks import Violation
 from .model import majority
 
+INF = float("inf")
 ELECTION_ROUNDS = 4   # election timeouts a connected majority may need, at no loss
 
 
@@ -36,7 +37,8 @@ class Liveness:
         lossy = (1 - cfg.drop) ** 4    # a pre-vote and a vote, each a round trip
         self.elect_bound = self.stepdown_bound + ELECTION_ROUNDS * hi / slow / lossy + \
             2 * cfg.max_delay()
-        self.alone_since: dict[int, float] = {}   # node -> since when it has no majority
+        # (a, b) -> until when a and b were last alive and linked both ways (INF: now)
+        self.linked_until: dict[tuple[int, int], float] = {}
         self.leader_since: dict[int, float] = {}  # leader -> since when it leads
         self.group: frozenset = frozenset()       # the connected majority of live nodes, if any
         self.group_since = 0.0
@@ -49,12 +51,13 @@ class Liveness:
     def _connectivity_changed(self) -> None:
         alive = sorted(self.nodes)
         need = majority(self.cfg.nodes)
-        for i in self.ids:
-            reach = 1 + sum(self._linked(i, j) for j in alive if j != i) if i in alive else 0
-            if reach >= need:
-                self.alone_since.pop(i, None)
-            else:
-                self.alone_since.setdefault(i, self.now)
+        for a in self.ids:
+            for b in self.ids:
+                if a != b:
+                    if a in self.nodes and b in self.nodes and self._linked(a, b):
+                        self.linked_until[a, b] = INF
+                    elif self.linked_until.get((a, b), INF) == INF:
+                        self.linked_until[a, b] = self.now
         group: frozenset = frozenset()
         left = set(alive)
         while left:   # the connected components of the live nodes
@@ -77,10 +80,11 @@ class Liveness:
         """Check-quorum's bound: called on a leader's turns."""
         if not self.cfg.check_liveness or self.healed:
             return
-        alone = self.alone_since.get(i)
-        if alone is None:
+        need = majority(self.cfg.nodes) - 1   # peers to hear from in a check period
+        if need == 0:
             return
-        since = max(alone, self.leader_since.get(i, 0.0))
+        ups = sorted((self.linked_until[i, j] for j in self.ids if j != i), reverse=True)
+        since = max(ups[need - 1], self.leader_since.get(i, 0.0))
         if self.now > since + self.stepdown_bound:
             raise Violation(f"liveness: leader {i} of term {node.term} still leads "
                             f"{self.now - since:.3f} s after it last had a majority to hear "

@@ -186,6 +186,7 @@ class Nemeses:
         self.next_fault = float("inf")
         self.crash_at.clear()
         self.restart_soon.clear()
+        self.holding_votes = False
         self._set_cut(set())
         self._release_votes()
         if "restart" in self.cfg.faults or self.cfg.nemeses:
