@@ -9,9 +9,9 @@ minority, a one-way cut, a partial heal, a heal). Then the targeted nemeses
   last turn torn or not (a vote or an acknowledgement must survive it, and a
   booted node must hold its vote: thesis §4.2.3 / §6.4.1);
 - ``lease_restart``: a follower C is cut from the leader L, until it
-  campaigns; then L is cut off from everyone and a follower F that is inside
-  L's lease restarts at once. Only the boot-time vote hold keeps F from
-  electing C while L still serves lease reads;
+  campaigns; then L is cut off from everyone and enough followers inside L's
+  lease to make a majority with C restart at once. Only the boot-time vote
+  hold keeps them from electing C while L still serves lease reads;
 - ``vote_hold``: the leader is isolated and the vote traffic of the election
   that follows (requests, pre-vote replies) is held back until the next
   change of the partition, then released in a burst, after the leader got
@@ -32,6 +32,7 @@ from ..core.raft import LEADER
 from ..storage import CorruptStorage
 from .checks import Violation
 from .config import CRASH_POINTS
+from .model import majority
 
 
 class Nemeses:
@@ -59,16 +60,29 @@ class Nemeses:
 
     def _release_votes(self) -> None:
         held, self.held_votes = self.held_votes, []
-        lo = self.raft_config.election_timeout[0]
+        if not held:
+            return
+        # In one burst (within 2 ms, in any order), some time after the change:
+        # a refusal that moves a voter to the candidate's term and the request
+        # itself then reach it back to back, as in the issue 18 sequence.
+        at = self.now + self.rng.uniform(0, 1.5 * self.raft_config.election_timeout[0])
         for src, dst, msgs in held:
             self.seq += 1
-            heapq.heappush(self.net, (self.now + self.rng.uniform(0, 1.5 * lo), self.seq,
-                                      src, dst, msgs))
+            heapq.heappush(self.net, (at + self.rng.uniform(0, 0.002), self.seq, src, dst, msgs))
 
     @staticmethod
     def _is_vote(m) -> bool:
-        """What ``vote_hold`` holds: vote requests and pre-vote replies."""
-        return type(m) is RequestVote or (type(m) is RequestVoteReply and m.pre)
+        """What ``vote_hold`` holds: vote requests and pre-vote refusals (whose
+        term moves the voter to the candidate's term first)."""
+        t = type(m)
+        return (t is RequestVote and not m.pre) or (t is RequestVoteReply and m.pre
+                                                     and not m.granted)
+
+    def _sequence(self, duration: float) -> None:
+        """A targeted nemesis plays out for ``duration`` seconds: no other fault
+        meanwhile, and only reads from the clients (a write would leave the
+        campaigner behind the others' logs, and no vote could be won at all)."""
+        self.nemesis_until = self.quiet_until = self.now + duration
 
     def _leader(self):
         leaders = [(n.term, i) for i, n in self.nodes.items() if n.role == LEADER]
@@ -93,6 +107,8 @@ class Nemeses:
         self.next_fault = self._fault_gap()
         if self.next_fault >= self.heal_time:
             self.next_fault = float("inf")
+        if self.now < self.nemesis_until:
+            return
         for victim in list(self.crash_at):   # never reached a persisting turn: crash now
             self._crash(victim, corrupt=True)
         choices = list(cfg.nemeses)
@@ -212,39 +228,50 @@ class Nemeses:
         others = [i for i in self.nodes if i != leader]
         if leader is None or len(others) < 2:
             return
-        campaigner = self.rng.choice(others)
-        self._set_cut(self.cut | {(leader, campaigner), (campaigner, leader)})
         cfg = self.raft_config
-        wait = cfg.election_timeout[1] + 2 * cfg.heartbeat_interval
+        hi, beat = cfg.election_timeout[1], cfg.heartbeat_interval
+        self._sequence(3 * hi)
+        campaigner = self.rng.choice(others)
+
+        def cut_campaigner() -> None:
+            self._set_cut(self.cut | {(leader, campaigner), (campaigner, leader)})
 
         def restart_inside_lease() -> None:
             node = self.nodes.get(leader)
             if node is None or node.role != LEADER:
                 return
             self._partition([leader])
-            followers = [i for i in self.nodes if i not in (leader, campaigner)]
-            if followers:
-                victim = max(followers, key=lambda i: self.nodes[i].leader_seen)
+            # Enough of the followers that heard it last that, with the
+            # campaigner, they make a majority.
+            followers = sorted((i for i in self.nodes if i not in (leader, campaigner)),
+                               key=lambda i: -self.nodes[i].leader_seen)
+            for victim in followers[:majority(self.cfg.nodes) - 1]:
                 self.restart_soon.add(victim)
                 self._crash(victim, corrupt=False)
 
-        self._at(wait, restart_inside_lease)
+        self._at(2 * beat, cut_campaigner)   # once the last writes have spread
+        self._at(2 * beat + hi + 2 * beat, restart_inside_lease)
 
     def _nemesis_vote_hold(self) -> None:
-        self.holding_votes = True
-        self._isolate_leader()
         leader = self._leader()
+        if leader is None:
+            return
         cfg = self.raft_config
         lo, hi = cfg.election_timeout
+        self._sequence(4 * hi)
+
+        def isolate() -> None:
+            self.holding_votes = True
+            self._partition([leader])
 
         def give_one_back() -> None:
             self.holding_votes = False
-            if leader is not None:
-                others = [i for i in self.ids if i != leader]
-                self._reconnect(leader, tuple(self.rng.sample(others, 1)))
+            others = [i for i in self.ids if i != leader]
+            self._reconnect(leader, tuple(self.rng.sample(others, 1)))
             self._release_votes()
 
-        self._at(self.rng.uniform(lo, 2 * hi), give_one_back)
+        self._at(2 * cfg.heartbeat_interval, isolate)
+        self._at(2 * cfg.heartbeat_interval + self.rng.uniform(hi, 2 * hi), give_one_back)
 
     def _nemesis_stale_snapshot(self, tries: int = 100) -> None:
         leader = self._leader()

@@ -55,6 +55,8 @@ class Simulation(Checks, Liveness, Nemeses):
         self.net: list[tuple[float, int, int, int, list]] = []   # (time, seq, src, dst, msgs)
         self.actions: list[tuple[float, int, Any]] = []          # the nemeses' next steps
         self.cut: set[tuple[int, int]] = set()      # (src, dst) pairs that cannot talk
+        self.nemesis_until = 0.0                    # a targeted nemesis plays out until then
+        self.quiet_until = 0.0                      # ... and clients only read until then
         self.holding_votes = False                  # vote_hold: vote traffic is held ...
         self.held_votes: list[tuple[int, int, list]] = []   # ... here, until the cut changes
         self.healed = not cfg.active
@@ -154,6 +156,8 @@ class Simulation(Checks, Liveness, Nemeses):
                 r = self.rng
                 key = f"k{r.randrange(self.cfg.keys)}"
                 op = r.choice(("get", "get", "put", "put", "cas", "delete"))
+                if self.now < self.quiet_until:
+                    op = "get"
                 value = f"v{self.submitted}"
                 expected = r.choice((None, f"v{r.randrange(max(1, self.submitted))}"))
                 c.submit(op, key, value if op in ("put", "cas") else None,
@@ -186,7 +190,7 @@ class Simulation(Checks, Liveness, Nemeses):
         drop = net.drop if src < FIRST_CLIENT_ID and dst < FIRST_CLIENT_ID else net.client_drop
         if (src, dst) in self.cut or r.random() < drop:
             return
-        if self.holding_votes and r.random() < 0.7:
+        if self.holding_votes:
             votes = [m for m in msgs if self._is_vote(m)]
             if votes:
                 self.held_votes.append((src, dst, votes))
