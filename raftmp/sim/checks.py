@@ -133,8 +133,9 @@ class Checks:
                     continue      # compacted: under a snapshot of committed entries
                 if term < 0 or not self._on_disk(i, m.index, term):
                     raise Violation(f"acknowledged what the disk lacks: node {i} acknowledges "
-                                    f"index {m.index} of term {m.term}, its log ends at "
-                                    f"{node.last_index} and its disk does not hold it")
+                                    f"index {m.index} to the leader of term {m.term}; its log "
+                                    f"ends at {node.last_index}, its disk does not hold "
+                                    f"({m.index}, {term})")
                 leader = self.nodes.get(self.leader_of.get(m.term, -1))
                 if leader is not None and leader.term == m.term and leader.role == LEADER:
                     theirs = leader.log_term(m.index)

@@ -33,10 +33,12 @@ class Liveness:
         lo, hi = raft.election_timeout
         slow = 1 - cfg.clock_drift     # the slowest clock stretches every local timer
         period = 2 * hi / slow
-        self.stepdown_bound = 2 * period + 2 * cfg.max_delay() + 2 * raft.heartbeat_interval
+        delay = cfg.max_delay() + (0.6 * lo if "edge_partition" in cfg.nemeses else 0.0)
+        self.stepdown_bound = 2 * period + 2 * delay + 2 * raft.heartbeat_interval
         lossy = (1 - cfg.drop) ** 4    # a pre-vote and a vote, each a round trip
+        held = 4 * hi + 1.5 * lo if "vote_hold" in cfg.nemeses else 0.0   # votes held back
         self.elect_bound = self.stepdown_bound + ELECTION_ROUNDS * hi / slow / lossy + \
-            2 * cfg.max_delay()
+            2 * delay + held
         # (a, b) -> until when a and b were last alive and linked both ways (INF: now)
         self.linked_until: dict[tuple[int, int], float] = {}
         self.leader_since: dict[int, float] = {}  # leader -> since when it leads

@@ -16,11 +16,13 @@ minority, a one-way cut, a partial heal, a heal). Then the targeted nemeses
   that follows (requests, pre-vote replies) is held back until the next
   change of the partition, then released in a burst, after the leader got
   one follower back (the issue 18 sequence: §4.2.3 however a term is reached);
-- ``stale_snapshot``: the leader's snapshot is sent to a follower that holds
-  entries past it, before it knows they are committed (§7: it must keep
-  them, the log after the snapshot matches);
+- ``stale_snapshot``: the leader's state, as a snapshot, is sent to a
+  follower that holds entries past it, before it knows they are committed
+  (§7: it must keep them, the log after the snapshot matches);
 - ``edge_partition``: the leader is cut off just before its lease ends, or
-  a partition heals within milliseconds of a follower's election timeout.
+  a partition heals within milliseconds of a follower's election timeout,
+  or the answers to the leader travel slowly (half an election timeout) and
+  then it is cut off (a lease is dated from a round's start, thesis §6.4.1).
 """
 
 from __future__ import annotations
@@ -203,6 +205,7 @@ class Nemeses:
         self.crash_at.clear()
         self.restart_soon.clear()
         self.holding_votes = False
+        self.slow_to = None
         self._set_cut(set())
         self._release_votes()
         if "restart" in self.cfg.faults or self.cfg.nemeses:
@@ -273,35 +276,50 @@ class Nemeses:
         self._at(2 * cfg.heartbeat_interval, isolate)
         self._at(2 * cfg.heartbeat_interval + self.rng.uniform(hi, 2 * hi), give_one_back)
 
-    def _nemesis_stale_snapshot(self, tries: int = 100) -> None:
-        leader = self._leader()
-        snap = self.storage[leader].snapshot if leader is not None else None
-        if snap is not None:
-            term = self.nodes[leader].term
-            for i, n in self.nodes.items():
-                if i != leader and n.term == term and n.commit < snap.index < n.last_index:
-                    self._send(leader, i, [InstallSnapshot(term, leader, snap.index, snap.term,
-                                                           len(snap.data), 0, snap.data)])
-                    return
-        if tries:
-            self._at(0.005, lambda: self._nemesis_stale_snapshot(tries - 1))
+    def _nemesis_stale_snapshot(self) -> None:
+        """For the next second, at a leader's turn (``_stale_snapshot``)."""
+        self.stale_snapshot_until = self.now + 1.0
+
+    def _stale_snapshot(self, leader: int, node) -> None:
+        """The leader's state as a snapshot (one it could have taken and sent
+        now), to a follower that holds entries past it but does not know them
+        committed yet."""
+        snap = None
+        for i, n in self.nodes.items():
+            if i != leader and n.term == node.term and n.commit < node.applied < n.last_index:
+                snap = snap or node.make_snapshot()
+                self._send(leader, i, [InstallSnapshot(node.term, leader, snap.index, snap.term,
+                                                       len(snap.data), 0, snap.data)])
+                self.stale_snapshot_until = 0.0
+                return
 
     def _nemesis_edge_partition(self) -> None:
         r = self.rng
         leader = self._leader()
         if leader is None:
             return
-        node = self.nodes[leader]
-        if r.random() < 0.5 and node.lease_until() > self._local(leader):
+        node, cfg = self.nodes[leader], self.raft_config
+        lo, hi = cfg.election_timeout
+        self._sequence(3 * hi)
+        self._at(3 * hi, lambda: self._set_cut(set()))
+        kind = r.choice(("slow_acks", "lease_end", "election_edge"))
+        if kind == "slow_acks":
+            # Answers reach the leader late: its lease must still be dated from
+            # the start of the round answered, not from the answer's arrival.
+            self.slow_to = (leader, r.uniform(0.3, 0.6) * lo)
+            self._at(r.uniform(lo / 2, lo), lambda: self._partition([leader]))
+            self._at(3 * hi, lambda: setattr(self, "slow_to", None))
+        elif kind == "lease_end" and node.lease_until() > self._local(leader):
             edge = self._real(leader, node.lease_until()) - self.now
             self._at(max(0.0, edge - r.uniform(0, 0.005)), lambda: self._partition([leader]))
-            return
-        self._partition([leader])
+        else:
+            self._partition([leader])
 
-        def heal_at_the_edge() -> None:
-            waiting = [self._deadline(i) for i in self.nodes if i != leader]
-            if waiting:
-                edge = min(waiting) - self.now
-                self._at(max(0.0, edge + r.uniform(-0.003, 0.003)), lambda: self._set_cut(set()))
+            def heal_at_the_edge() -> None:
+                waiting = [self._deadline(i) for i in self.nodes if i != leader]
+                if waiting:
+                    edge = min(waiting) - self.now
+                    self._at(max(0.0, edge + r.uniform(-0.003, 0.003)),
+                             lambda: self._set_cut(set()))
 
-        self._at(self.raft_config.election_timeout[0] / 2, heal_at_the_edge)
+            self._at(lo / 2, heal_at_the_edge)

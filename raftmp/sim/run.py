@@ -57,6 +57,8 @@ class Simulation(Checks, Liveness, Nemeses):
         self.cut: set[tuple[int, int]] = set()      # (src, dst) pairs that cannot talk
         self.nemesis_until = 0.0                    # a targeted nemesis plays out until then
         self.quiet_until = 0.0                      # ... and clients only read until then
+        self.stale_snapshot_until = 0.0             # stale_snapshot: at a leader's turn until then
+        self.slow_to: Optional[tuple[int, float]] = None   # (node, extra delay to it)
         self.holding_votes = False                  # vote_hold: vote traffic is held ...
         self.held_votes: list[tuple[int, int, list]] = []   # ... here, until the cut changes
         self.healed = not cfg.active
@@ -209,8 +211,10 @@ class Simulation(Checks, Liveness, Nemeses):
             heapq.heappush(self.net, (self.now + delay, self.seq, src, dst, msgs))
 
     def _deviation(self, src: int, dst: int) -> float:
-        """Extra delay for this packet (explore.py sets it; the random runs do not)."""
-        return 0.0
+        """Extra delay for this packet: to a node ``edge_partition`` slows down
+        (explore.py sets its own)."""
+        slow = self.slow_to
+        return slow[1] if slow is not None and dst == slow[0] else 0.0
 
     def _deliver(self, src: int, dst: int, msgs: list) -> None:
         if dst in self.clients:
@@ -302,6 +306,8 @@ class Simulation(Checks, Liveness, Nemeses):
         self._send_each(i, rd.persisted_messages)
         if node.role == LEADER:
             self._check_leader_alone(i, node)
+            if self.now < self.stale_snapshot_until:
+                self._stale_snapshot(i, node)
 
     def _send_each(self, i: int, messages: list[tuple[int, Any]]) -> None:
         """One packet per destination."""
