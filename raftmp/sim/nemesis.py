@@ -13,9 +13,10 @@ minority, a one-way cut, a partial heal, a heal). Then the targeted nemeses
   lease to make a majority with C restart at once. Only the boot-time vote
   hold keeps them from electing C while L still serves lease reads;
 - ``vote_hold``: the leader is isolated and the vote traffic of the election
-  that follows (requests, pre-vote replies) is held back until the next
+  that follows (requests, pre-vote refusals) is held back until the next
   change of the partition, then released in a burst, after the leader got
-  one follower back (the issue 18 sequence: §4.2.3 however a term is reached);
+  enough followers back to renew its lease (the issue 18 sequence: §4.2.3
+  however a voter reached the candidate's term);
 - ``stale_snapshot``: the leader's state, as a snapshot, is sent to a
   follower that holds entries past it, before it knows they are committed
   (§7: it must keep them, the log after the snapshot matches);
@@ -113,7 +114,7 @@ class Nemeses:
             return
         for victim in list(self.crash_at):   # never reached a persisting turn: crash now
             self._crash(victim, corrupt=True)
-        choices = list(cfg.nemeses)
+        choices = list(cfg.nemeses) * 3    # each aims at one rule: more often than a random fault
         restartable = [i for i in self.ids if i not in self.nodes and i not in self.dead]
         if self._may_crash():
             choices.append("crash")
@@ -159,10 +160,9 @@ class Nemeses:
         minority = leaders[:1] + r.sample(self.ids, (cfg.nodes - 1) // 2)
         self._partition(list(dict.fromkeys(minority))[: max(1, (cfg.nodes - 1) // 2)])
 
-    def _reconnect(self, i: int, to: tuple = ()) -> None:
-        """A partial heal: node i's links (only those to ``to``, if given) come back."""
-        self._set_cut({(a, b) for a, b in self.cut
-                       if not ((a == i and (not to or b in to)) or (b == i and (not to or a in to)))})
+    def _reconnect(self, i: int) -> None:
+        """A partial heal: node i's links come back."""
+        self._set_cut({(a, b) for a, b in self.cut if i not in (a, b)})
 
     def _crash(self, i: int, corrupt: bool) -> None:
         """Node i stops; its disk keeps what was written (and, with the "corrupt"
@@ -267,14 +267,18 @@ class Nemeses:
             self.holding_votes = True
             self._partition([leader])
 
-        def give_one_back() -> None:
+        def give_some_back() -> None:
+            # Enough followers to renew its lease (a majority with it): the
+            # held votes then reach voters inside that lease.
             self.holding_votes = False
             others = [i for i in self.ids if i != leader]
-            self._reconnect(leader, tuple(self.rng.sample(others, 1)))
+            back = self.rng.sample(others, majority(self.cfg.nodes) - 1)
+            self._set_cut({(a, b) for a, b in self.cut
+                           if not ({a, b} <= {leader, *back})})
             self._release_votes()
 
         self._at(2 * cfg.heartbeat_interval, isolate)
-        self._at(2 * cfg.heartbeat_interval + self.rng.uniform(hi, 2 * hi), give_one_back)
+        self._at(2 * cfg.heartbeat_interval + self.rng.uniform(hi, 2 * hi), give_some_back)
 
     def _nemesis_stale_snapshot(self) -> None:
         """For the next second, at a leader's turn (``_stale_snapshot``)."""
