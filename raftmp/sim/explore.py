@@ -22,7 +22,7 @@ from typing import Optional
 
 from tabulate import tabulate
 
-from ..wire import FIRST_CLIENT_ID
+from ..transports.wire import FIRST_CLIENT_ID
 from .config import SimConfig, SimResult
 from .run import Simulation
 

@@ -28,7 +28,7 @@ from ..core.node import Node
 from ..core.raft import LEADER, Config
 from ..core.session import DONE, UNKNOWN, ClientSession, Timing
 from ..storage import DiskImage
-from ..wire import FIRST_CLIENT_ID
+from ..transports.wire import FIRST_CLIENT_ID
 from .checks import Checks, Violation
 from .config import SIM_RAFT, SNAPSHOT_TIME, TIMINGS, SimConfig, SimResult
 from .liveness import Liveness
