@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from raftmp import logformat
 from raftmp.core import raft as raft_module
+from raftmp.core.kv import KVStore
 from raftmp.core.log import RaftLog
 from raftmp.core.messages import (
     AppendEntries,
@@ -164,6 +165,59 @@ def follower_commits_stale_tail(self, src, m, now) -> None:
         self.commit = max(self.commit, min(m.commit, self.log.last_index))
 
 
+# -- more bug classes
+
+def vote_twice(self, src, m, now) -> None:
+    """handle_request_vote granting whatever vote it already gave this term."""
+    self.vote = None
+    _handle_request_vote(self, src, m, now)
+
+
+def count_any_vote(self, src, m, now) -> None:
+    """handle_vote_reply counting a granted vote of any term (a stale reply too)."""
+    if self.role in ("pre-candidate", "candidate") and m.granted:
+        m = m._replace(term=self.term + (self.role == "pre-candidate"), pre=self.role != "candidate")
+    _handle_vote_reply(self, src, m, now)
+
+
+_handle_vote_reply = Raft.handle_vote_reply
+
+
+def no_check_quorum(self, now) -> None:
+    """check_quorum that never steps down (thesis §6.2 missing)."""
+    for pr in self.progress.values():
+        pr.active = False
+    self.quorum_deadline = now + 2 * self.config.election_timeout[1]
+
+
+def lease_without_drift(self) -> float:
+    """The lease not shortened by the clock-drift bound (thesis §6.4.1)."""
+    return self.config.election_timeout[0]
+
+
+def truncate_on_short_append(self, m) -> int:
+    """_append that drops whatever follows the message's last entry (a reordered,
+    shorter append then erases acknowledged entries)."""
+    last = m.prev_index + len(m.entries)
+    if m.entries and self.log.last_index > last and last > self.commit:
+        self.log.truncate(last + 1)
+    return _append(self, m)
+
+
+_append = Raft._append
+
+
+def apply_duplicates(self, cmd):
+    """KVStore.apply forgetting the results it keeps: a retry is applied again."""
+    s = self.sessions.get(getattr(cmd, "client_id", None))
+    if s is not None:
+        s.results.pop(getattr(cmd, "seq", None), None)
+    return _kv_apply(self, cmd)
+
+
+_kv_apply = KVStore.apply
+
+
 # name -> (patches, what the first violation says)
 MUTANTS = {
     "lease-vote-hole": ([(Raft, "step", hole_step),
@@ -190,9 +244,16 @@ MUTANTS = {
                           "leader completeness|state machine safety|log matching"),
     "follower-commits-stale-tail": ([(Raft, "handle_append", follower_commits_stale_tail)],
                                     "state machine safety|log matching|leader completeness"),
+    "vote-twice": ([(Raft, "handle_request_vote", vote_twice)], "election safety"),
+    "count-any-vote": ([(Raft, "handle_vote_reply", count_any_vote)], "election safety|lease"),
+    "no-check-quorum": ([(Raft, "check_quorum", no_check_quorum)], "liveness"),
+    "lease-without-drift": ([(Raft, "lease_duration", lease_without_drift)], "lease|stale read"),
+    "truncate-on-short-append": ([(Raft, "_append", truncate_on_short_append)],
+                                 "acknowledged|durability|state machine|leader completeness"),
+    "apply-duplicates": ([(KVStore, "apply", apply_duplicates)], "differ|stale read|history"),
 }
 HANDLED = {"handle_append": AppendEntries, "handle_append_reply": AppendEntriesReply,
-           "handle_request_vote": RequestVote}
+           "handle_request_vote": RequestVote, "handle_vote_reply": RequestVoteReply}
 
 
 def apply(monkeypatch, name: str) -> str:
