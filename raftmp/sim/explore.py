@@ -26,10 +26,10 @@ from ..transports.wire import FIRST_CLIENT_ID
 from .config import SimConfig, SimResult
 from .run import Simulation
 
-HORIZON = 20          # the packets (between nodes) a deviation may delay
+HORIZON = 30          # the packets (between nodes) a deviation may delay
 SHORT = 0.003         # a reordering: 3 x the latency
-EXPLORE = SimConfig(nodes=3, ops=8, clients=2, latency=(0.001, 0.001), read_mode="lease",
-                    clock_drift=0.0, timing="sim", check_liveness=False)
+EXPLORE = SimConfig(nodes=3, ops=10, clients=2, in_flight=1, latency=(0.001, 0.001),
+                    read_mode="lease", clock_drift=0.0, timing="sim", check_liveness=False)
 LONG = 0.4            # the maximum election timeout of the "sim" timers
 SIZES = {"short": SHORT, "long": LONG, "stall": LONG}
 
