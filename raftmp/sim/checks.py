@@ -218,6 +218,9 @@ class Checks:
                             f"its commit index to {node.commit}, an entry of term "
                             f"{node.log_term(node.commit)}")
         sent, answered = node.read_rounds()
+        if node.unsent_rounds:    # (dropped by the leader, but no honest node sends one)
+            raise Violation(f"read confirmation: leader {i} of term {node.term} got an answer "
+                            f"naming a round it never sent (up to {sent}): from an older term?")
         for peer, got in answered.items():
             if got > sent:
                 raise Violation(f"read confirmation: leader {i} of term {node.term} counts round "

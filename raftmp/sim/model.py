@@ -5,7 +5,9 @@ so that a bug there cannot weaken the checks too.
 ``Model`` applies the committed commands in index order, as the thesis
 describes the state machine (§6.3: each client's results are kept until it
 acknowledges them, a retry is answered from them; the leader's clock entries
-expire idle sessions, every replica at the same index). Its ``state()`` has
+expire the sessions no leader heard from for the timeout, every replica at
+the same index: a session is heard from by a command of it, or by its name in
+a clock entry's ``seen``, and dated by the next clock entry). Its ``state()`` has
 the shape of a node's snapshot, so the two compare whole: data, sessions and
 session clock. It also keeps every key's history (``values_between``), so a
 read is checked by the value it returned.
@@ -33,7 +35,7 @@ class Model:
     def __init__(self) -> None:
         self.index = 0
         self.data: dict[str, str] = {}
-        # client_id -> [floor, {seq: result}, last active clock]
+        # client_id -> [floor, {seq: result}, clock it was last dated by, heard since]
         self.sessions: dict[int, list] = {}
         self.clock = 0.0
         # key -> ([index where it changed...], [value from then on...]); None: absent
@@ -45,15 +47,15 @@ class Model:
         if cmd is None:              # a leader's no-op (§8)
             return
         if type(cmd) is SessionClock:
-            self._tick(cmd.time, cmd.timeout)
+            self._tick(cmd.time, cmd.timeout, cmd.seen)
             return
         assert type(cmd) is Command, cmd
         session = self.sessions.get(cmd.client_id)
         if session is None:
             if cmd.acked > 1:        # its session expired: refused, nothing happens
                 return
-            session = self.sessions[cmd.client_id] = [0, {}, 0.0]
-        session[2] = self.clock
+            session = self.sessions[cmd.client_id] = [0, {}, 0.0, True]
+        session[3] = True
         floor, results = session[0], session[1]
         if cmd.seq < floor or cmd.seq in results:
             return                   # a duplicate: answered from the table, not re-applied
@@ -63,13 +65,16 @@ class Model:
             for seq in [s for s in results if s < cmd.acked]:
                 del results[seq]
 
-    def _tick(self, time: float, timeout: float) -> None:
-        if self.clock == 0:          # the first clock: every session so far was active then
-            for session in self.sessions.values():
-                session[2] = time
+    def _tick(self, time: float, timeout: float, seen: tuple) -> None:
         self.clock = max(self.clock, time)
-        for cid in [c for c, s in self.sessions.items() if s[2] < self.clock - timeout]:
-            del self.sessions[cid]
+        for cid in seen:
+            if cid in self.sessions:
+                self.sessions[cid][3] = True
+        for cid, session in list(self.sessions.items()):
+            if session[3]:           # heard from since the last clock: alive as of this one
+                session[2], session[3] = self.clock, False
+            elif session[2] < self.clock - timeout:
+                del self.sessions[cid]
 
     def _run(self, cmd: Command) -> Any:
         before = self.data.get(cmd.key)
@@ -96,9 +101,9 @@ class Model:
         values.append(value)
 
     def state(self) -> tuple:
-        """(data, {client_id: (floor, results, active)}, clock): a snapshot's shape."""
-        return (dict(self.data), {c: (s[0], dict(s[1]), s[2]) for c, s in self.sessions.items()},
-                self.clock)
+        """(data, {client_id: (floor, results, active, seen)}, clock): a snapshot's shape."""
+        return (dict(self.data), {c: (s[0], dict(s[1]), s[2], s[3])
+                                  for c, s in self.sessions.items()}, self.clock)
 
     def values_between(self, key: str, lo: int, hi: int) -> list[Optional[str]]:
         """The values ``key`` had at some index in [lo, hi] (hi <= self.index)."""
