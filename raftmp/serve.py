@@ -27,6 +27,7 @@ import sys
 import time
 from typing import Any, Optional
 
+from .cli import Parser
 from .core.node import Node
 from .core.raft import Config
 from .metrics import prometheus
@@ -107,8 +108,7 @@ def claim_data_dir(path: str, node: int) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="raftmp serve", description="Run one node of a raftmp cluster over TCP.")
+    p = Parser(prog="raftmp serve", description="Run one node of a raftmp cluster over TCP.")
     p.add_argument("--id", type=int, required=True, help="this node's id (in --peers)")
     p.add_argument("--peers", required=True,
                    help="every node's address for its peers, this one's included: "
