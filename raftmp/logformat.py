@@ -25,7 +25,9 @@ import io
 import pickle
 import struct
 import zlib
-from typing import NamedTuple, Optional, Sequence
+from itertools import repeat
+from operator import attrgetter, itemgetter
+from typing import Any, NamedTuple, Optional, Sequence
 
 from .core.errors import CorruptStorage
 from .core.messages import Entry, Snapshot
@@ -60,18 +62,67 @@ def entries_after(snap: Optional[Snapshot], base: LogBase, entries: list[Entry])
     return entries[at:] if term == snap.term else []
 
 
+# --- entries, encoded once -------------------------------------------------------
+#
+# A run of entries is pickled once, by the leader, for its log and for every
+# follower (``RouterLink.pickle_batch``); a follower writes the bytes it got.
+# Pickling a NamedTuple calls Python code per object (``__getnewargs__``),
+# and unpickling calls its Python ``__new__``: for a batch of puts that was
+# most of a leader's CPU. So a run whose commands are all NamedTuples is
+# pickled by columns of plain values (its first index, the terms, the
+# commands' classes and fields), taken apart and put back together by C-level
+# ``map`` calls: no Python call per entry either way. Any other run (one with
+# the leader's no-op, whose command is None, or a command kind that is no
+# tuple) is pickled as the tuple of entries it is.
+
+_new = tuple.__new__
+_term_of, _command_of = attrgetter("term"), itemgetter(2)
+
+
+def pack_entries(entries: Sequence[Entry]) -> bytes:
+    """One pickle of a contiguous run of entries (``unpack_entries`` reads it)."""
+    commands = list(map(_command_of, entries))
+    kinds = list(map(type, commands))
+    classes = set(kinds)
+    if all(issubclass(k, tuple) for k in classes):
+        kind = kinds[0] if len(classes) == 1 else kinds
+        columns = (entries[0].index, list(map(_term_of, entries)), kind,
+                   list(map(tuple, commands)))
+        return pickle.dumps(columns, pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(tuple(entries), pickle.HIGHEST_PROTOCOL)
+
+
+def unpack_entries(part: Any) -> tuple:
+    """The entries of one unpickled ``pack_entries`` part (a tuple of ``Entry``, or
+    columns); ValueError if it is neither."""
+    if type(part) is tuple and len(part) == 4 and type(part[0]) is int:
+        first, terms, kind, fields = part
+        n = len(fields)
+        one = type(kind) is type
+        if not (type(terms) is list and len(terms) == n and (one or (type(kind) is list
+                                                                     and len(kind) == n))):
+            raise ValueError("entry columns of different lengths")
+        if not all(type(k) is type and issubclass(k, tuple) for k in ({kind} if one
+                                                                      else set(kind))):
+            raise ValueError("an entry's command kind is not a tuple type")
+        kinds = repeat(kind, n) if one else kind
+        commands = list(map(_new, kinds, fields))
+        return tuple(map(_new, repeat(Entry, n), zip(terms, range(first, first + n), commands)))
+    if type(part) in (list, tuple):
+        return tuple(part)
+    raise ValueError(f"a record holds a {type(part).__name__}, not entries")
+
+
 def load_body(body: memoryview) -> "list[Entry] | LogBase":
-    """The entries of a record body: one or more pickled sequences, back to back
-    (or the LogBase that starts a segment)."""
+    """The entries of a record body: one or more ``pack_entries`` pickles, back to
+    back (or the LogBase that starts a segment)."""
     f = io.BytesIO(body)
     entries: list[Entry] = []
     while f.tell() < len(body):
         part = pickle.load(f)
         if type(part) is LogBase and not entries and f.tell() == len(body):
             return part
-        if not isinstance(part, (list, tuple)):
-            raise ValueError(f"a record holds a {type(part).__name__}, not entries")
-        entries.extend(part)
+        entries.extend(unpack_entries(part))
     return entries
 
 
@@ -147,7 +198,7 @@ def frame(body: bytes) -> bytes:
 
 def encode_record(entries: Sequence[Entry]) -> bytes:
     """One framed log record holding ``entries`` (what ``decode_log`` reads back)."""
-    return frame(pickle.dumps(tuple(entries), pickle.HIGHEST_PROTOCOL))
+    return frame(pack_entries(entries))
 
 
 class Replayed(NamedTuple):
