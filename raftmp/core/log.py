@@ -14,13 +14,15 @@ entries it keeps: each entry is measured once.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import Any, Iterable, Optional
+from itertools import accumulate, islice
+from operator import attrgetter, itemgetter
+from typing import Any, Iterable, Optional, Sequence
 
 from .messages import Entry
 
 
-def _term(entry: Entry) -> int:
-    return entry.term
+_term = attrgetter("term")
+_command = itemgetter(2)
 
 
 def approx_size(command: Any) -> int:
@@ -74,6 +76,13 @@ class RaftLog:
         assert entry.index == self.last_index + 1, f"log entry {entry} after {self.last_index}"
         self.entries.append(entry)
 
+    def extend(self, entries: Sequence[Entry]) -> None:
+        """Append a contiguous run of entries (one check, not one per entry)."""
+        assert entries[0].index == self.last_index + 1 and \
+            entries[-1].index == self.last_index + len(entries), \
+            f"log entries {entries[0].index}..{entries[-1].index} after {self.last_index}"
+        self.entries.extend(entries)
+
     def truncate(self, index: int) -> None:
         """Drop every entry from ``index`` on (§5.3: a conflicting suffix)."""
         assert index > self.base, "truncating a compacted entry"
@@ -114,9 +123,8 @@ class RaftLog:
         ends, n = self.ends, hi - self.base
         if len(ends) < n:
             total = ends[-1] if ends else self.base_end
-            for e in self.entries[len(ends):n]:
-                total += approx_size(e.command)
-                ends.append(total)
+            sizes = map(approx_size, map(_command, self.entries[len(ends):n]))
+            ends += islice(accumulate(sizes, initial=total), 1, None)
         return ends
 
     def batch(self, lo: int, max_entries: int, max_bytes: int) -> tuple:
