@@ -198,7 +198,7 @@ class DiskImage(NewestSnapshot):
 
 _log = logging.getLogger(__name__)
 
-SEGMENT_BYTES = 1 << 20   # a save starts a new log segment once the last one holds this
+SEGMENT_BYTES = 256 << 10  # a save starts a new log segment once the last one holds this
 _SEGMENT = "log-"         # segment file names: this + a sequence number, 20 digits
 _SNAPSHOT = "snapshot-"   # snapshot file names: this + the index, 20 digits
 # Where os.fdatasync exists (Linux) it is enough for an append: it flushes the
