@@ -18,7 +18,7 @@ from itertools import accumulate, islice
 from operator import attrgetter, itemgetter
 from typing import Any, Iterable, Optional, Sequence
 
-from .messages import Entry
+from .messages import Command, Entry
 
 
 _term = attrgetter("term")
@@ -27,6 +27,12 @@ _command = itemgetter(2)
 
 def approx_size(command: Any) -> int:
     """A cheap size estimate of a command, for batching (its strings dominate)."""
+    if command.__class__ is Command:    # the common case, without a loop
+        _, _, _, op, key, value, expected = command
+        return (48 + (len(op) if op.__class__ is str else 0)
+                + (len(key) if key.__class__ is str else 0)
+                + (len(value) if value.__class__ is str else 0)
+                + (len(expected) if expected.__class__ is str else 0))
     if command is None:
         return 16
     n = 48
