@@ -36,9 +36,10 @@ Throughput: committed puts per second over ``--duration`` seconds after a
 process of the system spent over the same window, per 1,000 committed puts:
 the replicas, raftmp's router and client process, and children they reaped
 (raftmp's snapshot writers); the benchmark's own process is not counted. On a
-shared machine this figure depends much less on the load than ops/s does. Light-load latency: p50 of ``--lat-ops`` puts issued one at a
-time (the next only after the previous one's reply or callback), at 5 and at
-3 nodes (``--lat-nodes``). Values are medians over the rounds. The ratio
+shared machine this figure depends much less on the load than ops/s does.
+Light-load latency: p50 of ``--lat-ops`` puts issued one at a time (the next
+only after the previous one's reply or callback), at 5 and at 3 nodes
+(``--lat-nodes``). Values are medians over the rounds. The ratio
 column is raftmp / the better PySyncObj configuration (throughput above 1:
 raftmp is faster; latency below 1: raftmp is faster).
 

@@ -107,7 +107,8 @@ def unpack_entries(part: Any) -> tuple:
             raise ValueError("an entry's command kind is not a tuple type")
         kinds = repeat(kind, n) if one else kind
         commands = list(map(_new, kinds, fields))
-        return tuple(map(_new, repeat(Entry, n), zip(terms, range(first, first + n), commands)))
+        return tuple(map(_new, repeat(Entry, n), zip(terms, range(first, first + n), commands,
+                                                     strict=True)))
     if type(part) in (list, tuple):
         return tuple(part)
     raise ValueError(f"a record holds a {type(part).__name__}, not entries")

@@ -38,8 +38,19 @@ from typing import Optional, Sequence
 
 from .core.errors import CorruptStorage, RaftmpError
 from .core.messages import Entry, Snapshot
-from .logformat import (HEADER, SECTOR, LogBase, Replayed, apply_record, encode_record,
-                        entries_after, frame, holds, replay, segment_header)
+from .logformat import (
+    HEADER,
+    SECTOR,
+    LogBase,
+    Replayed,
+    apply_record,
+    encode_record,
+    entries_after,
+    frame,
+    holds,
+    replay,
+    segment_header,
+)
 
 
 class NewestSnapshot:
@@ -469,7 +480,9 @@ class FileStorage:
         except CorruptStorage as e:
             raise CorruptStorage(f"{self.path}: {e}") from None
         self.base, self.entries = log.base, log.entries
-        self._segments = [[n, h, len(d)] for n, h, d in zip(names, log.headers, datas)]
+        # (a torn last segment with no whole record has no header: it is dropped below)
+        self._segments = [[n, h, len(d)]
+                          for n, h, d in zip(names, log.headers, datas, strict=False)]
         if log.torn is not None:
             keep, why = log.torn
             path = os.path.join(self.path, names[-1])

@@ -37,7 +37,6 @@ from multiprocessing.connection import Connection
 from typing import Any, Optional
 
 from . import identity
-from .transports import wire
 from .core.kv import Limits
 from .core.messages import RAFT_MESSAGES, ClientRequest
 from .core.node import Node
@@ -45,6 +44,7 @@ from .core.raft import Config
 from .procs import die_with_parent
 from .snapshots import SnapshotWriter
 from .storage import FileStorage
+from .transports import wire
 from .transports.router_link import RouterLink
 
 log = logging.getLogger("raftmp.worker")
@@ -175,6 +175,7 @@ class Worker:
             "data_bytes": self.storage.disk_usage(), "rss": rss,
             "incarnation": self.incarnation, "snapshot_times": list(self.snapshot_times),
             "threads": threading.active_count(), "bad_packets": self.bad_packets,
+            "unsent_rounds": node.unsent_rounds,
         }
 
     def close(self) -> None:

@@ -171,7 +171,7 @@ def test_crash_while_starting_a_segment(tmp_path):
 
 
 def test_a_torn_write_before_the_last_segment_is_corruption(tmp_path):
-    with filled(tmp_path) as s:
+    with filled(tmp_path):
         names = segments(tmp_path)
     data = (tmp_path / names[1]).read_bytes()
     (tmp_path / names[1]).write_bytes(data[:-5])

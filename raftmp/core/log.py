@@ -20,7 +20,6 @@ from typing import Any, Iterable, Optional, Sequence
 
 from .messages import Command, Entry
 
-
 _term = attrgetter("term")
 _command = itemgetter(2)
 

@@ -33,6 +33,10 @@ class RequestVote(NamedTuple):
     # before a real election, so a server that was cut off cannot force its
     # inflated term on a working cluster. Changes nobody's term or vote.
     pre: bool = False
+    # Leadership transfer (thesis §3.10): the leader asked for this election
+    # (TimeoutNow), so voters disregard the vote hold of §4.2.3 (``holds_vote``).
+    # Nothing sets it yet.
+    transfer: bool = False
 
 
 class RequestVoteReply(NamedTuple):
@@ -114,7 +118,7 @@ RAFT_MESSAGES = (RequestVote, RequestVoteReply, AppendEntries, AppendEntriesRepl
 # The field kinds of each Raft message, for ``check_raft_message``.
 _N, _B = "count", "flag"   # an int >= 0; a bool
 _FIELDS = {
-    RequestVote: (_N, _N, _N, _N, _B),
+    RequestVote: (_N, _N, _N, _N, _B, _B),
     RequestVoteReply: (_N, _N, _B, _B),
     AppendEntries: (_N, _N, _N, _N, None, _N, _N, _B),
     AppendEntriesReply: (_N, _N, _B, _N, _N, _N, _N),
@@ -185,12 +189,15 @@ class Command(NamedTuple):
 
 
 class SessionClock(NamedTuple):
-    """A log entry written by the leader (thesis §6.3): the time on its clock, and
-    how long a session may stay idle. Every replica expires the same sessions
+    """A log entry written by the leader (thesis §6.3): the time on its clock, how
+    long a session may stay idle, and the clients the leader heard from since
+    its previous clock (reads and retries answered from the session table
+    leave no other trace in the log). Every replica expires the same sessions
     at the same index, because the time comes from the log, not its own clock."""
 
     time: float
     timeout: float
+    seen: tuple = ()     # client ids, ascending
 
 
 class ClientRequest(NamedTuple):

@@ -19,9 +19,9 @@ class RouterLink:
     """The link to the router: wire packets of pickled message lists.
 
     Entries are pickled once: on the wire an AppendEntries carries its entries
-    as one pickle (``bytes``, ``logformat.pack_entries``), cached by range, so a leader pickles a batch
-    once for its log file and every follower, and a follower writes the
-    pickles it received to its log file as they are. (The router is local and
+    as one pickle (``bytes``, ``logformat.pack_entries``), cached by range, so
+    a leader pickles a batch once for its log file and every follower, and a
+    follower writes the pickles it received to its log file as they are. (The router is local and
     stamps ``src``; nothing else can write to this link.)
     """
 

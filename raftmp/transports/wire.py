@@ -30,8 +30,8 @@ import os
 import pickle
 import select
 import struct
-from multiprocessing.connection import Client, Connection
 from itertools import repeat
+from multiprocessing.connection import Client, Connection
 from operator import attrgetter, itemgetter
 from typing import Any
 
