@@ -353,10 +353,3 @@ class Simulation(Checks, Liveness, Nemeses):
             if self._deadline(i) <= self.now:
                 self._turn(i, node)
 
-
-def run_seed(args: tuple[int, SimConfig]) -> SimResult:
-    seed, cfg = args
-    result = Simulation(seed, cfg).run()
-    result.history = []  # not needed across processes
-    return result
-
