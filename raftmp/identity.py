@@ -10,6 +10,12 @@ incarnation); ``cluster.json`` last, so that it marks a complete set. A
 worker then starts only if its identity is there and names the same cluster,
 and counts one more incarnation. (Replacing a lost node properly needs
 membership changes.)
+
+``cluster.json`` also records the node list, and a start with another list is
+refused: the quorum is counted over the list, so restarting 5 nodes' data as 3
+lets 2 of them elect a leader without the 3 that hold the newest committed
+entries (Raft §5.4 assumes one fixed configuration; changing it needs the
+joint consensus of §6).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import os
 import secrets
 from typing import Optional
 
-from .core.errors import RaftmpError
+from .core.errors import ConfigError, RaftmpError
 
 CLUSTER_FILE = "cluster.json"
 IDENTITY_FILE = "identity"
@@ -29,14 +35,25 @@ class LostState(RaftmpError):
     """A node's data directory does not hold its state: it refuses to take part."""
 
 
+class OtherNodes(ConfigError):
+    """The data directory belongs to a cluster of other nodes than the ones asked for."""
+
+
 def node_dir(data_dir: str, node: int) -> str:
     return os.path.join(data_dir, f"node{node}")
 
 
 def init_cluster(data_dir: str, nodes: list[int]) -> str:
-    """The cluster id of ``data_dir``, created with every node's identity if new."""
+    """The cluster id of ``data_dir``, created with every node's identity if new.
+    Raises ``OtherNodes`` when ``data_dir`` holds a cluster of other nodes."""
     existing = _read(os.path.join(data_dir, CLUSTER_FILE))
     if existing is not None:
+        recorded = existing.get("nodes", nodes)
+        if recorded != nodes:
+            raise OtherNodes(
+                f"{data_dir} holds a cluster of {_describe(recorded)}, not {_describe(nodes)}: "
+                f"start it with its {len(recorded)} nodes (--nodes {len(recorded)}), or use a "
+                "fresh data directory (changing the membership is not supported yet)")
         return existing["cluster"]
     cluster = secrets.token_hex(8)
     for i in nodes:
@@ -46,6 +63,12 @@ def init_cluster(data_dir: str, nodes: list[int]) -> str:
                    {"cluster": cluster, "node": i, "incarnation": 0})
     _write(os.path.join(data_dir, CLUSTER_FILE), {"cluster": cluster, "nodes": nodes})
     return cluster
+
+
+def _describe(nodes: list[int]) -> str:
+    if nodes == list(range(len(nodes))):
+        return f"{len(nodes)} nodes (0-{len(nodes) - 1})" if len(nodes) > 1 else "1 node (0)"
+    return f"nodes {nodes}"
 
 
 def start_node(data_dir: str, node: int) -> Optional[int]:

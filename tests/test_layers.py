@@ -74,7 +74,7 @@ def test_a_forbidden_import_is_caught(tmp_path: pathlib.Path) -> None:
 # Raft, and nothing below the launcher forks anything.
 FLOORS = [
     ["core"],
-    ["faults", "history", "identity", "logformat", "procs", "seeds"],
+    ["cli", "faults", "history", "identity", "logformat", "procs", "seeds"],
     ["storage", "transports"],
     ["snapshots"],
     ["checker", "client", "router", "worker"],

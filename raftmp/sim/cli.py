@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import sys
@@ -11,6 +10,7 @@ from typing import Any, Optional
 
 from tabulate import tabulate
 
+from ..cli import Parser, integer, number
 from ..core.errors import ConfigError
 from ..core.raft import Config
 from .config import FAULTS, NEMESES, TIMINGS, SimConfig, SimResult
@@ -26,25 +26,28 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m raftmp sim",
         description="Run seeded fault schedules against the Raft core in the deterministic "
                     "simulator. Each seed draws its own configuration (swarm testing: cluster "
                     "size, timers, read mode, batch and window, snapshot thresholds, loss, "
                     "faults and their intensity); a knob given here is pinned instead.")
-    p.add_argument("--seeds", type=int, default=SEEDS, help=f"how many seeds (default {SEEDS})")
-    p.add_argument("--seed", type=int, default=None, help="run only this seed (replay)")
-    p.add_argument("--first-seed", type=int, default=0, help="first seed of the range")
-    p.add_argument("--nodes", type=int, help="cluster size (default: drawn, 3 to 7)")
-    p.add_argument("--drop", type=float, help="packet loss probability (default: drawn)")
+    p.add_argument("--seeds", type=integer(1), default=SEEDS,
+                   help=f"how many seeds (default {SEEDS})")
+    p.add_argument("--seed", type=integer(0), default=None, help="run only this seed (replay)")
+    p.add_argument("--first-seed", type=integer(0), default=0, help="first seed of the range")
+    p.add_argument("--nodes", type=integer(1, 99),
+                   help="cluster size, 1 to 99 (default: drawn, 3 to 7)")
+    p.add_argument("--drop", type=number(0, 1, below=True),
+                   help="packet loss probability, in [0, 1) (default: drawn)")
     p.add_argument("--faults", type=_csv,
                    help=f"comma-separated subset of {','.join(FAULTS)}, or 'none' (default: drawn)")
     p.add_argument("--nemeses", type=_csv,
                    help=f"comma-separated subset of {','.join(NEMESES)}, or 'none' "
                         "(default: drawn)")
-    p.add_argument("--ops", type=int, help="client operations per seed (default: drawn)")
+    p.add_argument("--ops", type=integer(0), help="client operations per seed (default: drawn)")
     p.add_argument("--read-mode", choices=("index", "lease"), help="the nodes' read mode")
-    p.add_argument("--clock-drift", type=float,
+    p.add_argument("--clock-drift", type=number(0, 1, below=True),
                    help="each node's clock runs at 1 +- this rate (at most Config's "
                         f"{Config.clock_drift}, the bound lease reads assume)")
     p.add_argument("--timing", choices=tuple(TIMINGS), help="the nodes' timers")
@@ -54,9 +57,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--explore", action="store_true",
                    help="systematic instead: every schedule of a short 3-node run within "
                         "--deviations delays of in-order delivery (explore.py)")
-    p.add_argument("--deviations", type=int, default=2, help="with --explore (default 2)")
+    p.add_argument("--deviations", type=integer(0), default=2, help="with --explore (default 2)")
     p.add_argument("--schedule", help="with --explore: run only this schedule (replay)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--jobs", type=integer(1, 256), default=os.cpu_count() or 1)
     a = p.parse_args(argv)
     if a.explore:
         if a.deviations < 0:
