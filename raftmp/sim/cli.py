@@ -62,8 +62,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--jobs", type=integer(1, 256), default=os.cpu_count() or 1)
     a = p.parse_args(argv)
     if a.explore:
-        if a.deviations < 0:
-            p.error("--deviations must be >= 0")
         try:
             return explore_main(a.deviations, a.jobs, a.schedule)
         except ValueError as exc:
