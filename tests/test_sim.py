@@ -155,6 +155,38 @@ def test_swarm_draws_every_dimension():
     assert sim.swarm.draw(7, {}) == sim.swarm.draw(7, {})
 
 
+# Sessions shorter than a held packet's delay (review of issue 18): sessions
+# expire mid-run, clients register new ones, late copies of old commands arrive.
+SHORT_SESSIONS = SimConfig(faults=("partition", "hold", "duplicate"), read_mode="lease",
+                           clock_drift=0.05, hold=0.05, hold_for=3.0,
+                           raft={"session_timeout": 1.0, "client_op_timeout": 0.5})
+
+
+def short_sessions_violations(seeds: range, first: bool = False) -> list[str]:
+    """The violations over ``seeds`` (``first``: up to the first seed with one)."""
+    out, reopened = [], 0
+    for seed in seeds:
+        s = Simulation(seed, SHORT_SESSIONS)
+        out += [f"seed {seed}: {v}" for v in s.run().violations]
+        reopened += sum(c.new_sessions for c in s.clients.values())
+        if first and out:
+            return out
+    assert reopened > len(seeds), "sessions did not expire: the test tests nothing"
+    return out
+
+
+def test_short_sessions_never_execute_a_write_twice():
+    """Seeds 0-69 held the review's double executions (16, 26, 54, 58; 67 not
+    linearizable) when a command could open a session."""
+    assert short_sessions_violations(range(70)) == []
+
+
+def test_short_sessions_catch_a_command_opening_a_session(monkeypatch):
+    mutants.apply(monkeypatch, "open-session-by-command")
+    found = short_sessions_violations(range(70), first=True)
+    assert found and re.search(mutants.MUTANTS["open-session-by-command"][1], found[0]), found
+
+
 def test_a_reference_that_disagrees_is_caught(monkeypatch):
     """The reference state machine is the simulator's own: when it and the core
     disagree (here the reference forgets deletes), the checks say so."""

@@ -108,16 +108,16 @@ class KVStore:
     def get(self, key: str) -> Optional[str]:
         return self.data.get(key)
 
-    def cached(self, cmd: Command) -> tuple[bool, Any]:
+    def cached(self, client_id: int, seq: int, session: int = 0) -> tuple[bool, Any]:
         """(True, result) if this request was already applied and its result kept."""
-        s = self.sessions.get((cmd.client_id, cmd.session))
-        seq = cmd.seq
+        s = self.sessions.get((client_id, session))
         if s is not None and seq in s.results:
             return True, s.results[seq]
         return False, None
 
-    def apply(self, cmd: Any, index: int) -> tuple[Optional[str], Any]:
-        """Apply one committed command, log entry ``index``: ``(status, result)``.
+    def apply(self, cmd: Any, index: int = 0) -> tuple[Optional[str], Any]:
+        """Apply one committed command, log entry ``index`` (needed by a REGISTER
+        only): ``(status, result)``.
 
         status is OK, INVALID or EXPIRED, or None for a request the client has
         already acknowledged (a stale duplicate: nobody waits for its answer).
@@ -129,6 +129,7 @@ class KVStore:
         if err is not None:
             return INVALID, err
         if cmd.op == REGISTER:   # thesis §6.3: the session is named by its entry's index
+            assert index > 0, "a registration is applied at its log index"
             self.sessions[(cmd.client_id, index)] = Session()
             return OK, index
         s = self.sessions.get((cmd.client_id, cmd.session))

@@ -237,7 +237,8 @@ class Node:
             raft.read_index(ctx)
             return
         key = (cmd.client_id, cmd.seq)
-        done, result = (False, None) if register else self.kv.cached(cmd)
+        done, result = (False, None) if register else self.kv.cached(cmd.client_id, cmd.seq,
+                                                                     cmd.session)
         if done:                      # a retry of an applied request: its first answer
             self._reply(src, cmd, OK, result)
         elif key in self.writes:      # a retry of a request still in the log: answer once
@@ -331,7 +332,7 @@ class Node:
             cmd = self.proposed.pop(at)
             waiting = self.writes.pop((cmd.client_id, cmd.seq), None)
             if waiting is not None:
-                done, result = self.kv.cached(cmd)
+                done, result = self.kv.cached(cmd.client_id, cmd.seq, cmd.session)
                 status = OK if done else RETRY
                 self.replies.append((waiting[0], ClientReply(cmd.client_id, cmd.seq, status,
                                                              result, self.raft.leader)))
