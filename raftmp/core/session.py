@@ -144,6 +144,7 @@ class ClientSession:
         self.session = 0
         self.registering: Optional[int] = None
         self.session_heard = -INF   # when a request of our session was last answered
+        self.registrations: set[int] = set()   # seqs of our registrations given up on
         self.new_sessions = 0       # sessions registered after one expired (a statistic)
         self.searching = False      # no leader known: one probe at a time, the rest wait
         self.probe: Optional[int] = None    # seq of the probe while searching
@@ -176,6 +177,10 @@ class ClientSession:
                 elif reply.status in (OK, EXPIRED, INVALID):   # its first result
                     del self.gave_up[reply.seq]
                     self.late += 1
+                    if reply.seq in self.registrations and reply.status == OK:
+                        self.registrations.discard(reply.seq)
+                        if self.session == 0:   # a session all the same: take it
+                            self._registered(None, reply.result, src, now)
             return
         if reply.status == OK:
             # A result is final whichever attempt it answers.
@@ -234,11 +239,16 @@ class ClientSession:
             if p is None:
                 continue
             if now >= p.invoke + op_timeout and p.command.op == REGISTER:
-                # Writes still waiting for a session try again.
-                self._finish(seq, FAILED, "no leader answered", now)
-                if p.tries:
-                    self._gave_up(seq)
-                self._wait_for_session(now)
+                # Ours: it goes on while a write waits for it (a new one could only
+                # be slower: its answer would come after this one's).
+                if any(not self._can_go(q) for q in self.pending.values()):
+                    p.invoke = now
+                    heapq.heappush(timers, (now + op_timeout, seq))
+                else:
+                    self._finish(seq, FAILED, "no write waits for it", now)
+                    if p.tries:
+                        self._gave_up(seq)
+                        self.registrations.add(seq)
             elif now >= p.invoke + op_timeout:
                 # A write sent at least once may still have a copy in the network
                 # (delayed, duplicated): its outcome is unknown.
@@ -312,10 +322,14 @@ class ClientSession:
                 and now - self.session_heard > self.timing.op_timeout
                 and not any(q.tries and q.command.op != "get" for q in self.pending.values()))
 
-    def _registered(self, seq: int, session: int, src: int, now: float) -> None:
-        """Our registration was applied at log index ``session``: the writes
-        waiting for a session go (to ``src``, which leads)."""
-        self._finish(seq, DONE, session, now)
+    def _registered(self, seq: Optional[int], session: int, src: int, now: float) -> None:
+        """Our registration ``seq`` (None: one given up on) was applied at log
+        index ``session``: the writes waiting for a session go (to ``src``, which
+        leads)."""
+        if seq is None and self.registering is not None:
+            self._finish(self.registering, FAILED, "another registration answered", now)
+        elif seq is not None:
+            self._finish(seq, DONE, session, now)
         self.session = session
         self._found_leader(src, now)
         for p in list(self.pending.values()):
@@ -345,6 +359,7 @@ class ClientSession:
     def _gave_up(self, seq: int) -> None:
         self.gave_up[seq] = None
         if len(self.gave_up) > GAVE_UP_KEPT:
+            self.registrations.discard(next(iter(self.gave_up)))
             del self.gave_up[next(iter(self.gave_up))]
 
     def _dispatch(self, p: Pending, now: float) -> None:
@@ -393,7 +408,7 @@ class ClientSession:
         if self.searching:
             self.searching = False
             self.probe = None
-            for p in self.pending.values():
+            for p in list(self.pending.values()):   # (_dispatch may register)
                 if not p.sent and p.deadline == INF:
                     p.target = node
                     if p.sent_to == node:   # held back once per attempt
