@@ -320,3 +320,11 @@ def test_a_clock_keeps_the_sessions_it_lists_alive():
     assert restored.sessions == kv.sessions and restored.clock == kv.clock
     kv.apply(SessionClock(131.0, 10.0))
     assert kv.sessions == {}
+
+
+def test_a_snapshot_from_before_registration_loads_its_sessions_as_session_0():
+    import pickle
+    old = pickle.dumps(({"x": "1"}, {7: (2, {3: None}, 5.0, False)}, 5.0))
+    kv = KVStore()
+    kv.restore(old)
+    assert kv.data == {"x": "1"} and kv.cached(7, 3) == (True, None) and kv.clock == 5.0
