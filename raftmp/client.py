@@ -14,11 +14,11 @@ import time
 from collections import defaultdict
 from typing import IO, Any, Optional, Union
 
-from .transports import wire
 from .core.errors import InvalidRequest, Unavailable
 from .core.kv import Limits, check_command
 from .core.messages import ClientReply, Command
 from .core.session import ClientSession, Outcome, Timing
+from .transports import wire
 
 
 class Client:

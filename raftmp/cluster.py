@@ -30,7 +30,6 @@ from dataclasses import asdict
 from typing import Any, Iterable, Optional
 
 from . import identity
-from .transports import wire
 from .client import Client
 from .core.errors import ConfigError, RaftmpError
 from .core.kv import Limits
@@ -39,6 +38,7 @@ from .core.session import Timing
 from .faults import Faults
 from .launcher import RouterHandle, WorkerHandle, start_router, start_worker
 from .seeds import pick_seed
+from .transports import wire
 
 log = logging.getLogger("raftmp.cluster")
 

@@ -27,7 +27,6 @@ import pickle
 from typing import Any
 
 from ..checker import check_outcomes
-from ..logformat import LogBase, decode_log
 from ..core.messages import (
     OK,
     AppendEntriesReply,
@@ -40,6 +39,7 @@ from ..core.messages import (
 from ..core.node import Node
 from ..core.raft import LEADER
 from ..core.session import DONE
+from ..logformat import LogBase, decode_log
 from .model import Model, majority
 
 REPLIES = (AppendEntriesReply, RequestVoteReply, InstallSnapshotReply, ClientReply)
