@@ -201,8 +201,9 @@ class SessionClock(NamedTuple):
     """A log entry written by the leader (thesis §6.3): the time on its clock, how
     long a session may stay idle, and the clients the leader heard from since
     its previous clock (reads and retries answered from the session table
-    leave no other trace in the log), as ``(client_id, session)`` pairs. Every replica expires the same sessions
-    at the same index, because the time comes from the log, not its own clock."""
+    leave no other trace in the log), as ``(client_id, session)`` pairs. Every
+    replica expires the same sessions at the same index, because the time comes
+    from the log, not its own clock."""
 
     time: float
     timeout: float

@@ -9,9 +9,9 @@ mode, batch size and window (down to 1 and 1), the snapshot thresholds, the
 loss rate, which faults and targeted nemeses run and how hard. About one seed
 in five runs a single fault class, hard. About one in five without loss has
 sessions shorter than the longest hold (thesis §6.3: they expire mid-run and
-clients register new ones while late copies of old commands are in flight). A knob given on the command line is
-pinned instead (``pinned``), so a seed's replay is the same command line with
-``--seed``.
+clients register new ones while late copies of old commands are in flight).
+A knob given on the command line is pinned instead (``pinned``), so a seed's
+replay is the same command line with ``--seed``.
 """
 
 from __future__ import annotations
