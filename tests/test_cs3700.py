@@ -461,7 +461,7 @@ def test_keep_writes_survives_a_session_clock_taking_the_writes_place():
 
     nodes = nodes_net(True)
     node = nodes[0]
-    node.proposed[5] = (21, 7)
+    node.proposed[5] = Command(21, 7, 0, "put", "k", "v")
     node.writes[(21, 7)] = (21, 0.0)
     node._settle(Entry(3, 5, SessionClock(1.0, 300.0)))
     assert [(dst, m.status) for dst, m in node.replies] == [(21, RETRY)]
