@@ -167,8 +167,10 @@ def check_raft_message(m: Any, src: int) -> Optional[str]:
 # --- Clients ------------------------------------------------------------------
 
 # Operations a client may ask for. ``get`` is served by ReadIndex without a
-# log entry; the others go through the log.
-OPS = ("get", "put", "delete", "cas")
+# log entry; the others go through the log. ``incr`` adds ``value`` (a decimal
+# integer) to the key's integer value (absent: 0): the new value, or None if
+# the old one is not an integer or the sum leaves 64 bits (nothing changes).
+OPS = ("get", "put", "delete", "cas", "incr")
 # The client's own request for a new session (thesis §6.3, RegisterClient): a
 # Command of this op, which the log applies by opening session ``(client_id,
 # its log index)`` and answering that index. Never a user's operation.

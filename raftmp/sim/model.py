@@ -10,8 +10,8 @@ client acknowledges them, a retry is answered from them; the leader's clock
 entries expire the sessions no leader heard from for the timeout, every
 replica at the same index: a session is heard from by a command of it, or by
 its name in a clock entry's ``seen``, and dated by the next clock entry).
-Session 0 (the course link's clients, which never register) opens with a
-command. Its ``state()`` has
+Session 0 (clients that never register: the course link, RESP) opens with
+a command whose ``acked`` is at most 1. Its ``state()`` has
 the shape of a node's snapshot, so the two compare whole: data, sessions and
 session clock. It also keeps every key's history (``values_between``), so a
 read is checked by the value it returned.
@@ -63,7 +63,7 @@ class Model:
             return
         session = self.sessions.get((cmd.client_id, cmd.session))
         if session is None:
-            if cmd.session:          # gone (expired): refused, nothing happens
+            if cmd.session or cmd.acked > 1:   # gone (expired): refused, nothing happens
                 return
             session = self.sessions[(cmd.client_id, 0)] = [0, {}, 0.0, True]
         session[3] = True
