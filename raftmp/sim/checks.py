@@ -114,6 +114,8 @@ class Checks:
         while model.index < upto and model.index + 1 in self.applied_at:
             model.apply(model.index + 1, self.applied_at[model.index + 1][1])
             self.model_at[model.index] = model.state()
+            if model.twice:   # exactly-once (thesis §6.3): a seq names one execution
+                raise Violation(f"a write executed twice: {model.twice[0]}")
         return model.index
 
     def _check_early(self, i: int, messages: list[tuple[int, Any]]) -> None:
