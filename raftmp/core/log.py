@@ -27,7 +27,7 @@ _command = itemgetter(2)
 def approx_size(command: Any) -> int:
     """A cheap size estimate of a command, for batching (its strings dominate)."""
     if command.__class__ is Command:    # the common case, without a loop
-        _, _, _, op, key, value, expected = command
+        op, key, value, expected = command[3:7]
         return (48 + (len(op) if op.__class__ is str else 0)
                 + (len(key) if key.__class__ is str else 0)
                 + (len(value) if value.__class__ is str else 0)
