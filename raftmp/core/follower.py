@@ -85,8 +85,7 @@ class FollowerRules:
                                              f"{e.index} (ours: term {log.term(e.index)})")
                     log.truncate(e.index)
                 self.unstable_from = min(self.unstable_from, e.index)
-                for new in m.entries[e.index - m.entries[0].index:]:
-                    log.append(new)
+                log.extend(m.entries[e.index - m.entries[0].index:])
                 break
         last_new = m.prev_index + len(m.entries)
         # Figure 2: commit = min(leaderCommit, index of last new entry) — only

@@ -98,7 +98,8 @@ class Nemeses:
     # ------------------------------------------------------------ random mix
 
     def _may_crash(self) -> bool:
-        down = len(self.ids) - len(self.nodes)
+        # (a crash set for a node's next persisting turn counts: it will be down)
+        down = len(self.ids) - len(self.nodes) + len(self.crash_at)
         return (not self.healed and "crash" in self.cfg.faults
                 and down < (self.cfg.nodes - 1) // 2 + ("restart" in self.cfg.faults))
 
