@@ -724,7 +724,7 @@ def test_a_deposed_leader_settling_its_writes_by_a_snapshot_answers_only_the_los
     applied, lost = Command(21, 7, 0, "put", "k", "v"), Command(21, 8, 0, "put", "k", "w")
     node.kv.apply(applied)
     for at, cmd in ((4, applied), (5, lost)):
-        node.proposed[at] = (cmd.client_id, cmd.seq)
+        node.proposed[at] = cmd
         node.writes[(cmd.client_id, cmd.seq)] = (21, 0.0)
     node._settle_snapshot(5)
     assert [(dst, m.seq, m.status) for dst, m in node.replies] == [(21, 8, RETRY)]
