@@ -77,12 +77,18 @@ class FollowerRules:
         # (shorter) message must never truncate the log.
         for e in m.entries:
             if log.term(e.index) != e.term:
+                configs_changed = False
                 if e.index <= log.last_index:
                     assert e.index > self.commit, "truncating a committed entry"
                     log.truncate(e.index)
+                    # Thesis §4.1: a truncated configuration entry is no longer in use.
+                    configs_changed = self.configs.truncated(e.index)
                 self.unstable_from = min(self.unstable_from, e.index)
-                for new in m.entries[e.index - m.entries[0].index:]:
-                    log.append(new)
+                new = m.entries[e.index - m.entries[0].index:]
+                for entry in new:
+                    log.append(entry)
+                if self.configs.appended(new) or configs_changed:
+                    self.use_latest_config()   # in use as soon as it is in the log
                 break
         last_new = m.prev_index + len(m.entries)
         # Figure 2: commit = min(leaderCommit, index of last new entry) — only

@@ -34,10 +34,12 @@ import random
 from typing import Any, Optional
 
 from .kv import KVStore, Limits, check_command
+from .membership import CONF_OPS, Configuration, role_in
 from .messages import (
     INVALID,
     OK,
     REDIRECT,
+    REFUSED,
     RETRY,
     ClientReply,
     ClientRequest,
@@ -86,8 +88,19 @@ class Node:
 
     @property
     def ids(self) -> frozenset[int]:
-        """Every member of the cluster, this node included."""
+        """Every member of its latest configuration, and this node."""
         return frozenset((self.id, *self.raft.peers))
+
+    @property
+    def configuration(self) -> tuple[int, Configuration]:
+        """(its index, the latest configuration in this node's log) (thesis §4.1)."""
+        configs = self.raft.configs
+        return configs.latest_index, configs.latest
+
+    @property
+    def membership(self) -> str:
+        """This node in its latest configuration: voter, learner or non-member."""
+        return role_in(self.raft.configs.latest, self.id)
 
     @property
     def role(self) -> str:
@@ -192,7 +205,9 @@ class Node:
     def make_snapshot(self) -> Snapshot:
         """The state machine as of the applied index."""
         raft = self.raft
-        return Snapshot(raft.applied, raft.log.term(raft.applied), self.kv.snapshot_data())
+        at, conf = raft.configs.at(raft.applied)
+        return Snapshot(raft.applied, raft.log.term(raft.applied), self.kv.snapshot_data(),
+                        conf, at)
 
     def snapshot_saved(self, snap: Snapshot) -> Optional[tuple[int, int]]:
         """``snap`` is durable: compact the log. The new log base for storage, or None."""
@@ -210,6 +225,11 @@ class Node:
                                                   self.fresh_leader(now))))
             return
         self._start_serving(now)
+        if raft.transfer_to is not None and cmd.op != "get":
+            # Handing leadership over (thesis §3.10): no new entries; the client
+            # is told to retry (at the next leader, found by its search).
+            self.replies.append((src, ClientReply(cmd.client_id, cmd.seq, RETRY, None, None)))
+            return
         if cmd.op == "get":
             key = (cmd.client_id, cmd.seq)
             ctx = self.read_ctx.get(key)
@@ -227,6 +247,8 @@ class Node:
             self._reply(src, cmd, OK, result)
         elif key in self.writes:      # a retry of a request still in the log: answer once
             self.writes[key] = (src, now)
+        elif cmd.op in CONF_OPS:
+            self._change_config(src, cmd, now)
         else:
             self.writes[key] = (src, now)
             index = raft.propose(cmd)
@@ -252,8 +274,10 @@ class Node:
             cmd = entry.command
             if self.proposed:
                 self._settle(entry)
+            if type(cmd) is Configuration:
+                cmd = cmd.request   # in use since appended; its session answers now
             if cmd is None:
-                continue  # a leader's no-op
+                continue  # a leader's no-op, the cluster's first configuration
             status, result = self.kv.apply(cmd)
             if type(cmd) is SessionClock:
                 continue
@@ -274,6 +298,16 @@ class Node:
         rd.persisted_messages.extend(self.replies)
         self.replies = []
         return rd
+
+    def _change_config(self, src: int, cmd: Command, now: float) -> None:
+        """A configuration change (membership.py): appended, or refused with why."""
+        key = (cmd.client_id, cmd.seq)
+        if self.raft.configs.find(*key) is None:   # (else an earlier leader appended it)
+            index, why = self.raft.propose_config(cmd.op, int(cmd.key), cmd)
+            if index is None:
+                self._reply(src, cmd, REFUSED, why)
+                return
+        self.writes[key] = (src, now)
 
     # ---------------------------------------------------------------- helpers
 
