@@ -10,6 +10,7 @@
 from .client import Client
 from .cluster import Cluster
 from .core.errors import (
+           ConfigChangeRefused,
            ConfigError,
            InvalidRequest,
            RaftmpError,
@@ -22,5 +23,5 @@ from .core.raft import Config
 from .core.session import Timing
 from .faults import Faults
 
-__all__ = ["Client", "Cluster", "Config", "ConfigError", "Faults", "InvalidRequest", "Limits",
+__all__ = ["Client", "Cluster", "Config", "ConfigChangeRefused", "ConfigError", "Faults", "InvalidRequest", "Limits",
            "RaftmpError", "SessionExpired", "Timeout", "Timing", "Unavailable"]

@@ -11,10 +11,13 @@ TestRaft_ClusterCanRegainStability_WhenNonVoterWithHigherTermJoin).
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from raftnet import Network
 
 from raftmp.core.config import Config
+from raftmp.core.errors import ConfigChangeRefused
 from raftmp.core.membership import (
     ADD_LEARNER,
     ADD_VOTER,
@@ -24,8 +27,22 @@ from raftmp.core.membership import (
     ConfigHistory,
     change,
 )
-from raftmp.core.messages import AppendEntries, Entry, RequestVote, TimeoutNow
+from raftmp.core.messages import (
+    OK,
+    RETRY,
+    AppendEntries,
+    AppendEntriesReply,
+    ClientReply,
+    ClientRequest,
+    Command,
+    Entry,
+    RequestVote,
+    RequestVoteReply,
+    TimeoutNow,
+)
+from raftmp.core.node import Node
 from raftmp.core.raft import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE
+from raftmp.core.session import FAILED, ClientSession
 
 
 def voters(core) -> tuple[int, ...]:
@@ -401,3 +418,56 @@ def test_timeout_now_is_only_for_voters_of_the_term(target_alive: bool) -> None:
     core = net[1]
     core.step(0, TimeoutNow(core.term - 1 if target_alive else core.term, 0), net.now)
     assert core.role == (FOLLOWER if target_alive else CANDIDATE)
+
+
+# ------------------------------------------------------ through a client session
+
+
+def test_a_change_goes_through_the_session_exactly_once_and_a_refusal_says_why() -> None:
+    """A change is a client request like a write: answered once whatever the
+    retries, from the session table once applied; a refused one fails with
+    ConfigChangeRefused and the leader's reason; writes during a transfer are
+    told to retry."""
+    node = Node(0, [0, 1], (1, 0, []), random.Random(1), 0.0, Config(read_mode="index"))
+    t = 0.0
+    while node.role != LEADER:     # 1 votes as soon as asked
+        t += 0.1
+        node.tick(t)
+        for _, m in node.ready(t).persisted_messages:
+            node.step(1, RequestVoteReply(m.term, 1, True, m.pre), t)
+    rd = node.ready(t)
+    noop = [m for _, m in rd.messages if type(m) is AppendEntries][0]
+    ack = AppendEntriesReply(node.term, 1, True, noop.prev_index + 1, 0, 0, noop.round)
+    node.step(1, ack, t)
+    node.ready(t)
+    assert node.commit == 1
+
+    add = ClientRequest(Command(7, 1, 1, "add_learner", "2"))
+    node.step(7, add, t)
+    node.step(8, add, t)        # a retry from another endpoint, while in the log
+    rd = node.ready(t)
+    app = [m for _, m in rd.messages if type(m) is AppendEntries and m.entries][0]
+    assert node.configuration[1].learners == (2,)
+    assert not [m for _, m in rd.persisted_messages if m.seq == 1]
+    node.step(1, ack._replace(index=app.entries[-1].index, round=app.round), t)
+    answers = [(d, m.status) for d, m in node.ready(t).persisted_messages if m.seq == 1]
+    assert answers == [(8, OK)]
+    node.step(9, add, t)        # a retry after it was applied: its first result, not again
+    assert [(d, m.status) for d, m in node.ready(t).persisted_messages] == [(9, OK)]
+    assert node.configuration[1].learners == (2,)
+
+    s = ClientSession(7, [0, 1], random.Random(2))
+    s.next_seq = 2
+    s.submit("remove", "9", None, None, t)
+    for dst, req in s.take_messages():
+        node.step(7, req, t)
+    for dst, reply in node.ready(t).persisted_messages:
+        s.step(0, reply, t)
+    (outcome,) = s.take_finished()
+    assert outcome.outcome == FAILED and outcome.error is ConfigChangeRefused
+    assert outcome.result == "refused: server 9 is not a member"
+
+    assert node.raft.transfer_leader(1, t) is None
+    node.step(7, ClientRequest(Command(7, 3, 1, "put", "k", "v")), t)
+    replies = node.ready(t).persisted_messages
+    assert [m.status for _, m in replies if type(m) is ClientReply] == [RETRY]

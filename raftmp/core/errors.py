@@ -53,3 +53,9 @@ def check_positive(settings: Any, *names: str, integer: bool = False) -> None:
 class SessionExpired(RaftmpError):
     """The client's session expired (idle past the cluster's session timeout,
     thesis §6.3); the operation was not applied. Start a new client."""
+
+
+class ConfigChangeRefused(RaftmpError):
+    """The leader refused a configuration change (one server at a time, the
+    previous change not committed yet, not a member...); nothing was applied.
+    The message says why."""

@@ -29,6 +29,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from .errors import (
+    ConfigChangeRefused,
     InvalidRequest,
     RaftmpError,
     SessionExpired,
@@ -36,7 +37,7 @@ from .errors import (
     Unavailable,
     check_positive,
 )
-from .messages import EXPIRED, INVALID, OK, ClientReply, ClientRequest, Command
+from .messages import EXPIRED, INVALID, OK, REFUSED, ClientReply, ClientRequest, Command
 from .raft import smoothed
 
 INF = float("inf")
@@ -158,7 +159,7 @@ class ClientSession:
             if reply.client_id == self.client_id and reply.seq < self.next_seq:
                 if reply.seq not in self.gave_up:
                     self.duplicates += 1     # it had its answer already
-                elif reply.status in (OK, EXPIRED, INVALID):   # its first result
+                elif reply.status in (OK, EXPIRED, INVALID, REFUSED):   # its first result
                     del self.gave_up[reply.seq]
                     self.late += 1
             return
@@ -182,6 +183,9 @@ class ClientSession:
             return  # a late refusal of an attempt we no longer wait for
         if reply.status == INVALID:
             self._finish(reply.seq, FAILED, f"invalid: {reply.result}", now, InvalidRequest)
+            return
+        if reply.status == REFUSED:   # a configuration change the leader will not make
+            self._finish(reply.seq, FAILED, f"refused: {reply.result}", now, ConfigChangeRefused)
             return
         if reply.leader is not None and reply.leader != src:
             # REDIRECT, or RETRY (the leader lost its term after accepting the
