@@ -4,7 +4,7 @@ Pickle (``wire.py``) is only for the local router link: unpickling runs code
 chosen by the sender. Here a message is a JSON array, its tag first and then
 its fields in declaration order::
 
-    ["rv",  term, candidate, last_index, last_term, pre]
+    ["rv",  term, candidate, last_index, last_term, pre, transfer]
     ["rvr", term, voter, granted, pre]
     ["ae",  term, leader, prev_index, prev_term, [entry...], commit, round]
     ["aer", term, follower, success, index, conflict_term, conflict_index, round]
@@ -15,7 +15,8 @@ its fields in declaration order::
 ``decode`` checks every field's type (an int is never a bool), that numbers
 are not negative, that entries are the run ``prev_index + 1 ...`` and that
 commands are well-formed (``kv.check_command``); anything else is a
-``ValueError``.
+``ValueError``. (No configuration entries, snapshots or ``TimeoutNow``: the
+CS3700 replica's membership is fixed.)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .core.messages import (
 
 N, B = "int", "bool"   # a field kind: a non-negative int, a bool
 _SCHEMAS: dict[str, tuple[type, tuple[str, ...]]] = {
-    "rv": (RequestVote, (N, N, N, N, B)),
+    "rv": (RequestVote, (N, N, N, N, B, B)),
     "rvr": (RequestVoteReply, (N, N, B, B)),
     "ae": (AppendEntries, (N, N, N, N, "entries", N, N, B)),
     "aer": (AppendEntriesReply, (N, N, B, N, N, N, N)),

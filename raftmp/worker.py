@@ -52,9 +52,13 @@ LOST_STATE_EXIT = 3         # exit status of a worker that refuses to start (ide
 
 class Worker:
     def __init__(self, node: Node, transport: Any, storage: FileStorage,
-                 ctl: Optional[Connection] = None, incarnation: int = 0) -> None:
+                 ctl: Optional[Connection] = None, incarnation: int = 0,
+                 replicas: Optional[frozenset[int]] = None) -> None:
+        """``replicas``: the ids Raft messages may come from (a fixed membership,
+        CS3700's); None: any replica id the router vouches for, ``0 ..
+        FIRST_CLIENT_ID - 1``, as members come and go (thesis chapter 4)."""
         self.id = node.id
-        self.ids = node.ids
+        self.replicas = replicas
         self.node = node
         self.transport = transport
         self.storage = storage
@@ -117,7 +121,7 @@ class Worker:
 
     def step(self, src: int, m: Any, now: float) -> None:
         t = type(m)
-        if t is ClientRequest or (t in RAFT_MESSAGES and src in self.ids and src != self.id):
+        if t is ClientRequest or (t in RAFT_MESSAGES and self.is_replica(src)):
             try:
                 self.node.step(src, m, now)
             except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
@@ -127,6 +131,11 @@ class Worker:
                 self.reject(f"bad {t.__name__} from {src}: {exc!r}")
         else:
             self.reject(f"unexpected {t.__name__} from {src}")
+
+    def is_replica(self, src: int) -> bool:
+        if src == self.id:
+            return False
+        return src < wire.FIRST_CLIENT_ID if self.replicas is None else src in self.replicas
 
     def reject(self, why: str) -> None:
         self.bad_packets += 1
@@ -195,7 +204,7 @@ def worker_main(node_id: int, nodes: list[int], address: str, secret: bytes, dat
     node = Node(node_id, nodes, storage.load(), random.Random(seed), time.monotonic(),
                 config, limits, storage.load_snapshot())
     link, _ = wire.connect_router(address, node_id, secret)
-    worker = Worker(node, RouterLink(link, node_id, node.ids), storage, ctl, incarnation)
+    worker = Worker(node, RouterLink(link, node_id), storage, ctl, incarnation)
     try:
         worker.run()
     finally:

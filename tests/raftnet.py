@@ -300,7 +300,7 @@ class Network:
         state machine's) and compacts: what a driver does when it is due."""
         core = self.cores[i]
         data = (b"%d:" % core.applied).ljust(size, b".")
-        snap = Snapshot(core.applied, core.log.term(core.applied), data)
+        snap = core.snapshot_of(data)
         self.storage[i].save_snapshot(snap)
         base = core.snapshot_saved(snap)
         if base is not None:

@@ -63,7 +63,7 @@ def test_json_round_trip(m):
 
 @pytest.mark.parametrize("raw", [
     ["rv", 1, 0, 0, 0],                                   # a field short
-    ["rv", 1, 0, 0, 0, 1],                                # int for a bool
+    ["rv", 1, 0, 0, 0, 1, False],                         # int for a bool
     ["rvr", True, 0, True, False],                        # bool for an int
     ["aer", -1, 0, True, 0, 0, 0, 0],                     # negative
     ["ae", 1, 0, 3, 1, [[1, 5, None]], 0, 0],             # entry index not prev + 1

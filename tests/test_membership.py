@@ -41,7 +41,7 @@ from raftmp.core.messages import (
     TimeoutNow,
 )
 from raftmp.core.node import Node
-from raftmp.core.raft import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE
+from raftmp.core.raft import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, Raft
 from raftmp.core.session import FAILED, ClientSession
 
 
@@ -471,3 +471,51 @@ def test_a_change_goes_through_the_session_exactly_once_and_a_refusal_says_why()
     node.step(7, ClientRequest(Command(7, 3, 1, "put", "k", "v")), t)
     replies = node.ready(t).persisted_messages
     assert [m.status for _, m in replies if type(m) is ClientReply] == [RETRY]
+
+
+# ------------------------------------------------------------- persistence
+
+
+def test_configurations_survive_a_restart_from_the_log_and_from_a_snapshot(tmp_path) -> None:
+    """Configuration entries are log entries (FileStorage keeps them like any
+    other); a snapshot carries the configuration in force at its index, and a
+    restarted server uses the latest of the two (thesis §5.1)."""
+    from raftmp.storage import FileStorage
+
+    net = Network(3, config=Config(read_mode="index", snapshot_keep=0))
+    net.elect(0)
+    net.add(3)
+    index = net.change(0, ADD_LEARNER, 3)
+    net.heartbeat(2)
+    net.change(0, PROMOTE, 3)
+    net.heartbeat(2)
+    net.crash(1)
+    net.restart(1)
+    assert net[1].configs.latest == net[0].configs.latest and net[1].is_voter
+    assert net[1].configs.history[0][0] == 0     # the cluster's first, then two entries
+    net.snapshot(0)
+    assert net.storage[0].load_snapshot().config == Configuration((0, 1, 2, 3))
+    net.crash(0)
+    net.restart(0)
+    assert net[0].configs.latest == Configuration((0, 1, 2, 3)) and net[0].quorum == 3
+    # a new server gets the configuration with the snapshot (thesis §5.3)
+    net.add(4)
+    net.elect(1)
+    net.isolate(4)
+    net.change(1, ADD_LEARNER, 4)
+    net.heartbeat(1)
+    snap = net.snapshot(1)
+    assert net[1].log.base == snap.index and snap.config.learners == (4,)
+    net.recover()
+    net.heartbeat(3)
+    assert net[4].installs == 1 and net[4].configs.latest.learners == (4,)
+    # the same on disk
+    with FileStorage(tmp_path) as s:
+        s.save((2, 0), net[2].log.entries)
+    with FileStorage(tmp_path) as s:
+        assert s.load()[2][index - 1].command.learners == (3,)
+        s.save_snapshot(snap)
+    with FileStorage(tmp_path) as s:
+        assert s.load_snapshot() == snap
+        core = Raft(2, [0, 1, 2], s.load(), random.Random(0), 0.0, net.config, snap)
+        assert core.configs.latest == net[2].configs.latest == snap.config

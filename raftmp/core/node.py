@@ -204,10 +204,7 @@ class Node:
 
     def make_snapshot(self) -> Snapshot:
         """The state machine as of the applied index."""
-        raft = self.raft
-        at, conf = raft.configs.at(raft.applied)
-        return Snapshot(raft.applied, raft.log.term(raft.applied), self.kv.snapshot_data(),
-                        conf, at)
+        return self.raft.snapshot_of(self.kv.snapshot_data())
 
     def snapshot_saved(self, snap: Snapshot) -> Optional[tuple[int, int]]:
         """``snap`` is durable: compact the log. The new log base for storage, or None."""

@@ -54,6 +54,12 @@ class SnapshotRules:
         lo = max(done, self.log.base) + 1
         return self.log.size(lo, self.applied) >= cfg.snapshot_bytes
 
+    def snapshot_of(self, data: bytes) -> Snapshot:
+        """A snapshot of the applied state ``data``, with the configuration in
+        force at the applied index (thesis §5.1)."""
+        at, conf = self.configs.at(self.applied)
+        return Snapshot(self.applied, self.log.term(self.applied), data, conf, at)
+
     def snapshot_saved(self, snap: Snapshot) -> Optional[tuple[int, int]]:
         """``snap`` (of this node's applied state, index <= applied) is durable:
         drop the log up to ``snapshot_keep`` entries before it (§7). The new
