@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 import raftmp  # noqa: E402
-from raftmp import wire  # noqa: E402
+from raftmp.transports import wire  # noqa: E402
 
 
 def echo_endpoint(conn: Any, address: str) -> None:

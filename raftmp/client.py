@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 from typing import IO, Any, Optional, Union
 
-from . import wire
+from .transports import wire
 from .core.errors import InvalidRequest, Unavailable
 from .core.kv import Limits, check_command
 from .core.messages import ClientReply, Command

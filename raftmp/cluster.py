@@ -29,7 +29,8 @@ import weakref
 from dataclasses import asdict
 from typing import Any, Iterable, Optional
 
-from . import identity, wire
+from . import identity
+from .transports import wire
 from .client import Client
 from .core.errors import ConfigError, RaftmpError
 from .core.kv import Limits

@@ -3,72 +3,30 @@
 The simulator (``../shared/cs3700/run``, described in its PROTOCOL.md) starts
 ``raftmp-3700kvstore <port> <id> <other ids...>`` for each replica and routes
 JSON datagrams between them and its clients by their ``dst`` field. This
-module is that program: ``CourseLink`` is a transport (see ``transport.py``)
+module is that program: ``CourseLink`` (``transports/course_link.py``) is a transport
 over one UDP socket speaking the course's JSON, and ``main`` runs a
 ``worker.Worker`` over it with the course's timing profile.
-
-What the course needs, and where it is done here:
-
-* A ``hello`` before any other datagram (the simulator learns our port from
-  it): ``CourseLink.__init__`` sends it first thing; no peer hears from us
-  before the first election timeout (2 s).
-* Raft messages travel as ``jsonwire`` arrays, never pickles; all of a turn's
-  messages to one peer go in one datagram (the judge counts datagrams), split
-  below ``MAX_DATAGRAM`` bytes.
-* Client ``get``/``put`` with a ``MID`` become ``ClientRequest``s of client
-  ``int(src, 16)``, seq a hash of the MID (each MID is one request). Each MID
-  gets at most one answer: ``ok`` (with ``value`` for a get), ``redirect``,
-  or ``fail`` (an invalid request); nothing after a non-ok one.
-* A follower that heard from a leader within 1.5 heartbeat intervals
-  redirects to it. With no such leader (an election is on) a request is held
-  and offered to the node again every ``PARK_RECHECK`` s, for up to
-  ``PARK_LIMIT`` s, then redirected to ``FFFF`` (any replica): no redirect
-  ping-pong while nobody can answer. (Right after a leader is killed the
-  others still name it for up to those 1.5 intervals, and the simulator sends
-  the client to a random replica each time: a short ping-pong.)
-* ``leader`` in every datagram is a replica id or ``FFFF``: the simulator
-  reads it to pick whom ``kill_leader`` kills.
+The course's wire rules are kept with the link, in ``transports/course_link.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
 import random
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import jsonwire
-from .core.kv import Limits
-from .core.messages import INVALID, OK, ClientReply, ClientRequest, Command, check_raft_message
 from .core.node import Node
 from .core.raft import Config
 from .storage import FileStorage
+from .transports.course_link import COURSE_LIMITS, UNKNOWN, CourseLink, is_address
 from .worker import Worker
-
-log = logging.getLogger("raftmp.cs3700")
-
-INF = float("inf")
-UNKNOWN = "FFFF"            # the course's "no leader" and "broadcast" address
-MAX_DATAGRAM = 60_000       # bytes; the simulator reads 65535 at most
-MAX_READS = 512             # datagrams read per turn (then the turn goes on)
-PARK_RECHECK = 0.05         # s between offers of a held request to the node
-PARK_LIMIT = 1.0            # s a request is held before it is redirected to FFFF
-# Course values are 32 characters; these bounds keep one entry, JSON-escaped,
-# well inside a datagram (at most 6 bytes per character).
-COURSE_LIMITS = Limits(max_key_bytes=1024, max_value_bytes=8 * 1024)
-
 
 def course_config(n: int) -> Config:
     """The course's timing profile for ``n`` replicas: quiet when idle.
@@ -87,201 +45,6 @@ def course_config(n: int) -> Config:
                   min_rto=0.02, max_rto=0.5,
                   eager_followers=n // 2, quiet_heartbeats=True, read_mode="lease")
 
-
-def is_address(s: Any) -> bool:
-    """A course address: 4 hex digits."""
-    if type(s) is not str or len(s) != 4:
-        return False
-    try:
-        int(s, 16)
-    except ValueError:
-        return False
-    return True
-
-
-def mid_seq(mid: str) -> int:
-    """The seq standing for a MID: every MID is a new request (64-bit hash)."""
-    digest = hashlib.blake2b(mid.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-@dataclass
-class Waiting:
-    """A client request this replica owes one answer."""
-
-    mid: str
-    client: str             # the client's address
-    request: ClientRequest
-    since: float            # when it arrived
-    retry_at: float = INF   # while held: when to offer it to the node again
-
-
-class CourseLink:
-    """One UDP socket to the simulator; a transport for ``worker.Worker``."""
-
-    def __init__(self, sim_port: int, me: str, others: list[str]) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("localhost", 0))
-        self.sim = ("localhost", sim_port)
-        self.me = me
-        self.names = {int(name, 16): name for name in [me, *others]}
-        self.peers = {name: int(name, 16) for name in others}
-        self.sock.setblocking(False)
-        self._sendto({"src": me, "dst": UNKNOWN, "leader": UNKNOWN, "type": "hello"})
-        self.waiting: dict[tuple[int, int], Waiting] = {}
-        self.held: set[tuple[int, int]] = set()
-        # Set by whoever drives the node: the leader this replica would name now.
-        self.known_leader: Callable[[float], Optional[int]] = lambda now: None
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def next_deadline(self) -> float:
-        return min((self.waiting[k].retry_at for k in self.held), default=INF)
-
-    def pickled(self, entries: list) -> None:
-        return None  # storage pickles them itself: nothing that arrived here was a pickle
-
-    def close(self) -> None:
-        self.sock.close()
-
-    # ----------------------------------------------------------------- receive
-
-    def receive(self, now: float, readable: bool,
-                reject: Callable[[str], None]) -> list[tuple[int, Any]]:
-        out: list[tuple[int, Any]] = []
-        for _ in range(MAX_READS if readable else 0):
-            try:
-                data = self.sock.recv(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except ConnectionRefusedError:  # an earlier send found no simulator socket
-                continue
-            out.extend(self.decode(data, now, reject))
-        if self.held:
-            due = [k for k in self.held if self.waiting[k].retry_at <= now]
-            for k in due:
-                self.held.discard(k)
-                w = self.waiting[k]
-                w.retry_at = INF
-                out.append((k[0], w.request))
-        return out
-
-    def decode(self, data: bytes, now: float,
-               reject: Callable[[str], None]) -> list[tuple[int, Any]]:
-        """The messages in one datagram, as (src, message) for the node."""
-        try:
-            msg = json.loads(data)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            reject(f"not JSON: {exc!r}")
-            return []
-        if type(msg) is not dict:
-            reject("not a JSON object")
-            return []
-        src, kind = msg.get("src"), msg.get("type")
-        if kind == "raft":
-            peer = self.peers.get(src)
-            batch = msg.get("msgs")
-            if peer is None or type(batch) is not list:
-                reject(f"raft datagram from {str(src)[:8]!r} without a peer source or msgs")
-                return []
-            out = []
-            for raw in batch:
-                try:
-                    m = jsonwire.decode(raw)
-                except (ValueError, RecursionError) as exc:
-                    reject(f"from {src}: {exc!r}")
-                    continue
-                why = check_raft_message(m, peer)
-                if why is not None:
-                    reject(f"from {src}: {why}")
-                    continue
-                out.append((peer, m))
-            return out
-        if kind in ("get", "put") and is_address(src) and src not in self.peers \
-                and src != self.me and type(msg.get("MID")) is str:
-            return [self.request(src, kind, msg, now)]
-        reject(f"unexpected datagram of type {str(kind)[:20]!r} from {str(src)[:8]!r}")
-        return []
-
-    def request(self, src: str, op: str, msg: dict, now: float) -> tuple[int, ClientRequest]:
-        cid, seq = int(src, 16), mid_seq(msg["MID"])
-        # Malformed keys or values are the node's to refuse (INVALID: "fail").
-        value = msg.get("value") if op == "put" else None
-        request = ClientRequest(Command(cid, seq, 0, op, msg.get("key"), value))
-        if (cid, seq) not in self.waiting:
-            self.waiting[(cid, seq)] = Waiting(msg["MID"], src, request, now)
-        return cid, request
-
-    # -------------------------------------------------------------------- send
-
-    def send(self, messages: list[tuple[int, Any]], now: float) -> None:
-        leader = self.known_leader(now)
-        leader_name = self.names.get(leader, UNKNOWN) if leader is not None else UNKNOWN
-        by_dst: dict[int, list[str]] = defaultdict(list)
-        for dst, m in messages:
-            if type(m) is ClientReply:
-                self.answer(m, now, leader)
-            elif dst in self.names:
-                by_dst[dst].append(json.dumps(jsonwire.encode(m), separators=(",", ":")))
-        for dst, parts in by_dst.items():
-            self.send_raft(self.names[dst], parts, leader_name)
-
-    def send_raft(self, dst: str, parts: list[str], leader: str) -> None:
-        """``parts`` (encoded messages) to ``dst``, as few datagrams as fit."""
-        head = json.dumps({"src": self.me, "dst": dst, "leader": leader, "type": "raft"})
-        head = head[:-1] + ', "msgs": ['
-        chunk: list[str] = []
-        size = len(head) + 2
-        for part in parts:
-            if len(head) + len(part) + 2 > MAX_DATAGRAM:
-                log.error("%s: a %d-byte message to %s does not fit a datagram", self.me,
-                          len(part), dst)
-                continue
-            if chunk and size + len(part) + 1 > MAX_DATAGRAM:
-                self._send_raw(head + ",".join(chunk) + "]}")
-                chunk, size = [], len(head) + 2
-            chunk.append(part)
-            size += len(part) + 1
-        if chunk:
-            self._send_raw(head + ",".join(chunk) + "]}")
-
-    def answer(self, reply: ClientReply, now: float, leader: Optional[int]) -> None:
-        """Answer a MID once: ok / fail, a redirect to a live leader, or hold it."""
-        key = (reply.client_id, reply.seq)
-        w = self.waiting.get(key)
-        if w is None:
-            return  # answered already (or not ours): nothing after the first answer
-        out = {"src": self.me, "dst": w.client, "leader": UNKNOWN, "MID": w.mid}
-        named = self.names.get(leader, UNKNOWN) if leader is not None else UNKNOWN
-        if reply.status == OK:
-            out["type"], out["leader"] = "ok", named
-            if w.request.command.op == "get":
-                out["value"] = reply.result if reply.result is not None else ""
-        elif reply.status == INVALID:
-            out["type"], out["leader"] = "fail", named
-        elif key in self.held:
-            return
-        elif named not in (UNKNOWN, self.me):
-            out["type"], out["leader"] = "redirect", named
-        elif now - w.since < PARK_LIMIT:
-            w.retry_at = now + PARK_RECHECK  # no leader to name: hold it
-            self.held.add(key)
-            return
-        else:
-            out["type"] = "redirect"  # to FFFF: the client picks any replica
-        self.held.discard(key)
-        del self.waiting[key]
-        self._sendto(out)
-
-    def _sendto(self, msg: dict) -> None:
-        self._send_raw(json.dumps(msg))
-
-    def _send_raw(self, text: str) -> None:
-        try:
-            self.sock.sendto(text.encode("ascii"), self.sim)
-        except OSError as exc:  # the simulator closed our socket, or a full buffer: a loss
-            log.info("%s: send failed: %r", self.me, exc)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

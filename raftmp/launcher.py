@@ -21,7 +21,7 @@ import weakref
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
-from . import wire
+from .transports import wire
 from .core.errors import Timeout, Unavailable
 from .router import DEFAULT_OUT_CAP, run_router
 from .worker import worker_main

@@ -82,7 +82,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
-from . import wire
+from .transports import wire
 from .core.errors import ConfigError
 from .faults import Cuts, Faults
 

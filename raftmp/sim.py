@@ -50,7 +50,7 @@ from .core.session import DONE, UNKNOWN, ClientSession, Outcome, Timing
 from .faults import Faults
 from .simchecks import Checks, Violation, _state
 from .storage import CorruptStorage, DiskImage
-from .wire import FIRST_CLIENT_ID
+from .transports.wire import FIRST_CLIENT_ID
 
 FAULTS = ("crash", "restart", "partition", "duplicate", "delay", "hold", "corrupt")
 # Where in a node's turn a crash lands ("idle": between turns).

@@ -12,9 +12,9 @@
                                                     #   acknowledgements, client answers
         reap a finished snapshot writer (compact), or fork one if a snapshot is due
 
-The loop does not know what carries its packets: a transport (``transport.py``)
+The loop does not know what carries its packets: a transport (``transports/``)
 does — the router link for a cluster's worker process, UDP to the CS3700
-simulator in ``cs3700.py``. A transport hands over only well-formed messages
+simulator in ``transports/course_link.py``. A transport hands over only well-formed messages
 (``core.messages.check_raft_message``); what it drops, it counts here.
 
 No threads (``threading.active_count() == 1`` always): the links are plain
@@ -35,7 +35,8 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
-from . import identity, wire
+from . import identity
+from .transports import wire
 from .core.kv import Limits
 from .core.messages import RAFT_MESSAGES, ClientRequest
 from .core.node import Node
@@ -43,7 +44,7 @@ from .core.raft import Config
 from .procs import die_with_parent
 from .snapshots import SnapshotWriter
 from .storage import FileStorage
-from .transport import RouterLink
+from .transports.router_link import RouterLink
 
 log = logging.getLogger("raftmp.worker")
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import WAIT, assert_readable, assert_same_state, put_all, wait_until
 
 import raftmp
-from raftmp import wire
+from raftmp.transports import wire
 from raftmp.console import Console
 from raftmp.core.messages import (
     INVALID,

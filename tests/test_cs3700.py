@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raftmp import jsonwire
+from raftmp.transports import jsonwire
 from raftmp.core.messages import (
     INVALID,
     OK,
@@ -29,7 +29,7 @@ from raftmp.core.messages import (
     RequestVote,
     RequestVoteReply,
 )
-from raftmp.cs3700 import PARK_LIMIT, PARK_RECHECK, CourseLink, mid_seq
+from raftmp.transports.course_link import PARK_LIMIT, PARK_RECHECK, CourseLink, mid_seq
 
 nat = st.integers(min_value=0, max_value=2**63)
 text = st.text(max_size=40)

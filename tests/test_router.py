@@ -18,7 +18,7 @@ import pytest
 from conftest import wait_until
 
 import raftmp
-from raftmp import wire
+from raftmp.transports import wire
 from raftmp.core.messages import RequestVote
 from raftmp.faults import Faults
 from raftmp.launcher import start_router

@@ -1,21 +1,4 @@
-"""What carries a worker's messages: the loop in ``worker.py`` runs over any
-object with this shape (a *transport*)::
-
-    fileno()                        readable when messages may have arrived
-    receive(now, readable, reject)  -> [(src, message)]: what arrived (and, for
-                                    a transport that holds requests back, what
-                                    is due again); ``reject(why)`` counts what
-                                    it drops; EOFError when the other end is gone
-    next_deadline()                 when ``receive`` has something without I/O
-    send(messages, now)             [(dst, message)], as few packets as it can
-    pickled(entries)                pickles of ``entries`` as they crossed the
-                                    wire (for the log file), or None
-    close()
-
-``RouterLink`` (here) is the link to raftmp's router; ``cs3700.CourseLink``
-speaks the CS3700 simulator's JSON over UDP.
-"""
-
+"""``RouterLink``: a worker's link to raftmp's router (the transport shape is in ``__init__``)."""
 from __future__ import annotations
 
 import pickle
@@ -24,8 +7,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ..core.messages import RAFT_MESSAGES, AppendEntries, Entry, check_raft_message
 from . import wire
-from .core.messages import RAFT_MESSAGES, AppendEntries, Entry, check_raft_message
 
 INF = float("inf")
 PICKLE_CACHE = 64           # pickled entry batches kept for reuse

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core.kv import check_command
-from .core.messages import (
+from ..core.kv import check_command
+from ..core.messages import (
     AppendEntries,
     AppendEntriesReply,
     Command,

@@ -30,7 +30,7 @@ import struct
 from multiprocessing.connection import Client, Connection
 from typing import Any
 
-from .core.errors import Unavailable
+from ..core.errors import Unavailable
 
 HEADER = struct.Struct("!iiH")
 HELLO = b"RAFTMP-HELLO"
