@@ -17,6 +17,7 @@ from typing import IO, Any, Optional, Union
 from .transports import wire
 from .core.errors import InvalidRequest, Unavailable
 from .core.kv import Limits, check_command
+from .core.membership import CONF_OPS
 from .core.messages import ClientReply, Command
 from .core.session import ClientSession, Outcome, Timing
 
@@ -60,6 +61,12 @@ class Client:
     def cas(self, key: str, expected: Optional[str], new: str) -> bool:
         """Set ``key`` to ``new`` if its value is ``expected`` (None: if absent); whether it did."""
         return self._call("cas", key, new, expected)
+
+    def change_config(self, op: str, node: int) -> None:
+        """A configuration change (``membership.CONF_OPS``: add_voter, add_learner,
+        promote, remove ``node``), through this client's session like a write:
+        applied exactly once. ConfigChangeRefused says why the leader would not."""
+        self._call(op, str(node))
 
     def _call(self, op: str, key: str, value: Optional[str] = None,
               expected: Optional[str] = None) -> Any:
@@ -105,7 +112,8 @@ class Client:
             if done or now >= end:
                 if self.history is not None:
                     for o in done:
-                        self.history.write(json.dumps(o.record()) + "\n")
+                        if o.command.op not in CONF_OPS:   # the history holds the store's ops
+                            self.history.write(json.dumps(o.record()) + "\n")
                 return done
 
     def close(self) -> None:

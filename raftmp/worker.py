@@ -151,7 +151,7 @@ class Worker:
 
     def control(self) -> None:
         try:
-            number, request = self.ctl.recv()   # numbered: a late answer is recognised
+            number, request, *args = self.ctl.recv()   # numbered: a late answer is recognised
         except (EOFError, OSError):
             log.info("node %d: launcher gone, exiting", self.id)
             self.running = False
@@ -163,18 +163,23 @@ class Worker:
             reply = self.status()
         elif request == "dump":
             reply = self.node.data()
+        elif request == "transfer" and len(args) == 1:
+            reply = self.node.transfer_leader(args[0], time.monotonic())
         else:
             reply = ValueError(f"unknown control request {request!r}")
         self.ctl.send((number, reply))
 
     def status(self) -> dict:
         node, data = self.node, self.node.data()
+        config_index, config = node.configuration
         digest = hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()[:16]
         with open("/proc/self/statm") as f:   # Linux: resident pages are the second field
             rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         return {
             "node": self.id, "pid": os.getpid(), "alive": True,
             "role": node.role, "term": node.term, "vote": node.vote, "leader": node.leader,
+            "member": node.membership, "config_index": config_index,
+            "voters": list(config.voters), "learners": list(config.learners),
             "commit": node.commit, "applied": node.applied, "log": node.last_index,
             "keys": len(data), "kv_digest": digest,
             "snapshot": node.snapshot_index, "installs": node.installs,

@@ -183,6 +183,11 @@ class Node:
 
     # ------------------------------------------------------------------ inputs
 
+    def transfer_leader(self, target: int, now: float) -> Optional[str]:
+        """Hand leadership to voter ``target`` (thesis §3.10): None once started
+        (``leader`` names it when done), or why not."""
+        return self.raft.transfer_leader(target, now)
+
     def step(self, src: int, msg: Any, now: float) -> None:
         if type(msg) is ClientRequest:
             self.handle_client(src, msg.command, now)

@@ -34,6 +34,17 @@ from .progress import Progress
 from .roles import FOLLOWER, LEADER
 
 INF = float("inf")
+# Refusals that pass: asked again a little later, the change may be accepted.
+NOT_COMMITTED = "the previous configuration change is not committed yet"
+NO_OWN_COMMIT = "this leader has not committed an entry of its term yet"
+TRANSFERRING = "a leadership transfer"
+PASSING = (NOT_COMMITTED, NO_OWN_COMMIT, TRANSFERRING, "not the leader")
+
+
+def passing(why: str) -> bool:
+    """Whether a refusal (one naming ``propose_config``'s reason) may pass if
+    asked again."""
+    return any(reason in why for reason in PASSING)
 
 
 class MembershipRules:
@@ -81,16 +92,16 @@ class MembershipRules:
             return None, "not the leader"
         if self.transfer_to is not None and (op, server) != (REMOVE, self.transfer_to):
             # (removing its target abandons the transfer: use_latest_config)
-            return None, f"a leadership transfer to {self.transfer_to} is under way"
+            return None, f"{TRANSFERRING} to {self.transfer_to} is under way"
         # One change at a time, and the 2015 rule (Ongaro, raft-dev, "bug in
         # single-server membership changes"): only once the previous
         # configuration is committed and this leader has committed an entry of
         # its own term (its no-op), so no configuration appended by an earlier
         # leader can still be overwritten after this one was counted over it.
         if self.configs.latest_index > self.commit:
-            return None, "the previous configuration change is not committed yet"
+            return None, NOT_COMMITTED
         if self.log.term(self.commit) != self.term:
-            return None, "this leader has not committed an entry of its term yet"
+            return None, NO_OWN_COMMIT
         new, why = change(self.configs.latest, op, server, request)
         if new is None:
             return None, why
@@ -123,7 +134,7 @@ class MembershipRules:
         if target not in self.voters:
             return f"server {target} is not a voter"
         if self.transfer_to is not None:
-            return f"a leadership transfer to {self.transfer_to} is under way"
+            return f"{TRANSFERRING} to {self.transfer_to} is under way"
         self.transfer_to = target
         self.transfer_deadline = now + self.config.election_timeout[1]
         self.timeout_sent_at = -INF
