@@ -19,6 +19,8 @@ HELP = """commands:
   cas KEY EXPECTED NEW     (EXPECTED '-' means: only if KEY is absent)
   status                   leader
   kill N                   restart N
+  add_node                 (a new server: learner, then voter once caught up)
+  remove_node N            transfer_leader N
   partition 0,1 2,3,4      (groups of nodes that cannot reach each other)
   heal                     faults [drop=P] [client_drop=P] [delay=LO,HI] [duplicate=P]
   help                     quit"""
@@ -77,8 +79,8 @@ class Console:
 
     def do_status(self) -> None:
         stats = self.cluster.stats()
-        cols = ("node", "alive", "role", "term", "leader", "commit", "applied", "log", "snapshot",
-                "log_entries", "data_bytes", "keys")
+        cols = ("node", "alive", "role", "member", "config_index", "term", "leader", "commit",
+                "applied", "log", "snapshot", "log_entries", "data_bytes", "keys")
         rows = [[n.get(c, "") for c in cols] for n in stats["nodes"]]
         self.out(tabulate(rows, headers=cols))
         t = stats["router"]["total"]
@@ -93,6 +95,17 @@ class Console:
     def do_restart(self, n: str) -> None:
         self.cluster.restart(int(n))
         self.out(f"restarted node {n}")
+
+    def do_add_node(self) -> None:
+        self.out(f"added node {self.cluster.add_node()} (a voter)")
+
+    def do_remove_node(self, n: str) -> None:
+        self.cluster.remove_node(int(n))
+        self.out(f"removed node {n}; members {self.cluster.ids}")
+
+    def do_transfer_leader(self, n: str) -> None:
+        took = self.cluster.transfer_leader(int(n))
+        self.out(f"node {n} leads (took {took:.3f} s)")
 
     def do_partition(self, *groups: str) -> None:
         if len(groups) < 2:

@@ -336,17 +336,18 @@ def test_console_reports_errors_and_keeps_going(cluster, data, seed):
     script = ["frobnicate", "put onlykey", "get a b c", "kill x", "kill 17", "restart 0",
               "partition 0", "faults drop", "faults nosuch=1", "faults delay=a,b",
               "put 'open", "put k" + "x" * 2000 + " v", "", "   ", "PUT upper case",
-              "get upper"]
+              "get upper", "remove_node 17", "transfer_leader x", "add_node 3"]
     for cmd in script:
         assert console.execute(cmd) is True, f"console stopped at {cmd!r}"
     errors = [ln for ln in lines if ln.startswith("error:")]
-    assert len(errors) == 12, f"seed {seed}: {lines}"
+    assert len(errors) == 15, f"seed {seed}: {lines}"
     assert errors[0] == "error: unknown command 'frobnicate' (try 'help')"
     assert all("Traceback" not in ln for ln in lines)
     assert "InvalidRequest" in errors[11] and "longer than" in errors[11], errors[11]
     assert "quotation" in errors[10].lower(), errors[10]
     assert "running" in errors[5] and "no node 17" in errors[4], errors
-    assert lines[-2:] == ["ok", "case"], lines      # commands are case-insensitive
+    assert lines[-5:-3] == ["ok", "case"], lines    # commands are case-insensitive
+    assert "no node 17" in errors[12] and "wrong arguments" in errors[14], errors
     expected["upper"] = "case"
     assert console.execute("quit") is False
     still_serving(cluster, kv, expected, seed)
