@@ -49,10 +49,11 @@ from .core.raft import LEADER, Config
 from .core.session import DONE, UNKNOWN, ClientSession, Outcome, Timing
 from .faults import Faults
 from .simchecks import Checks, Violation, _state
+from .simchurn import ADMIN, Churn
 from .storage import CorruptStorage, DiskImage
 from .transports.wire import FIRST_CLIENT_ID
 
-FAULTS = ("crash", "restart", "partition", "duplicate", "delay", "hold", "corrupt")
+FAULTS = ("crash", "restart", "partition", "duplicate", "delay", "hold", "corrupt", "churn")
 # Where in a node's turn a crash lands ("idle": between turns).
 CRASH_POINTS = ("idle", "before_save", "mid_save", "after_save")
 # Small enough that most seeds snapshot many times and send InstallSnapshot in
@@ -129,7 +130,7 @@ class SimResult:
     history: list[Outcome] = field(default_factory=list)
 
 
-class Simulation(Checks):
+class Simulation(Checks, Churn):
     def __init__(self, seed: int, cfg: SimConfig, raft_config: Optional[Config] = None) -> None:
         self.seed, self.cfg = seed, cfg
         self.raft_config = dataclasses.replace(
@@ -143,9 +144,10 @@ class Simulation(Checks):
         self.crash_at: dict[int, str] = {}   # node -> where its next persisting turn crashes
         self.corrupted: set[int] = set()     # a bit of its log was flipped while it was down
         self.dead: set[int] = set()          # refused to start: stays down
-        self.nodes: dict[int, Node] = {i: self._boot(i) for i in self.ids}
         # Generous: at 50% loss a read may need many tries (liveness, not speed, is checked).
         self.timing = Timing(attempt_timeout=0.25, backoff=0.02, op_timeout=30.0)
+        self._init_churn()
+        self.nodes: dict[int, Node] = {i: self._boot(i) for i in self.ids}
         self.clients = {FIRST_CLIENT_ID + c: ClientSession(FIRST_CLIENT_ID + c, self.ids,
                                                        random.Random(self.rng.random()),
                                                        self.timing)
@@ -163,6 +165,7 @@ class Simulation(Checks):
         self.entry_at: dict[tuple[int, int], tuple[Any, int]] = {}
         self.applied_at: dict[int, tuple[int, Any]] = {}           # index -> (term, cmd)
         self.committed = 0                                          # highest index committed
+        self.config_seen: set[tuple[int, Any]] = set()   # configuration entries checked
         # (node, client_id, seq) of a get -> what was committed when it reached the node
         self.read_floor: dict[tuple[int, int, int], int] = {}
         # Snapshots: node -> (incarnation, image, when it is written); the
@@ -198,7 +201,8 @@ class Simulation(Checks):
             t_net = self.net[0][0] if self.net else float("inf")
             deadlines = {i: self._deadline(i) for i in self.nodes}
             t_node = min(deadlines.values(), default=float("inf"))
-            t_client = min(c.next_deadline() for c in self.clients.values())
+            t_client = min(min(c.next_deadline() for c in self.clients.values()),
+                           self.admin.next_deadline())
             t_heal = self.heal_time if not self.healed else float("inf")
             self.now = max(self.now, min(t_net, t_node, t_client, self.next_fault, t_heal,
                                          self._next_submit_time()))
@@ -221,6 +225,7 @@ class Simulation(Checks):
                 if c.next_deadline() <= self.now:
                     c.tick(self.now)
                     self._client_flush(cid, c)
+            self._admin_turn()
             self._submit_ready()
 
     # ------------------------------------------------------------- workload
@@ -288,6 +293,10 @@ class Simulation(Checks):
             heapq.heappush(self.net, (self.now + delay, self.seq, src, dst, msgs))
 
     def _deliver(self, src: int, dst: int, msgs: list) -> None:
+        if dst == ADMIN:
+            for m in msgs:
+                self._admin_turn(src, m)
+            return
         if dst in self.clients:
             c = self.clients[dst]
             for m in msgs:
@@ -314,8 +323,8 @@ class Simulation(Checks):
         storage = self.storage[i]
         drift = self.cfg.clock_drift
         self.rate[i] = 1 + drift * rng.choice((-1, 1)) if drift else 1.0
-        return Node(i, self.ids, storage.load(), rng, self._local(i), self.raft_config,
-                    snapshot=storage.load_snapshot())
+        return Node(i, self._boot_nodes(i), storage.load(), rng, self._local(i),
+                    self.raft_config, snapshot=storage.load_snapshot())
 
     def _local(self, i: int) -> float:
         """Node i's clock reading now."""
@@ -347,6 +356,7 @@ class Simulation(Checks):
         rd = self._guard(i, node.ready, local)
         self._check_entries(i, node, rd.entries)
         self._check_applied(i, rd.committed)
+        self._check_configs(i, node, rd.entries)
         self._check_compaction(i, node)
         if node.role == LEADER:
             self._check_leader(i, node)
@@ -391,7 +401,8 @@ class Simulation(Checks):
         del self.nodes[i]
         self.crash_at.pop(i, None)
         cfg, r = self.cfg, self.rng
-        if (corrupt and "corrupt" in cfg.faults and not self.corrupted and cfg.nodes >= 3
+        if (corrupt and "corrupt" in cfg.faults and not self.corrupted and not self.dead
+                and cfg.nodes >= 3
                 and r.random() < cfg.corrupt and self.storage[i].flip_bit(r)):
             self.corrupted.add(i)
         self._check_durable(i)
@@ -434,9 +445,10 @@ class Simulation(Checks):
     # ---------------------------------------------------------------- faults
 
     def _may_crash(self) -> bool:
-        down = len(self.ids) - len(self.nodes)
-        return (not self.healed and "crash" in self.cfg.faults
-                and down < (self.cfg.nodes - 1) // 2 + ("restart" in self.cfg.faults))
+        if self.healed or "crash" not in self.cfg.faults:
+            return False
+        down, voters = self._down_voters()   # over every configuration in use
+        return down < (voters - 1) // 2 + ("restart" in self.cfg.faults)
 
     def _fault_gap(self) -> float:
         return self.now + self.rng.uniform(0.2, 0.8)
@@ -457,10 +469,13 @@ class Simulation(Checks):
             choices += ["restart", "restart"]
         if "partition" in cfg.faults:
             choices += ["partition", "isolate_leader", "one_way", "heal"]
+        choices += self._churn_choices()
         if not choices:
             return
         kind = r.choice(choices)
-        if kind == "crash":
+        if kind == "churn":
+            self._churn()
+        elif kind == "crash":
             victim = r.choice(sorted(self.nodes))
             point = r.choice(CRASH_POINTS)
             if point == "idle":

@@ -22,13 +22,14 @@ import pickle
 from typing import Any
 
 from .checker import check_outcomes
+from .core.membership import Configuration
 from .core.messages import (
     OK,
     AppendEntriesReply,
     ClientReply,
     InstallSnapshotReply,
+    Command,
     RequestVoteReply,
-    SessionClock,
     Snapshot,
 )
 from .core.node import Node
@@ -70,10 +71,29 @@ class Checks:
             return
         index = max(self.applied_at)
         term = self.applied_at[index][0]
-        holders = [j for j in self.ids if self.storage[j].holds(index, term)]
-        if len(holders) < majority_of(self.cfg.nodes):
+        # A server whose disk was lost (churn) never votes again: it counts as holding it.
+        holders = {j for j in self.ids if self.storage[j].holds(index, term)} | self.wiped
+        # Counted over the voters of a configuration in use (thesis §4.1): the one
+        # the leader counted over may be one appended after the entry.
+        if not any(len(holders & v) >= majority_of(len(v)) for v in self._voter_sets()):
             raise Violation(f"durability: committed entry {index} (term {term}) is on the disks "
-                            f"of nodes {holders} only, after node {i} crashed")
+                            f"of nodes {sorted(holders)} only, after node {i} crashed")
+
+    def _check_configs(self, i: int, node: Node, entries: list) -> None:
+        """Thesis §4.1 and the 2015 rule: a configuration entry is appended only
+        once the one before it in the log is committed (so no two in a log
+        differ by more than one voter unless the first is committed), and
+        differs from it by at most one voter."""
+        if not any(type(e.command) is Configuration for e in entries):
+            return
+        history = node.configurations
+        for (a, old), (b, new) in zip(history, history[1:]):
+            if (b, new) not in self.config_seen:
+                self.config_seen.add((b, new))
+                if len(set(old.voters) ^ set(new.voters)) > 1 or a > self.committed:
+                    raise Violation(f"configurations: node {i} holds {new.describe()} at {b} "
+                                    f"after {old.describe()} at {a} (committed: "
+                                    f"{self.committed})")
 
     def _check_entries(self, i: int, node: Node, entries: list) -> None:
         """Log matching (§5.3): an (index, term) pair names one command and one
@@ -151,6 +171,8 @@ class Checks:
                 raise Violation(f"node {i} has a snapshot at {snap.index}, but entry {index} "
                                 "was never applied")
             term, cmd = self.applied_at[index]
+            if type(cmd) is Configuration:
+                cmd = cmd.request   # its session records the change (node.py)
             if cmd is not None:
                 ref.apply(cmd)
             self.reference_at[index] = _state(ref.snapshot_data())
@@ -165,11 +187,11 @@ class Checks:
         deadline = self.now + 10.0
         while self.now < deadline:
             leaders = [n for n in self.nodes.values() if n.role == LEADER]
-            applied = {n.applied for n in self.nodes.values()}
+            applied = {self.nodes[i].applied for i in self._members()}
             if leaders and applied == {leaders[0].commit} and not self.net:
                 break
             self._step_time()
-        live = sorted(self.nodes)
+        live = self._members()   # a removed server may stay behind
         states = {i: self.nodes[i].data() for i in live}
         first = states[live[0]]
         for i in live:
@@ -180,7 +202,7 @@ class Checks:
                  if o.outcome == DONE and o.command.op != "get"}
         upto = min(self.nodes[i].applied for i in live)
         present = {(cmd.client_id, cmd.seq) for index, (_, cmd) in self.applied_at.items()
-                   if type(cmd) is not SessionClock and cmd is not None and index <= upto}
+                   if type(cmd) is Command and index <= upto}
         lost = acked - present
         if lost:
             raise Violation(f"acknowledged writes missing from live nodes: {sorted(lost)[:5]}")

@@ -375,6 +375,7 @@ def test_leader_transfer_timeout() -> None:
         net.heartbeat(1, nodes=[0, 1])
     net.heartbeat(1, nodes=[0, 1])
     assert net[0].transfer_to is None and net[0].role == LEADER
+    assert net[0].next_deadline() > net.now, "an abandoned transfer's timer stays due"
     assert not sent(net, TimeoutNow)
     assert net[0].propose("b") is not None
 
@@ -388,7 +389,7 @@ def test_transfer_abandoned_when_the_target_is_removed() -> None:
     assert net[0].transfer_leader(2, net.now) is None
     assert net[0].propose_config(ADD_LEARNER, 3)[1] == "a leadership transfer to 2 is under way"
     net.change(0, REMOVE, 2)
-    assert net[0].transfer_to is None
+    assert net[0].transfer_to is None and net[0].next_deadline() > net.now
     assert net[0].propose("b") is not None
 
 

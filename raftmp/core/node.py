@@ -98,6 +98,17 @@ class Node:
         return configs.latest_index, configs.latest
 
     @property
+    def configurations(self) -> list[tuple[int, Configuration]]:
+        """(index, configuration) of every configuration in this node's log, the
+        one at or below its base first (thesis §4.1)."""
+        return list(self.raft.configs.history)
+
+    @property
+    def committed_configuration(self) -> tuple[int, Configuration]:
+        """(its index, the latest configuration at or below the commit index)."""
+        return self.raft.configs.at(self.raft.commit)
+
+    @property
     def membership(self) -> str:
         """This node in its latest configuration: voter, learner or non-member."""
         return role_in(self.raft.configs.latest, self.id)

@@ -75,7 +75,7 @@ class MembershipRules:
                 # (rto: a heartbeat until a round trip is measured, Raft._reset_rto)
                 progress[p] = Progress(self.log.last_index + 1, self.config.heartbeat_interval)
         if self.transfer_to is not None and self.transfer_to not in self.voters:
-            self.transfer_to = None   # its target left the configuration: abandon it
+            self.abort_transfer_state()   # its target left the configuration: abandon it
         self.maybe_commit()   # a smaller quorum may commit what waited
 
     def has_quorum(self, ids: Any) -> bool:
@@ -147,7 +147,7 @@ class MembershipRules:
         heartbeat interval: TimeoutNow may be lost); give up after an election
         timeout (writes resume)."""
         if now >= self.transfer_deadline:
-            self.transfer_to = None
+            self.abort_transfer_state()
             return
         target = self.transfer_to
         if (self.progress[target].match == self.log.last_index
