@@ -126,6 +126,8 @@ class SimResult:
     snapshots: int = 0          # taken by nodes on their own
     installs: int = 0           # received from a leader
     duplicates: int = 0         # answers to an operation already answered (CS3700's count)
+    changes: int = 0            # configuration changes made (churn)
+    transfers: int = 0          # leaderships handed over (churn)
     violations: list[str] = field(default_factory=list)
     history: list[Outcome] = field(default_factory=list)
 
@@ -166,6 +168,7 @@ class Simulation(Checks, Churn):
         self.applied_at: dict[int, tuple[int, Any]] = {}           # index -> (term, cmd)
         self.committed = 0                                          # highest index committed
         self.config_seen: set[tuple[int, Any]] = set()   # configuration entries checked
+        self.committed_term = 0                             # highest term of a committed entry
         # (node, client_id, seq) of a get -> what was committed when it reached the node
         self.read_floor: dict[tuple[int, int, int], int] = {}
         # Snapshots: node -> (incarnation, image, when it is written); the
@@ -187,6 +190,7 @@ class Simulation(Checks, Churn):
             self.result.violations.append(f"t={self.now:.4f}: simulator error {exc!r}")
         self.result.end_time = self.now
         self.result.duplicates = sum(c.duplicates for c in self.clients.values())
+        self.result.changes = self.changes["ok"]
         return self.result
 
     def _loop(self) -> None:
@@ -354,6 +358,8 @@ class Simulation(Checks, Churn):
         local = self._local(i)
         self._guard(i, node.tick, local)
         rd = self._guard(i, node.ready, local)
+        if node.next_deadline() <= local:   # a timer that stays due spins the loop
+            raise Violation(f"node {i}: its timers are still due after its turn")
         self._check_entries(i, node, rd.entries)
         self._check_applied(i, rd.committed)
         self._check_configs(i, node, rd.entries)
@@ -608,7 +614,8 @@ def run_many(seeds: list[int], cfg: SimConfig, jobs: int = 1,
 def print_table(results: list[SimResult], cfg: SimConfig) -> None:
     columns = {"ops ok": "ops_ok", "unknown": "ops_unknown", "failed": "ops_failed",
                "elections": "elections", "snapshots": "snapshots", "installs": "installs",
-               "packets": "packets", "messages": "messages", "dup answers": "duplicates"}
+               "packets": "packets", "messages": "messages", "dup answers": "duplicates",
+               "changes": "changes", "transfers": "transfers"}
     row = {"seeds": len(results), "drop": cfg.drop, "faults": ",".join(cfg.faults) or "none",
            **{name: sum(getattr(r, f) for r in results) for name, f in columns.items()},
            "violations": sum(1 for r in results if r.violations)}

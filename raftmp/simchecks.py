@@ -94,6 +94,10 @@ class Checks:
                     raise Violation(f"configurations: node {i} holds {new.describe()} at {b} "
                                     f"after {old.describe()} at {a} (committed: "
                                     f"{self.committed})")
+                if node.log_term(b) > self.committed_term:
+                    raise Violation(f"the 2015 rule: node {i} holds {new.describe()} at {b} "
+                                    f"(term {node.log_term(b)}), appended before its leader "
+                                    f"committed an entry of its term")
 
     def _check_entries(self, i: int, node: Node, entries: list) -> None:
         """Log matching (§5.3): an (index, term) pair names one command and one
@@ -109,6 +113,7 @@ class Checks:
         """State machine safety (§5.4.3): one command per index, on every node."""
         if committed:
             self.committed = max(self.committed, committed[-1].index)
+            self.committed_term = max(self.committed_term, committed[-1].term)
         for e in committed:
             seen = self.applied_at.setdefault(e.index, (e.term, e.command))
             if seen != (e.term, e.command):
@@ -142,6 +147,12 @@ class Checks:
         if leader is None:  # a new leader: it must hold everything committed so far
             self.leader_of[node.term] = i
             self.result.elections += 1
+            if node.membership != "voter":   # thesis §4.2.1-2: only voters campaign
+                raise Violation(f"membership: node {i} leads term {node.term} as a "
+                                f"{node.membership} of {node.configuration[1].describe()}")
+            old = self.leader_of.get(node.term - 1)
+            if self.transfers_from.pop(old, None) == node.term - 1:
+                self.result.transfers += 1
             for j, other in self.nodes.items():
                 # Thesis §6.4.1: no leader is elected while an older one's lease holds.
                 if j != i and other.lease_until() > self._local(j):

@@ -47,6 +47,7 @@ class Churn:
                                    self.timing)
         self.changes = {"ok": 0, "refused": 0, "unknown": 0}
         self.wiped: set[int] = set()         # lost their disk (counted as holding everything)
+        self.transfers_from: dict[int, int] = {}   # leader -> the term it began handing over
 
     def _boot_nodes(self, i: int) -> list[int]:
         return self.first if i in self.first else []
@@ -78,7 +79,7 @@ class Churn:
     def _churn_choices(self) -> list[str]:
         if "churn" not in self.cfg.faults or len(self.admin.pending) >= 2 or not self.nodes:
             return []
-        return ["churn"]
+        return ["churn", "churn"]
 
     def _churn(self) -> None:
         r = self.rng
@@ -103,8 +104,9 @@ class Churn:
                 self._admin(REMOVE, r.choice(victims))
         elif kind == "transfer" and leader is not None:
             others = [v for v in conf.voters if v != leader and v in self.nodes]
-            if others:
-                self.nodes[leader].transfer_leader(r.choice(others), self._local(leader))
+            if others and self.nodes[leader].transfer_leader(r.choice(others),
+                                                             self._local(leader)) is None:
+                self.transfers_from[leader] = self.nodes[leader].term
         elif (kind == "lose_disk" and not self.dead and not self.corrupted
               and len(conf.voters) > MIN_VOTERS):
             j = r.choice([v for v in conf.voters if v != leader])

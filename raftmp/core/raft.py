@@ -209,7 +209,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules, MembershipRules):
             elif self.reads and now >= self.read_deadline:
                 self.bcast_append(now, heartbeat=False)  # the round's answers were lost: ask again
         elif now >= self.election_deadline:
-            if self.is_voter:
+            if self.may_campaign():
                 self.become_pre_candidate(now)
             else:   # learners and removed servers never campaign (thesis §4.2.1, §4.2.2)
                 self.election_deadline = now + self._election_timeout()

@@ -53,7 +53,7 @@ class MembershipRules:
     def use_latest_config(self) -> None:
         """The latest configuration in the log changed (appended, truncated,
         installed with a snapshot): use it from now on (thesis §4.1)."""
-        conf = self.configs.latest
+        conf = self.config_in_use()
         self.voters = frozenset(conf.voters)
         self.is_voter = self.id in self.voters
         self.peers = sorted(conf.members - {self.id})
@@ -78,6 +78,19 @@ class MembershipRules:
             self.abort_transfer_state()   # its target left the configuration: abandon it
         self.maybe_commit()   # a smaller quorum may commit what waited
 
+    def config_in_use(self) -> Any:
+        """Thesis §4.1: the latest configuration in the log, committed or not."""
+        return self.configs.latest
+
+    def may_campaign(self) -> bool:
+        """Only a voter of its latest configuration campaigns: never a learner
+        (thesis §4.2.1) nor a server that holds its own removal (§4.2.2)."""
+        return self.is_voter
+
+    def own_term_committed(self) -> bool:
+        """Whether this leader has committed an entry of its term (its no-op)."""
+        return self.log.term(self.commit) == self.term
+
     def has_quorum(self, ids: Any) -> bool:
         """Whether ``ids`` hold a majority of the latest configuration's voters."""
         return len(self.voters.intersection(ids)) >= self.quorum
@@ -100,7 +113,7 @@ class MembershipRules:
         # leader can still be overwritten after this one was counted over it.
         if self.configs.latest_index > self.commit:
             return None, NOT_COMMITTED
-        if self.log.term(self.commit) != self.term:
+        if not self.own_term_committed():
             return None, NO_OWN_COMMIT
         new, why = change(self.configs.latest, op, server, request)
         if new is None:
@@ -158,7 +171,7 @@ class MembershipRules:
     def handle_timeout_now(self, src: int, m: TimeoutNow, now: float) -> None:
         # (``step`` made us a follower of m.term if it was newer.) Only a voter
         # of the leader's term campaigns; a stale TimeoutNow was dropped there.
-        if self.role != FOLLOWER or not self.is_voter or m.term != self.term:
+        if self.role != FOLLOWER or not self.may_campaign() or m.term != self.term:
             return
         self.transfer_campaign = True
         self.become_candidate(now)
