@@ -78,7 +78,7 @@ FLOORS = [
     ["storage", "transports"],
     ["snapshots"],
     ["checker", "client", "router", "worker"],
-    ["simchecks"],
+    ["simchecks", "simchurn"],
     ["cs3700", "launcher", "scenario_file", "sim", "workload"],
     ["cluster"],
     ["console", "cs3700_suite", "scenario"],
