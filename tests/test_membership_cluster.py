@@ -74,3 +74,20 @@ def test_refusals_are_typed_and_say_why(seed):
             assert str(e) == "remove '7': refused: server 7 is not a member"
         else:
             raise AssertionError("removing a non-member was accepted")
+
+
+def test_a_server_that_never_catches_up_is_removed_again(seed):
+    """Thesis §4.2.1: a learner that cannot catch up is not promoted; the
+    launcher removes it and says so."""
+    with raftmp.Cluster(3, seed=seed) as cluster:
+        for i in cluster.ids:
+            cluster.cut(i, 3)                      # the server to come hears nobody
+        try:
+            cluster.add_node(timeout=3.0)
+        except raftmp.RaftmpError as e:
+            assert "node 3 did not catch up" in str(e), e
+        else:
+            raise AssertionError("a server that never caught up was promoted")
+        assert cluster.ids == [0, 1, 2] and 3 not in cluster.workers
+        s = cluster.node_status(cluster.wait_for_leader())
+        assert (s["voters"], s["learners"]) == ([0, 1, 2], [])
