@@ -77,7 +77,7 @@ class Cluster:
         self.secret = secrets.token_bytes(wire.SECRET_SIZE)  # only our workers speak as replicas
         self.config = config or Config()
         self.limits = limits or Limits()
-        self.timing = timing
+        self.timing = self._check_timing(timing)
         self.sync = sync
         self.start_timeout = start_timeout
         self.user_data_dir = data_dir
@@ -150,10 +150,18 @@ class Cluster:
     def client(self, *, history: Any = None, timing: Optional[Timing] = None) -> Client:
         """A new client endpoint (closed with the cluster)."""
         self._need_started()
-        c = Client(self.address, self.ids, timing=timing or self.timing, limits=self.limits,
-                   history=history)
+        c = Client(self.address, self.ids, timing=self._check_timing(timing) or self.timing,
+                   limits=self.limits, history=history)
         self._clients.append(c)
         return c
+
+    def _check_timing(self, timing: Optional[Timing]) -> Optional[Timing]:
+        """A client's op timeout may not outlast what the sessions are sized for."""
+        if timing is not None and timing.op_timeout > self.config.client_op_timeout:
+            raise ConfigError(f"Timing.op_timeout ({timing.op_timeout}) is above "
+                              f"Config.client_op_timeout ({self.config.client_op_timeout}), "
+                              f"for which the session timeout was checked")
+        return timing
 
     def kill(self, i: int) -> None:
         """SIGKILL node ``i`` (its data dir stays for ``restart``)."""

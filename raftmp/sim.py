@@ -57,9 +57,9 @@ FAULTS = ("crash", "restart", "partition", "duplicate", "delay", "hold", "corrup
 # Where in a node's turn a crash lands ("idle": between turns).
 CRASH_POINTS = ("idle", "before_save", "mid_save", "after_save")
 # Small enough that most seeds snapshot many times and send InstallSnapshot in
-# several chunks; the session timeout stays above the clients' op timeout.
+# several chunks; the session timeout well above the clients' op timeout (Config checks it).
 SIM_RAFT = {"snapshot_entries": 24, "snapshot_keep": 4, "snapshot_chunk": 200,
-            "session_timeout": 40.0}
+            "session_timeout": 60.0, "client_op_timeout": 30.0}
 # The nodes' timers (``--timing``). "sim", the default: a 0.05 s heartbeat
 # (Config's: 0.1 s), the pace the faults below were tuned to. "default": Config's.
 TIMINGS = {"sim": {"heartbeat_interval": 0.05, "election_timeout": (0.2, 0.4)},

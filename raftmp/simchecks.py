@@ -136,6 +136,9 @@ class Checks:
         """Election safety (§5.2), leader completeness (§5.4), and ReadIndex's premise
         (thesis §6.4): a leader counts as confirmed only rounds it sent in its term."""
         sent, answered = node.read_rounds()
+        if node.unsent_rounds:    # (dropped by the leader, but no honest node sends one)
+            raise Violation(f"read confirmation: leader {i} of term {node.term} got an answer "
+                            f"naming a round it never sent (up to {sent}): from an older term?")
         for peer, got in answered.items():
             if got > sent:
                 raise Violation(f"read confirmation: leader {i} of term {node.term} counts round "

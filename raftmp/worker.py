@@ -187,6 +187,7 @@ class Worker:
             "data_bytes": self.storage.disk_usage(), "rss": rss,
             "incarnation": self.incarnation, "snapshot_times": list(self.snapshot_times),
             "threads": threading.active_count(), "bad_packets": self.bad_packets,
+            "unsent_rounds": node.unsent_rounds,
         }
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ from raftmp.core.messages import (
     Entry,
     RequestVote,
     RequestVoteReply,
+    SessionClock,
 )
 from raftmp.transports.course_link import PARK_LIMIT, PARK_RECHECK, CourseLink, mid_seq
 
@@ -36,7 +37,11 @@ text = st.text(max_size=40)
 commands = (st.builds(Command, nat, nat, nat, st.sampled_from(["get", "delete"]), text,
                       st.none() | text, st.none() | text)
             | st.builds(Command, nat, nat, nat, st.sampled_from(["put", "cas"]), text, text,
-                        st.none() | text))
+                        st.none() | text)
+            # A leader's clock entry (thesis §6.3): it once had no JSON form, so after
+            # session_timeout / 8 with sessions a follower dropped every append.
+            | st.builds(SessionClock, st.floats(0, 1e9), st.floats(1, 1e4),
+                        st.lists(nat, max_size=4).map(tuple)))
 
 
 @st.composite
@@ -49,7 +54,7 @@ def appends(draw):
 
 
 raft_messages = st.one_of(
-    st.builds(RequestVote, nat, nat, nat, nat, st.booleans()),
+    st.builds(RequestVote, nat, nat, nat, nat, st.booleans(), st.booleans()),
     st.builds(RequestVoteReply, nat, nat, st.booleans(), st.booleans()),
     appends(),
     st.builds(AppendEntriesReply, nat, nat, st.booleans(), nat, nat, nat, nat))
@@ -62,15 +67,18 @@ def test_json_round_trip(m):
 
 
 @pytest.mark.parametrize("raw", [
-    ["rv", 1, 0, 0, 0],                                   # a field short
-    ["rv", 1, 0, 0, 0, 1, False],                         # int for a bool
+    ["rv", 1, 0, 0, 0, False],                            # a field short
+    ["rv", 1, 0, 0, 0, False, 1],                         # int for a bool
     ["rvr", True, 0, True, False],                        # bool for an int
     ["aer", -1, 0, True, 0, 0, 0, 0],                     # negative
-    ["ae", 1, 0, 3, 1, [[1, 5, None]], 0, 0],             # entry index not prev + 1
-    ["ae", 1, 0, 0, 0, [[1, 1, ["x", 1, 0, "put", "k", "v", None]]], 0, 0],  # bad client id
-    ["ae", 1, 0, 0, 0, [[1, 1, [1, 1, 0, "put", "k", None, None]]], 0, 0],   # put without value
-    ["ae", 1, 0, 0, 0, [[0, 1, None]], 0, 0],             # term 0 entry
-    ["ae", 1, 0, 0, 0, "entries", 0, 0],
+    ["ae", 1, 0, 3, 1, [[1, 5, None]], 0, 0, True],             # entry index not prev + 1
+    ["ae", 1, 0, 0, 0, [[1, 1, ["x", 1, 0, "put", "k", "v", None]]], 0, 0, True],  # bad client id
+    ["ae", 1, 0, 0, 0, [[1, 1, [1, 1, 0, "put", "k", None, None]]], 0, 0, True],  # put, no value
+    ["ae", 1, 0, 0, 0, [[0, 1, None]], 0, 0, True],             # term 0 entry
+    ["ae", 1, 0, 0, 0, "entries", 0, 0, True],
+    ["ae", 1, 0, 0, 0, [[1, 1, ["clock", 1.0, 300.0]]], 0, 0, True],       # clock: no seen
+    ["ae", 1, 0, 0, 0, [[1, 1, ["clock", -1.0, 300.0, []]]], 0, 0, True],  # negative time
+    ["ae", 1, 0, 0, 0, [[1, 1, ["clock", 1.0, 300.0, ["x"]]]], 0, 0, True],  # not an id
     ["xx", 1], [], {"rv": 1}, "rv", None, [["rv"], 1], [{"a": 1}],
 ])
 def test_json_decode_rejects_malformed(raw):

@@ -285,10 +285,11 @@ def test_sessions_expire_by_the_clock_in_the_log():
     assert kv.apply(cmd("put", "c", "1", client=3, seq=7, acked=1)) == (OK, None)
 
 
-def test_client_session_opens_then_reports_expiry():
+def test_client_session_opens_then_reopens_after_expiry():
     """A client sends acked=1 until one of its writes is applied (so the state
-    machine may open its session), then its real floor; an EXPIRED answer ends
-    the operation as failed (not applied), whichever node gave it."""
+    machine may open its session), then its real floor; after an EXPIRED answer
+    (no write in doubt) it sends acked=1 again until a write is applied: a new
+    session (the caller's operation goes on)."""
     import random
 
     from raftmp.core.messages import ClientReply
@@ -304,10 +305,34 @@ def test_client_session_opens_then_reports_expiry():
     c.tick(0.5)
     assert {m.command.acked for _, m in c.take_messages()} == {1}
     c.step(0, ClientReply(7, 2, OK, None), 0.6)           # a write applied: session open
-    c.step(0, ClientReply(7, 3, EXPIRED, "gone"), 0.6)
-    done = {o.command.seq: o for o in c.take_finished()}
-    assert done[2].outcome == DONE and done[3].outcome == FAILED
-    assert done[3].result.startswith(EXPIRED)
-    c.take_messages()                                      # (the search's resends)
-    c.submit("put", "k", "x", None, 1.0)
+    c.submit("put", "k", "x", None, 0.7)
+    assert [m.command.acked for _, m in c.take_messages()] == [3]
+    c.step(0, ClientReply(7, 3, EXPIRED, "gone"), 0.8)
+    assert [(m.command.seq, m.command.acked) for _, m in c.take_messages()] == [(3, 1)]
+    c.step(0, ClientReply(7, 3, OK, True), 0.9)           # a new session
+    c.submit("put", "k", "y", None, 1.0)
     assert [m.command.acked for _, m in c.take_messages()] == [4]
+    assert c.new_sessions == 1
+    assert [o.outcome for o in c.take_finished()] == [DONE, DONE, DONE]
+
+
+def test_a_clock_keeps_the_sessions_it_lists_alive():
+    """A SessionClock lists the clients the leader heard from since its previous
+    one (reads, retries answered from the table): their sessions are dated by
+    it, as an applied command's would be by the next clock."""
+    kv = KVStore()
+    kv.apply(cmd("put", "a", "1", client=1, seq=1))
+    kv.apply(cmd("put", "b", "1", client=2, seq=1))
+    kv.apply(SessionClock(100.0, 10.0))                  # both dated 100
+    kv.apply(SessionClock(108.0, 10.0, (1, 99)))         # 1 read; 99 has no session
+    kv.apply(SessionClock(111.0, 10.0))
+    assert set(kv.sessions) == {1} and kv.sessions[1].active == 108.0
+    kv.apply(cmd("get", "a", client=1, seq=2, acked=2))  # applied after 111: dated by the next
+    kv.apply(SessionClock(120.0, 10.0))
+    kv.apply(SessionClock(129.0, 10.0))
+    assert set(kv.sessions) == {1}
+    restored = KVStore()
+    restored.restore(kv.snapshot_data())
+    assert restored.sessions == kv.sessions and restored.clock == kv.clock
+    kv.apply(SessionClock(131.0, 10.0))
+    assert kv.sessions == {}

@@ -393,6 +393,26 @@ def test_thesis_6_4_stale_term_reject_confirms_no_round():
         assert net.reads[0] == [], "an isolated leader released a read"
 
 
+def test_thesis_6_4_a_reply_naming_a_round_never_sent_is_dropped_and_counted():
+    """An AppendEntriesReply of the leader's term that confirms a round above any
+    it sent cannot be honest: believed, it released an isolated leader's read
+    (and kept later honest rounds from counting). Dropped, and counted."""
+    net = Network(3)
+    leader = net.elect(0)
+    net.heartbeat(2)
+    net.isolate(0)
+    assert leader.read_index("r")
+    net.flush(0)                                         # its round is lost
+    sent = leader.round
+    forged = AppendEntriesReply(leader.term, 1, True, leader.log.last_index, 0, 0, sent + 5)
+    net.step(1, 0, forged)
+    assert net.reads[0] == [], "a read released by a round never sent"
+    assert leader.progress[1].round <= sent and leader.unsent_rounds == 1
+    net.recover()
+    net.heartbeat()                                      # an honest round still counts
+    assert [ctx for ctx, _ in net.reads[0]] == ["r"] and leader.unsent_rounds == 1
+
+
 def test_thesis_10_2_1_only_a_leaders_appends_leave_before_the_save():
     """Thesis §10.2.1: a leader may send AppendEntries before its own log write
     (``Ready.messages``); an acknowledgement, a vote, and anything sent in a turn

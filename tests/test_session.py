@@ -8,7 +8,8 @@ from __future__ import annotations
 import random
 from itertools import pairwise
 
-from raftmp.core.messages import OK, REDIRECT, ClientReply, ClientRequest
+from raftmp.core.errors import SessionExpired, Timeout
+from raftmp.core.messages import OK, REDIRECT, ClientReply, ClientRequest, Command
 from raftmp.core.session import DONE, FAILED, UNKNOWN, ClientSession, Timing
 
 NODES = [0, 1, 2, 3, 4]
@@ -369,3 +370,128 @@ def test_a_cut_off_leader_and_its_follower_do_not_hold_the_search():
     done = s.take_finished()
     assert [o.outcome for o in done] == [DONE]
     assert done[0].complete < 3 * timing.attempt_timeout
+
+
+# ------------------------------------------------ session expiry (thesis §6.3)
+
+CLIENT = 1000
+
+
+class OneNode:
+    """A single-node cluster (it elects itself) serving one client at once,
+    on a virtual clock: requests and replies are delivered immediately."""
+
+    def __init__(self, session_timeout: float = 20.0) -> None:
+        from raftmp.core.node import Node
+        from raftmp.core.raft import LEADER, Config
+        self.node = Node(0, [0], (0, None, []), random.Random(0), 0.0,
+                         Config(session_timeout=session_timeout))
+        self.now = self.node.raft.election_deadline
+        self.node.tick(self.now)
+        self.node.ready(self.now)
+        assert self.node.role == LEADER
+        self.client = ClientSession(CLIENT, [0], random.Random(0),
+                                    Timing(op_timeout=session_timeout / 4))
+        self.client.leader = 0
+        self.requests = 0            # every request the node got
+
+    def do(self, op: str, key: str, value: str | None = None, lost: bool = False):
+        """One operation, run to its end (every request ``lost`` on the way); its Outcome."""
+        self.client.submit(op, key, value, None, self.now)
+        while True:
+            self.now += 0.01
+            for _, req in self.client.take_messages():
+                self.requests += 1
+                if not lost:
+                    self.node.step(CLIENT, req, self.now)
+            self.node.tick(self.now)
+            rd = self.node.ready(self.now)
+            for _, m in rd.persisted_messages:
+                self.client.step(0, m, self.now)
+            self.client.tick(self.now)
+            done = self.client.take_finished()
+            if done:
+                (o,) = done
+                return o
+
+    def idle(self, dt: float) -> None:
+        """Time passes; the node writes its clock into the log when due."""
+        end = self.now + dt
+        while self.now < end:
+            self.now = min(end, self.node.next_deadline())
+            self.node.tick(self.now)
+            self.node.ready(self.now)
+
+
+def test_a_session_that_only_reads_stays_alive():
+    """Reads (no log entry) keep a client's session as alive as writes do: a
+    client that wrote once and then only read for longer than the session
+    timeout still writes (review finding, issue 18)."""
+    one = OneNode(session_timeout=20.0)
+    assert one.do("put", "k", "1").outcome == DONE
+    for _ in range(12):                     # 12 x 4 s of reads: past 2 session timeouts
+        assert one.do("get", "k").result == "1"
+        one.idle(4.0)
+    o = one.do("put", "k", "2")
+    assert (o.outcome, o.result) == (DONE, None), o
+    assert one.node.sessions == 1 and one.client.new_sessions == 0
+
+
+def test_retries_answered_from_the_session_table_keep_the_session_alive():
+    one = OneNode(session_timeout=20.0)
+    assert one.do("put", "k", "1").outcome == DONE
+    (first,) = [o for o in one.node.kv.sessions.values()]
+    retry = ClientRequest(Command(CLIENT, 1, 1, "put", "k", "1"))
+    for _ in range(12):
+        one.node.step(CLIENT, retry, one.now)      # answered from the table: no log entry
+        assert one.node.ready(one.now).persisted_messages[0][1].status == OK
+        one.idle(4.0)
+    assert one.do("put", "k", "2").outcome == DONE
+    assert one.client.new_sessions == 0 and one.node.kv.sessions[CLIENT] is first
+
+
+def test_an_expired_session_with_no_write_in_doubt_is_replaced_by_the_client():
+    """Thesis §6.3: a client idle past the session timeout whose every write was
+    answered opens a new session by itself: the caller sees no error."""
+    one = OneNode(session_timeout=20.0)
+    assert one.do("put", "k", "1").outcome == DONE
+    one.idle(50.0)
+    assert one.node.sessions == 0                   # expired
+    o = one.do("put", "k", "2")
+    assert (o.outcome, o.error) == (DONE, None), o
+    assert one.client.new_sessions == 1 and one.node.sessions == 1
+    assert one.node.data() == {"k": "2"}
+    assert one.do("put", "k", "3").command.acked == 3      # the new session's real floor
+
+
+def test_session_expired_reaches_the_caller_only_with_a_write_in_doubt():
+    """A write the client gave up on (Timeout) may have been applied in the
+    expired session; a new one could apply a late copy of it again. Then the
+    caller is told (SessionExpired), and nothing is applied."""
+    one = OneNode(session_timeout=20.0)
+    assert one.do("put", "k", "1").outcome == DONE
+    o = one.do("put", "k", "lost", lost=True)
+    assert (o.outcome, o.error) == (UNKNOWN, Timeout)
+    one.idle(50.0)
+    o = one.do("put", "k", "2")
+    assert (o.outcome, o.error) == (FAILED, SessionExpired), o
+    assert one.node.data() == {"k": "1"} and one.client.new_sessions == 0
+
+
+def test_a_late_answer_settles_a_write_in_doubt_unless_it_is_expired():
+    """A late ok (or invalid) for a write given up on says what became of it; a
+    late EXPIRED says only that this copy was refused: an earlier one may have
+    been applied before the session expired, so the write stays in doubt."""
+    c = ClientSession(CLIENT, [0], random.Random(0), Timing(op_timeout=1.0))
+    c.leader = 0
+    for seq in (1, 2):
+        c.submit("put", "k", str(seq), None, 0.0)
+    c.take_messages()
+    c.tick(1.0)                                               # both given up: in doubt
+    assert [o.error for o in c.take_finished()] == [Timeout, Timeout]
+    c.step(0, ClientReply(CLIENT, 1, OK, None), 1.1)
+    c.step(0, ClientReply(CLIENT, 2, "expired", "gone"), 1.1)
+    assert c.in_doubt == {2} and c.late == 2
+    c.submit("put", "k", "3", None, 2.0)
+    c.step(0, ClientReply(CLIENT, 3, "expired", "gone"), 2.1)
+    assert [o.error for o in c.take_finished()] == [SessionExpired]

@@ -95,23 +95,29 @@ def test_node_with_an_empty_data_dir_refuses_to_take_part(tmp_path, seed):
         assert not (tmp_path / "node2" / "log").exists()
 
 
-def test_idle_session_expires_with_a_typed_error(seed):
-    config = Config(session_timeout=2.0)
+def test_idle_sessions_expire_and_only_a_write_in_doubt_makes_it_an_error(seed):
+    """Thesis §6.3 end to end: idle sessions expire; a client with every write
+    answered opens a new session by itself, one that gave up on a write (which
+    a new session could apply twice) gets the typed error."""
+    config = Config(session_timeout=2.0, client_op_timeout=1.0)
     timing = raftmp.Timing(op_timeout=1.0)
     with raftmp.Cluster(3, seed=seed, config=config, timing=timing) as cluster:
-        idle, busy = cluster.client(), cluster.client()
+        idle, doubtful, busy = cluster.client(), cluster.client(), cluster.client()
         idle.put("a", "1")
+        doubtful.put("d", "1")
         busy.put("b", "1")
+        cluster.set_faults(client_drop=1.0)
+        with pytest.raises(raftmp.Timeout):
+            doubtful.put("d", "2")   # never arrives, but the client cannot know that
+        cluster.set_faults(client_drop=0.0)
 
         def expired():
             busy.put("b", "2")        # keeps its own session alive
             leader = cluster.leader()
             return leader is not None and cluster.node_status(leader).get("sessions") == 1
 
-        wait_until(expired, 15, f"the idle session to expire (seed {seed})", interval=0.2)
+        wait_until(expired, 15, f"the idle sessions to expire (seed {seed})", interval=0.2)
+        idle.put("a", "2")            # a new session, no error
         with pytest.raises(raftmp.SessionExpired):    # (a RaftmpError)
-            idle.put("a", "2")
-        assert busy.get("a") == "1"   # the expired client's write was not applied
-        fresh = cluster.client()
-        fresh.put("a", "3")
-        assert fresh.get("a") == "3"
+            doubtful.put("d", "3")
+        assert busy.get("a") == "2" and busy.get("d") == "1"   # "d" = "3" was not applied

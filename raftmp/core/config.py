@@ -10,6 +10,9 @@ from .errors import ConfigError, check_positive
 
 INF = float("inf")
 READ_MODES = ("index", "lease")
+OP_TIMEOUT = 5.0        # a client's default op timeout (session.Timing.op_timeout)
+# A session outlives its client's op timeout this many times over (see session_timeout).
+SESSION_MARGIN = 2
 
 
 @dataclass
@@ -45,10 +48,14 @@ class Config:
     snapshot_bytes: int = 4 << 20
     snapshot_keep: int = 5_000
     snapshot_chunk: int = 64 << 10
-    # Thesis §6.3: a client session idle this long (by the leader's clock,
-    # written into the log) expires. Far above a client's op timeout, so no
-    # request of an expired session can still be retried.
+    # Thesis §6.3: a client session no leader heard from for this long (by the
+    # leaders' clocks, written into the log) expires. At least SESSION_MARGIN x
+    # the longest op timeout of this cluster's clients (``client_op_timeout``,
+    # their Timing.op_timeout): then a write still pending at its client
+    # cannot have been applied in a session that has since expired, and a
+    # client with no write in doubt may open a new session by itself.
     session_timeout: float = 300.0
+    client_op_timeout: float = OP_TIMEOUT
     # Reads (thesis §6.4): "index" confirms leadership by a heartbeat round per
     # batch of reads (ReadIndex); "lease" answers them at once while a quorum's
     # recent acknowledgements hold the leader's lease (§6.4.1, core/lease.py),
@@ -69,7 +76,12 @@ class Config:
     quiet_heartbeats: bool = False
 
     def __post_init__(self) -> None:
-        check_positive(self, "heartbeat_interval", "min_rto", "max_rto")
+        check_positive(self, "heartbeat_interval", "min_rto", "max_rto", "session_timeout",
+                       "client_op_timeout")
+        if self.session_timeout < SESSION_MARGIN * self.client_op_timeout:
+            raise ConfigError(f"Config.session_timeout ({self.session_timeout}) must be at least "
+                              f"{SESSION_MARGIN} x Config.client_op_timeout "
+                              f"({self.client_op_timeout}, the clients' Timing.op_timeout)")
         check_positive(self, "max_batch_entries", "max_batch_bytes", "max_inflight",
                        integer=True)
         timeout = self.election_timeout

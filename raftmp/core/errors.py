@@ -51,8 +51,10 @@ def check_positive(settings: Any, *names: str, integer: bool = False) -> None:
 
 
 class SessionExpired(RaftmpError):
-    """The client's session expired (idle past the cluster's session timeout,
-    thesis §6.3); the operation was not applied. Start a new client."""
+    """The client's session expired (no leader heard from it for the cluster's
+    session timeout, thesis §6.3) while a write it gave up on (``Timeout``) may
+    have been applied in it; the operation was not applied. Start a new client.
+    (With no write in doubt, the client opens a new session by itself.)"""
 
 
 class ConfigChangeRefused(RaftmpError):

@@ -11,8 +11,11 @@ applied again; ``acked`` (the lowest seq the client still waits for) lets the
 table forget everything below it.
 
 Bounded sessions (thesis §6.3): the leader writes its clock into the log
-(``SessionClock``); a session idle for longer than the timeout written with
-it is dropped, by every replica at the same index. A command of a client
+(``SessionClock``), with the clients it heard from since its previous clock
+(reads, retries); a session is alive as of the first clock after any request
+of it (applied, or listed in a clock), so it lives at least the timeout past
+its latest request, and one idle for longer than the timeout is dropped, by
+every replica at the same index. A command of a client
 that has no session but has had a write acknowledged (``acked > 1``: the
 client has moved past its first request) comes from an expired session: it
 is refused (EXPIRED), never applied, because its retries could otherwise be
@@ -85,7 +88,8 @@ def check_command(cmd: Any, limits: Optional[Limits]) -> Optional[str]:
 class Session:
     floor: int = 0                                   # every seq below this was acknowledged
     results: dict[int, Any] = field(default_factory=dict)
-    active: float = 0.0                              # log clock at its last command
+    active: float = 0.0     # the log clock that followed its latest request
+    seen: bool = True       # a request of it came after the latest clock (active is behind)
 
 
 class KVStore:
@@ -122,7 +126,7 @@ class KVStore:
             if cmd.acked > 1:
                 return EXPIRED, "session expired: start a new client"
             s = self.sessions[cmd.client_id] = Session()
-        s.active = self.clock
+        s.seen = True
         if cmd.seq < s.floor:
             return None, None
         if cmd.seq in s.results:
@@ -136,21 +140,28 @@ class KVStore:
         return OK, result
 
     def expire(self, clock: SessionClock) -> None:
-        """Drop the sessions idle for longer than ``clock.timeout`` (thesis §6.3).
-        The clock is the leaders' (the maximum written so far): on one machine
-        every process shares the monotonic clock; across machines a new leader's
-        clock running ahead would expire sessions early (never late)."""
-        if self.clock == 0:   # the first clock entry: sessions seen so far were active before it
-            for s in self.sessions.values():
-                s.active = clock.time
+        """Date the sessions heard from since the previous clock, then drop those
+        idle for longer than ``clock.timeout`` (thesis §6.3). The clock is the
+        leaders' (the maximum written so far): on one machine every process
+        shares the monotonic clock; across machines a new leader's clock running
+        ahead would expire sessions early (never late)."""
         self.clock = max(self.clock, clock.time)
+        sessions = self.sessions
+        for cid in clock.seen:
+            s = sessions.get(cid)
+            if s is not None:
+                s.seen = True
         cutoff = self.clock - clock.timeout
-        for cid in [cid for cid, s in self.sessions.items() if s.active < cutoff]:
-            del self.sessions[cid]
+        for cid, s in list(sessions.items()):
+            if s.seen:
+                s.active, s.seen = self.clock, False
+            elif s.active < cutoff:
+                del sessions[cid]
 
     def snapshot_data(self) -> bytes:
         """The whole state machine, for a snapshot: data, sessions and clock."""
-        sessions = {cid: (s.floor, s.results, s.active) for cid, s in self.sessions.items()}
+        sessions = {cid: (s.floor, s.results, s.active, s.seen)
+                    for cid, s in self.sessions.items()}
         return pickle.dumps((self.data, sessions, self.clock), pickle.HIGHEST_PROTOCOL)
 
     def restore(self, blob: bytes) -> None:

@@ -1,12 +1,13 @@
 """The leader's lease for reads (thesis §6.4.1): pure arithmetic on the leader's clock.
 
-A follower that hears from its leader ignores vote requests (pre-votes too)
-for the minimum election timeout E (thesis §4.2.3, ``Raft._in_lease``), and a
-node that has just booted, not knowing whom it last heard, does the same for
-E after boot. So once a quorum has acknowledged a message that left at or
-after time t (the start of its round), no other leader can be elected before
-t + E on those followers' clocks, and the leader may answer reads from its
-own state until then, without a round of messages per read.
+A node that hears from a leader ignores vote requests (pre-votes too, of its
+own term too, whatever term it has moved to since) for the minimum election
+timeout E (thesis §4.2.3, ``Raft.holds_vote``), and a node that has just
+booted, not knowing whom it last heard, does the same for E after boot. So
+once a quorum has acknowledged a message that left at or after time t (the
+start of its round), no other leader can be elected before t + E on those
+followers' clocks, and the leader may answer reads from its own state until
+then, without a round of messages per read.
 
 The assumption, stated: every node's clock runs at a rate within
 ``clock_drift`` (a fraction) of real time. No bound on clock *offsets* is

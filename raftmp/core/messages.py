@@ -33,9 +33,8 @@ class RequestVote(NamedTuple):
     # before a real election, so a server that was cut off cannot force its
     # inflated term on a working cluster. Changes nobody's term or vote.
     pre: bool = False
-    # A leadership transfer's campaign (thesis §3.10, ``TimeoutNow``): the
-    # leader asked for it, so voters grant it even while they hear that leader
-    # (the thesis §4.2.3 hold is for disruptive servers, not this one).
+    # Leadership transfer (thesis §3.10): the leader asked for this election
+    # (TimeoutNow), so voters disregard the vote hold of §4.2.3 (``holds_vote``).
     transfer: bool = False
 
 
@@ -205,12 +204,15 @@ class Command(NamedTuple):
 
 
 class SessionClock(NamedTuple):
-    """A log entry written by the leader (thesis §6.3): the time on its clock, and
-    how long a session may stay idle. Every replica expires the same sessions
+    """A log entry written by the leader (thesis §6.3): the time on its clock, how
+    long a session may stay idle, and the clients the leader heard from since
+    its previous clock (reads and retries answered from the session table
+    leave no other trace in the log). Every replica expires the same sessions
     at the same index, because the time comes from the log, not its own clock."""
 
     time: float
     timeout: float
+    seen: tuple = ()     # client ids, ascending
 
 
 class ClientRequest(NamedTuple):

@@ -25,7 +25,10 @@ received from the leader arrives in ``Ready.snapshot`` and is loaded here.
 
 The leader writes its clock into the log (``SessionClock``) every eighth of
 the session timeout while there are sessions, so that every replica expires
-idle sessions at the same index (thesis §6.3).
+idle sessions at the same index (thesis §6.3); the clock lists the clients
+whose requests the leader saw since its previous one (``seen``), so that a
+client that only reads, or whose retries are answered from the session
+table, keeps its session too.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class Node:
         self.reads: dict[int, tuple[int, Command, float]] = {}
         self.read_ctx: dict[tuple[int, int], int] = {}   # (client_id, seq) -> its read's ctx
         self.next_read = 0
+        self.seen: set[int] = set()    # clients heard from as leader, for the next SessionClock
         self.replies: list[tuple[int, ClientReply]] = []
         self.keep_writes = keep_writes
         self.proposed: dict[int, tuple[int, int]] = {}   # keep_writes: log index -> write
@@ -132,7 +136,8 @@ class Node:
 
     @property
     def leader_seen(self) -> float:
-        """When (on this node's clock) it last heard from the leader it names."""
+        """When (on this node's clock) it last heard from a leader, of any term
+        (a later term reached since does not reset it: thesis §4.2.3)."""
         return self.raft.leader_seen
 
     @property
@@ -156,6 +161,12 @@ class Node:
         and, per peer, the highest round that peer confirmed."""
         raft = self.raft
         return raft.round, {p: pr.round for p, pr in raft.progress.items()}
+
+    @property
+    def unsent_rounds(self) -> int:
+        """Replies dropped for confirming a round this node never sent (as leader,
+        since it booted): nonzero means a dishonest or corrupted peer."""
+        return self.raft.unsent_rounds
 
     @property
     def snapshot_index(self) -> int:
@@ -238,6 +249,7 @@ class Node:
                                                   self.fresh_leader(now))))
             return
         self._start_serving(now)
+        self.seen.add(cmd.client_id)
         if raft.transfer_to is not None and cmd.op != "get":
             # Handing leadership over (thesis §3.10): no new entries; the client
             # is told to retry (at the next leader, found by its search).
@@ -344,14 +356,16 @@ class Node:
                 self._reply(src, cmd, RETRY, None)
         self.reads = {}
         self.read_ctx = {}
+        self.seen = set()      # a later term's first clock must not date them
         self.serving_term = None
 
     def _write_clock(self, now: float) -> None:
         """Thesis §6.3: the leader's time, in the log, drives session expiry."""
         raft = self.raft
         self.clock_at = now + raft.config.session_timeout / 8
+        seen, self.seen = tuple(sorted(self.seen)), set()
         if raft.role == LEADER and self.kv.sessions:
-            raft.propose(SessionClock(now, raft.config.session_timeout))
+            raft.propose(SessionClock(now, raft.config.session_timeout, seen))
 
     def _settle_snapshot(self, index: int) -> None:
         """keep_writes: the writes proposed at or below ``index`` were decided by the

@@ -114,7 +114,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules, MembershipRules):
         self.installs = 0                            # snapshots received (a statistic)
         self.role = FOLLOWER
         self.leader: Optional[int] = None
-        self.leader_seen = -INF       # when we last heard from the leader
+        self.leader_seen = -INF       # when we last heard from a leader, any term (holds_vote)
         # Output of the current turn: appends (may leave before the save), the rest.
         self.appends: list[tuple[int, Any]] = []
         self.held: dict[int, AppendEntries] = {}   # prev_index -> append past a gap
@@ -130,6 +130,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules, MembershipRules):
         # Leader state.
         self.progress: dict[int, Progress] = {}
         self.round = 0
+        self.unsent_rounds = 0    # replies naming a round we never sent: dropped (a statistic)
         self.reads: list[tuple[Any, int]] = []          # (ctx, round needed)
         self.reads_waiting_commit: list[Any] = []       # before the leader's no-op commits
         self.read_bcast = False
@@ -161,12 +162,9 @@ class Raft(FollowerRules, ReadRules, SnapshotRules, MembershipRules):
     def step(self, src: int, m: Any, now: float) -> None:
         """Handle one message from peer ``src``."""
         t = type(m)
+        if t is RequestVote and m.term >= self.term and self.holds_vote(m, now):
+            return   # thesis §4.2.3: no term, no vote, however we came to its term
         if m.term > self.term:
-            if t is RequestVote and not m.transfer and self._in_lease(now):
-                # Thesis §4.2.3: while a leader is known to be alive, ignore vote
-                # requests, so a server that was cut off (or removed) cannot
-                # depose it; but for a transfer that leader asked for (§3.10).
-                return
             if (t is RequestVote and m.pre) or (t is RequestVoteReply and m.pre and m.granted):
                 pass  # pre-votes use a future term but change nobody's term (thesis §9.6)
             else:
@@ -529,6 +527,9 @@ class Raft(FollowerRules, ReadRules, SnapshotRules, MembershipRules):
             return
         if m.success and m.index > self.log.last_index:
             return  # matches what this leader never sent: not an honest reply (§5.3)
+        if m.round > self.round:
+            self.unsent_rounds += 1   # confirms a round never sent: no honest reply does
+            return
         pr = self.progress.get(src)
         if pr is None:
             return   # no longer a member

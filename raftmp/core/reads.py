@@ -8,7 +8,7 @@ has confirmed it is still leader after the read arrived: a heartbeat round
 (``round``) answered by a quorum. Thesis §6.4.1 (lease reads, ``read_mode =
 "lease"``): acknowledgements of a round that began at time s promise that
 none of those followers votes for another leader before s + the minimum
-election timeout (``_in_lease``), so until then, less a clock-drift margin
+election timeout (``holds_vote``), so until then, less a clock-drift margin
 (``lease.py``), reads need no messages at all; past it they fall back to
 ReadIndex. Thesis §6.2 (check-quorum): a leader that has not heard from a
 majority for a while steps down, so clients stuck with it move on.
@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .lease import lease_duration
+from .messages import RequestVote
 from .roles import LEADER
 
 INF = float("inf")
@@ -135,10 +136,18 @@ class ReadRules:
     def lease_duration(self) -> float:
         return lease_duration(self.config.election_timeout[0], self.config.clock_drift)
 
-    def _in_lease(self, now: float) -> bool:
-        """Whether we heard from a live leader within the minimum election timeout
-        (a leader trusts itself: check-quorum deposes it when it loses its majority),
-        or booted within it in lease mode (core/lease.py)."""
+    def holds_vote(self, m: RequestVote, now: float) -> bool:
+        """Thesis §4.2.3, the promise every lease rests on (§6.4.1): a server that
+        heard from a leader within the minimum election timeout (a leader trusts
+        itself: check-quorum deposes it when it loses its majority), or booted
+        within it in lease mode (core/lease.py), neither adopts a vote request's
+        term nor grants it, pre-vote or not. Timed from ``leader_seen`` alone,
+        which a later term does not reset: a term reached by another path first
+        (a pre-vote refusal, any reply) must not release the promise. A
+        leadership transfer (thesis §3.10, ``RequestVote.transfer``) is the one
+        request that passes: the leader itself asked for it."""
+        if m.transfer:
+            return False
         if self.role == LEADER or now < self.vote_hold_until:
             return True
-        return self.leader is not None and now - self.leader_seen < self.config.election_timeout[0]
+        return now - self.leader_seen < self.config.election_timeout[0]

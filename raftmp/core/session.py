@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
 
+from .config import OP_TIMEOUT
 from .errors import (
     ConfigChangeRefused,
     InvalidRequest,
@@ -66,7 +67,9 @@ class Timing:
     # at most max_backoff, times a random factor in [0.5, 1) (jitter).
     backoff: float = 0.02
     max_backoff: float = 0.2
-    op_timeout: float = 5.0         # give up on an operation after this long
+    # Give up on an operation after this long (the cluster's Config.client_op_timeout
+    # must be at least this: its sessions outlive it, see Config.session_timeout).
+    op_timeout: float = OP_TIMEOUT
 
     def __post_init__(self) -> None:
         check_positive(self, "attempt_timeout", "backoff", "op_timeout")
@@ -133,6 +136,10 @@ class ClientSession:
         # until then ``acked`` stays 1, which lets the state machine open the
         # session at our first write, and tell an expired one apart after it.
         self.has_session = False
+        # Writes given up on (UNKNOWN) and not answered since: while there is one, an
+        # expired session cannot be replaced (the write may have been applied in it).
+        self.in_doubt: set[int] = set()
+        self.new_sessions = 0       # sessions reopened after one expired (a statistic)
         self.searching = False      # no leader known: one probe at a time, the rest wait
         self.probe: Optional[int] = None    # seq of the probe while searching
         self.cursor: Optional[int] = None   # the search's place in the node order
@@ -161,6 +168,8 @@ class ClientSession:
                     self.duplicates += 1     # it had its answer already
                 elif reply.status in (OK, EXPIRED, INVALID, REFUSED):   # its first result
                     del self.gave_up[reply.seq]
+                    if reply.status != EXPIRED:   # (an expired copy says nothing of others)
+                        self.in_doubt.discard(reply.seq)        # its fate is known now
                     self.late += 1
             return
         if reply.status == OK:
@@ -174,8 +183,22 @@ class ClientSession:
             self._found_leader(src, now)
             return
         if reply.status == EXPIRED:
-            # Final, like a result: the state machine refused it at its index.
-            self._finish(reply.seq, FAILED, f"{EXPIRED}: {reply.result}", now, SessionExpired)
+            # The state machine refused it at its index: not applied.
+            if self.in_doubt:
+                # A write we gave up on may have been applied in the expired
+                # session: a new session could apply a late copy of it again.
+                self._finish(reply.seq, FAILED, f"{EXPIRED}: {reply.result}", now,
+                             SessionExpired)
+                return
+            # Nothing of ours is in doubt (a write still pending cannot have been
+            # applied in a session that expired since: Config.session_timeout):
+            # open a new session (acked = 1 until a write of it is applied) and
+            # send the operation again.
+            if self.has_session:
+                self.has_session = False
+                self.new_sessions += 1
+            if src == p.target and p.sent:
+                self._dispatch(p, now)
             return
         if src == p.sent_to:
             p.sent_to = None   # it refused our last attempt: it will not answer it
@@ -224,6 +247,7 @@ class ClientSession:
                 if p.command.op != "get" and p.tries:
                     self._finish(seq, UNKNOWN, "timed out: the operation may or may not have "
                                  "been applied", now, Timeout)
+                    self.in_doubt.add(seq)
                 else:
                     self._finish(seq, FAILED, "no leader answered", now, Unavailable)
                 if p.tries:

@@ -9,8 +9,9 @@ its fields in declaration order::
     ["ae",  term, leader, prev_index, prev_term, [entry...], commit, round]
     ["aer", term, follower, success, index, conflict_term, conflict_index, round]
 
-    entry   = [term, index, command]       command = null (a leader's no-op) or
-              [client_id, seq, acked, op, key, value, expected]
+    entry   = [term, index, command]       command = null (a leader's no-op),
+              [client_id, seq, acked, op, key, value, expected] or
+              ["clock", time, timeout, [client_id...]]    (a SessionClock)
 
 ``decode`` checks every field's type (an int is never a bool), that numbers
 are not negative, that entries are the run ``prev_index + 1 ...`` and that
@@ -31,6 +32,7 @@ from ..core.messages import (
     Entry,
     RequestVote,
     RequestVoteReply,
+    SessionClock,
 )
 
 N, B = "int", "bool"   # a field kind: a non-negative int, a bool
@@ -46,8 +48,7 @@ _TAGS = {cls: tag for tag, (cls, _) in _SCHEMAS.items()}
 def encode(m: Any) -> list:
     """The JSON-ready form of a Raft message (a list: ``json.dumps`` it)."""
     if type(m) is AppendEntries:
-        entries = [[e.term, e.index, None if e.command is None else list(e.command)]
-                   for e in m.entries]
+        entries = [[e.term, e.index, _command(e.command)] for e in m.entries]
         return ["ae", m.term, m.leader, m.prev_index, m.prev_term, entries, m.commit, m.round,
                 m.reply]
     return [_TAGS[type(m)], *m]
@@ -81,7 +82,9 @@ def _entries(raw: Any, prev_index: int) -> tuple:
         term, index, cmd = e
         if type(term) is not int or term < 1 or index != i or type(index) is not int:
             raise ValueError(f"ae: entry ({term!r}, {index!r}) where index {i} belongs")
-        if cmd is not None:
+        if type(cmd) is list and cmd[:1] == ["clock"]:
+            cmd = _clock(cmd)
+        elif cmd is not None:
             if type(cmd) is not list or len(cmd) != len(Command._fields):
                 raise ValueError(f"ae: command {str(cmd)[:80]} is not a list of "
                                  f"{len(Command._fields)} fields")
@@ -91,3 +94,24 @@ def _entries(raw: Any, prev_index: int) -> tuple:
                 raise ValueError(f"ae: bad command: {err}")
         out.append(Entry(term, index, cmd))
     return tuple(out)
+
+
+def _command(cmd: Any) -> Any:
+    if cmd is None:
+        return None
+    if type(cmd) is SessionClock:
+        return ["clock", cmd.time, cmd.timeout, list(cmd.seen)]
+    return list(cmd)
+
+
+def _clock(raw: list) -> SessionClock:
+    """A SessionClock from ``["clock", time, timeout, [client_id...]]``."""
+    if len(raw) != 4:
+        raise ValueError(f"ae: clock {str(raw)[:80]} is not [\"clock\", time, timeout, seen]")
+    _, time, timeout, seen = raw
+    for v in (time, timeout):
+        if type(v) not in (int, float) or not 0 <= v < float("inf"):
+            raise ValueError(f"ae: clock time {v!r} is not a finite number >= 0")
+    if type(seen) is not list or any(type(c) is not int for c in seen):
+        raise ValueError(f"ae: clock seen {str(seen)[:80]} is not a list of client ids")
+    return SessionClock(float(time), float(timeout), tuple(seen))
