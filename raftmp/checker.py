@@ -34,7 +34,6 @@ The verdict is ``linearizable``, ``not linearizable`` (with a counterexample) or
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import itertools
 import math
@@ -45,6 +44,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .cli import Parser, integer, number
 from .history import OPS, BadHistory, Op, load_history
 
 __all__ = ["EXIT_STATUS", "LINEARIZABLE", "NOT_LINEARIZABLE", "SHORT_VERDICT", "UNDECIDED",
@@ -535,20 +535,18 @@ def main(argv: list[str]) -> int:
     used is printed). Usage errors and ``--help`` raise ``SystemExit`` (2 and 0)
     from argparse, as usual.
     """
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m raftmp check",
         description="Check a recorded client history (JSON lines) for linearizability. "
                     "Exit status: 0 linearizable, 1 not linearizable, 2 bad input, "
                     "3 undecided (the search gave up).")
     parser.add_argument("history", help="history file, one operation per line")
-    parser.add_argument("--max-states", type=int, default=DEFAULT_MAX_STATES,
+    parser.add_argument("--max-states", type=integer(0), default=DEFAULT_MAX_STATES,
                         help="give up on a key after this many dead ends (states searched "
                              "to the end without success; default %(default)s)")
-    parser.add_argument("--time-limit", type=float, default=None,
-                        help="give up on a key after this many seconds (default: none)")
+    parser.add_argument("--time-limit", type=number(0, above=True), default=None,
+                        help="give up on a key after this many seconds, > 0 (default: none)")
     args = parser.parse_args(argv)
-    if args.max_states < 0 or (args.time_limit is not None and not args.time_limit > 0):
-        parser.error("--max-states must be >= 0 and --time-limit > 0")
     t0 = time.monotonic()
     try:
         ops = load_history(args.history)

@@ -110,7 +110,9 @@ class Cluster:
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _close_in_child(ref))
         atexit.register(_stop_at_exit, ref)
-        try:
+        try:   # from here on, a failure stops what started and removes runtime_dir
+            os.makedirs(self.data_dir, exist_ok=True)
+            self.cluster_id = identity.init_cluster(self.data_dir, self.ids)
             self.router = start_router(self.ctx, self.address, self.seed, secret=self.secret,
                                        cleanup_dir=self.runtime_dir)
             self.router.set_faults(**asdict(self.faults))

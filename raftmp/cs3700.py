@@ -11,7 +11,6 @@ The course's wire rules are kept with the link, in ``transports/course_link.py``
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import random
@@ -22,11 +21,14 @@ import tempfile
 import time
 from typing import Any, Optional
 
+from .cli import Parser, integer, output_dir
 from .core.node import Node
 from .core.raft import Config
+from .procs import die_with_parent
 from .storage import FileStorage
 from .transports.course_link import COURSE_LIMITS, UNKNOWN, CourseLink, is_address
 from .worker import Worker
+
 
 def course_config(n: int) -> Config:
     """The course's timing profile for ``n`` replicas: quiet when idle.
@@ -49,13 +51,14 @@ def course_config(n: int) -> Config:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """``raftmp-3700kvstore <port> <id> <other ids...>``: one course replica."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="raftmp-3700kvstore",
         description="A raftmp replica for the CS3700 key-value store simulator (UDP).")
-    p.add_argument("port", type=int, help="the simulator's UDP port for this replica")
+    p.add_argument("port", type=integer(1, 65535),
+                   help="the simulator's UDP port for this replica")
     p.add_argument("id", help="this replica's id (4 hex digits)")
     p.add_argument("others", nargs="+", help="the other replicas' ids")
-    p.add_argument("--data-dir", default=None,
+    p.add_argument("--data-dir", type=output_dir, default=None,
                    help="keep the log here (default: a temporary directory, removed on exit)")
     p.add_argument("--seed", default=None, help="seed of the election timer's randomness")
     p.add_argument("--verbose", action="store_true", help="log to stderr")
@@ -71,6 +74,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
+    # The simulator stops its replicas at its exit; killed outright, it cannot:
+    # SIGTERM then (the log is removed), not an orphan answering nobody forever.
+    die_with_parent(os.getppid(), signal.SIGTERM)
 
     link = CourseLink(a.port, a.id, a.others)   # says hello before anything else
 

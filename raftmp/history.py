@@ -57,7 +57,8 @@ def _parse_line(n: int, text: str) -> Op:
     try:
         rec = json.loads(text)
     except json.JSONDecodeError as e:
-        raise bad(f"not valid JSON ({e.msg} at column {e.colno})") from None
+        at = "" if e.msg.endswith(" at") else " at"   # "Unterminated string starting at"
+        raise bad(f"not valid JSON ({e.msg}{at} column {e.colno})") from None
     if not isinstance(rec, dict):
         raise bad(f"expected a JSON object, got {type(rec).__name__}")
     missing = [f for f in FIELDS if f not in rec]
@@ -96,15 +97,23 @@ def _parse_line(n: int, text: str) -> Op:
               float(invoke), None if complete is None else float(complete), outcome, result, n)
 
 
+def _decode(n: int, line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadHistory(f"line {n}: not UTF-8 text (byte {line[e.start]:#04x} at column "
+                         f"{e.start + 1})") from None
+
+
 def load_history(source: str | os.PathLike[str] | Iterable[str]) -> list[Op]:
     """Parse a history from a file path or an iterable of JSON lines.
 
-    Blank lines are skipped. Raises :class:`BadHistory` naming the first bad line,
-    and ``OSError`` if the file cannot be read.
+    Blank lines are skipped. Raises :class:`BadHistory` naming the first bad line
+    (a line that is not UTF-8 too), and ``OSError`` if the file cannot be read.
     """
     if isinstance(source, (str, os.PathLike)):
-        with open(source, encoding="utf-8") as f:
-            return load_history(list(f))
+        with open(source, "rb") as f:
+            return load_history(_decode(n, line) for n, line in enumerate(f, 1))
     ops = []
     for n, text in enumerate(source, 1):
         if text.strip():

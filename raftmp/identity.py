@@ -11,6 +11,12 @@ worker then starts only if its identity is there and names the same cluster,
 and counts one more incarnation. A lost node is replaced by membership
 changes (thesis chapter 4): removed, and a new server added under a fresh
 id (``add_node``), which joins knowing nothing and promises nothing.
+
+``cluster.json`` also records the node list, and a start with another list is
+refused: the quorum is counted over the list, so restarting 5 nodes' data as 3
+lets 2 of them elect a leader without the 3 that hold the newest committed
+entries. The list is the cluster's first configuration; later members come
+and go by membership changes, recorded here too (``add_node``, ``remove_node``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import secrets
 import shutil
 from typing import Optional
 
-from .core.errors import RaftmpError
+from .core.errors import ConfigError, RaftmpError
 
 CLUSTER_FILE = "cluster.json"
 IDENTITY_FILE = "identity"
@@ -31,14 +37,26 @@ class LostState(RaftmpError):
     """A node's data directory does not hold its state: it refuses to take part."""
 
 
+class OtherNodes(ConfigError):
+    """The data directory belongs to a cluster of other nodes than the ones asked for."""
+
+
 def node_dir(data_dir: str, node: int) -> str:
     return os.path.join(data_dir, f"node{node}")
 
 
 def init_cluster(data_dir: str, nodes: list[int]) -> str:
-    """The cluster id of ``data_dir``, created with every node's identity if new."""
+    """The cluster id of ``data_dir``, created with every node's identity if new.
+    Raises ``OtherNodes`` when ``data_dir`` holds a cluster of other nodes."""
     existing = _read(os.path.join(data_dir, CLUSTER_FILE))
     if existing is not None:
+        recorded = existing.get("first", existing.get("nodes", nodes))
+        if recorded != nodes:
+            raise OtherNodes(
+                f"{data_dir} holds a cluster of {_describe(recorded)}, not {_describe(nodes)}: "
+                f"start it with its {len(recorded)} nodes (--nodes {len(recorded)}), or use a "
+                "fresh data directory (members are added and removed with add_node and "
+                "remove_node)")
         return existing["cluster"]
     cluster = secrets.token_hex(8)
     for i in nodes:
@@ -48,6 +66,12 @@ def init_cluster(data_dir: str, nodes: list[int]) -> str:
                    {"cluster": cluster, "node": i, "incarnation": 0})
     _write(os.path.join(data_dir, CLUSTER_FILE), {"cluster": cluster, "nodes": nodes})
     return cluster
+
+
+def _describe(nodes: list[int]) -> str:
+    if nodes == list(range(len(nodes))):
+        return f"{len(nodes)} nodes (0-{len(nodes) - 1})" if len(nodes) > 1 else "1 node (0)"
+    return f"nodes {nodes}"
 
 
 def members(data_dir: str) -> tuple[list[int], list[int], list[int]]:

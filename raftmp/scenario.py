@@ -32,7 +32,6 @@ reported beside it (``late_answers``), and counts among the failures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -49,6 +48,7 @@ from typing import Any, Callable, Optional
 from tabulate import tabulate
 
 from .checker import SHORT_VERDICT, check, load_history
+from .cli import Parser, complain, integer, number, output_dir, output_file
 from .cluster import Cluster
 from .core.config import Config
 from .core.errors import ConfigError, RaftmpError, Unavailable
@@ -524,35 +524,34 @@ def table_row(r: ScenarioResult) -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m raftmp scenario",
         description="Run CS3700-format fault scenarios against a real raftmp cluster and grade "
                     "them. Exit 0 when every scenario is correct, 1 otherwise, 2 on bad input.")
     p.add_argument("files", nargs="*", help="scenario JSON files")
     p.add_argument("--all", action="store_true",
                    help=f"run every shipped scenario ({SCENARIO_DIR})")
-    p.add_argument("--seed", type=int, default=None, help="override the scenarios' seeds")
-    p.add_argument("--time-scale", type=float, default=1.0,
-                   help="multiply every time (lifetime, waits, events) by this (default 1)")
+    p.add_argument("--seed", type=integer(0), default=None, help="override the scenarios' seeds")
+    p.add_argument("--time-scale", type=number(0, 100, above=True), default=1.0,
+                   help="multiply every time (lifetime, waits, events) by this, in (0, 100] "
+                        "(default 1)")
     p.add_argument("--profile", choices=tuple(PROFILES), default="course",
                    help="the cluster's Raft settings: 'course' (default: the CS3700 "
                         "profile, quiet, 0.5 s heartbeats) or 'default' (raftmp.Config())")
-    p.add_argument("--json", dest="json_out", default=None, help="write the results here")
-    p.add_argument("--history-dir", default=None,
+    p.add_argument("--json", dest="json_out", type=output_file, default=None,
+                   help="write the results here")
+    p.add_argument("--history-dir", type=output_dir, default=None,
                    help="write each scenario's history to DIR/NAME.jsonl")
     a = p.parse_args(argv)
     if not a.files and not a.all:
         p.error("give scenario files, or --all")
-    if not a.time_scale > 0:
-        p.error("--time-scale must be > 0")
     paths = [Path(f) for f in a.files] + (shipped_scenarios() if a.all else [])
     scenarios = []
     for path in paths:
         try:
             scenarios.append(load_scenario(path))
         except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            return complain(e)
     if a.history_dir:
         os.makedirs(a.history_dir, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "

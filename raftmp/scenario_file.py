@@ -225,10 +225,14 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                          f"{e.start})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}: not valid JSON ({e.msg} at line {e.lineno} column "
+        at = "" if e.msg.endswith(" at") else " at"   # "Unterminated string starting at"
+        raise ConfigError(f"{p}: not valid JSON ({e.msg}{at} line {e.lineno} column "
                           f"{e.colno})") from None
     sc = parse_scenario(data, p.stem)
     sc.path = str(p)

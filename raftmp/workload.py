@@ -36,11 +36,13 @@ class Workload:
 
 def drive(client: Client, workload: Workload, duration: float, rng: random.Random,
           on_tick: Optional[Callable[[float], None]] = None, tick: float = 0.25,
-          ops_limit: Optional[int] = None) -> list[Outcome]:
+          ops_limit: Optional[int] = None,
+          outcomes: Optional[list[Outcome]] = None) -> list[Outcome]:
     """Closed loop: keep ``concurrency`` operations in flight for ``duration``
     seconds, then wait for those still in flight. ``on_tick(elapsed)`` is
-    called about every ``tick`` seconds (progress, timed events)."""
-    outcomes: list[Outcome] = []
+    called about every ``tick`` seconds (progress, timed events). The outcomes
+    are appended to ``outcomes`` if given (a caller interrupted keeps them)."""
+    outcomes = [] if outcomes is None else outcomes
     start = time.monotonic()
     end = start + duration
     next_tick = start + tick

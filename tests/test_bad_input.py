@@ -335,19 +335,33 @@ def test_console_reports_errors_and_keeps_going(cluster, data, seed):
     console = Console(cluster, out=lines.append)
     script = ["frobnicate", "put onlykey", "get a b c", "kill x", "kill 17", "restart 0",
               "partition 0", "faults drop", "faults nosuch=1", "faults delay=a,b",
-              "put 'open", "put k" + "x" * 2000 + " v", "", "   ", "PUT upper case",
-              "get upper", "remove_node 17", "transfer_leader x", "add_node 3"]
+              "put 'open", "put k" + "x" * 2000 + " v", "kill abc", "faults drop=2",
+              "remove_node 17", "transfer_leader x", "add_node 3",
+              "", "   ", "PUT upper case", "get upper"]
     for cmd in script:
         assert console.execute(cmd) is True, f"console stopped at {cmd!r}"
     errors = [ln for ln in lines if ln.startswith("error:")]
-    assert len(errors) == 15, f"seed {seed}: {lines}"
+    assert len(errors) == 17, f"seed {seed}: {lines}"
     assert errors[0] == "error: unknown command 'frobnicate' (try 'help')"
-    assert all("Traceback" not in ln for ln in lines)
-    assert "InvalidRequest" in errors[11] and "longer than" in errors[11], errors[11]
+    assert all("Traceback" not in ln and "Error:" not in ln for ln in lines), lines
+    assert errors[1] == "error: usage: put KEY VALUE", errors
+    assert errors[3].startswith("error: usage: kill N"), errors
+    assert "longer than" in errors[11], errors[11]
     assert "quotation" in errors[10].lower(), errors[10]
     assert "running" in errors[5] and "no node 17" in errors[4], errors
-    assert lines[-5:-3] == ["ok", "case"], lines    # commands are case-insensitive
-    assert "no node 17" in errors[12] and "wrong arguments" in errors[14], errors
+    assert errors[12] == "error: usage: kill N  (N: a node, 0-2; not 'abc')", errors
+    assert "drop" in errors[13] and "[0, 1]" in errors[13], errors
+    assert "no node 17" in errors[14] and "usage: transfer_leader N" in errors[15], errors
+    assert errors[16] == "error: usage: add_node", errors
+    assert lines[-2:] == ["ok", "case"], lines      # commands are case-insensitive
     expected["upper"] = "case"
+    # delay is in milliseconds, with a warning above a second.
+    lines.clear()
+    console.execute("faults delay=5,20")
+    assert cluster.faults.delay == (0.005, 0.020) and lines[-1].endswith("delay=5,20 ms"), lines
+    console.execute("faults delay=1500")
+    assert lines[-1].startswith("warning: a delay above 1000 ms"), lines
+    console.execute("faults delay=0")
+    assert cluster.faults.delay == (0.0, 0.0)
     assert console.execute("quit") is False
     still_serving(cluster, kv, expected, seed)

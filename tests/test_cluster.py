@@ -9,6 +9,7 @@ the same state.
 
 from __future__ import annotations
 
+import glob
 import subprocess
 import sys
 import time
@@ -242,6 +243,28 @@ def test_whole_cluster_restart_keeps_data(tmp_path, seed):
             assert_readable(kv, expected, seed)
             kv.put("extra", "1")
             expected["extra"] = "1"
+
+
+def test_restart_with_other_nodes_is_refused(tmp_path, seed):
+    """Issue 23: 5 nodes' data restarted as 3 let nodes 0 and 1, cut off while
+    "new" was committed on 2, 3, 4, elect a leader and answer "old". The node
+    list recorded in cluster.json is compared, and a start with another one is
+    refused (and leaves no temporary folder); the same list still works."""
+    data_dir = str(tmp_path / "data")
+    with raftmp.Cluster(5, seed=seed, data_dir=data_dir) as cluster:
+        kv = cluster.client()
+        kv.put("k", "old")
+        cluster.partition([0, 1], [2, 3, 4])
+        kv.put("k", "new")
+        assert kv.get("k") == "new"
+    shm_before = set(glob.glob("/dev/shm/raftmp-*"))
+    for nodes in (3, 1, 7):
+        with pytest.raises(raftmp.ConfigError, match=rf"5 nodes \(0-4\), not {nodes} node.*"
+                                                      r"--nodes 5.*fresh data directory"):
+            raftmp.Cluster(nodes, seed=seed, data_dir=data_dir).start()
+    assert set(glob.glob("/dev/shm/raftmp-*")) <= shm_before
+    with raftmp.Cluster(5, seed=seed, data_dir=data_dir) as cluster:
+        assert cluster.client().get("k") == "new", f"seed {seed}"
 
 
 # -------------------------------------------------------------------- partition

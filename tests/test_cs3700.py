@@ -329,6 +329,49 @@ def test_replica_process_says_hello_answers_and_exits_on_sigterm(tmp_path):
     assert set(glob.glob(pattern)) == before
 
 
+def test_replica_ends_with_the_simulator_that_started_it(tmp_path):
+    """Issue 23: a simulator killed outright (SIGKILL, so its atexit cannot stop
+    its replicas, each in a session of its own) left them running forever. A
+    replica now gets SIGTERM when its parent dies, and removes its log."""
+    import glob
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from conftest import gone, wait_until
+
+    sim = FakeSim()
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    pattern = os.path.join(shm, "raftmp-3700-00B0-*")
+    before = set(glob.glob(pattern))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(jsonwire.__file__)))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; p = subprocess.Popen(sys.argv[1:], "
+         "start_new_session=True); print(p.pid, flush=True); p.wait()",
+         sys.executable, "-m", "raftmp.cs3700", str(sim.port), "00B0", "00B1", "00B2"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": root})
+    replica = None
+    try:
+        replica = int(parent.stdout.readline())
+        assert sim.recv()["type"] == "hello"
+        wait_until(lambda: set(glob.glob(pattern)) - before, 10, "the replica's log")
+        parent.kill()
+        parent.wait()
+        wait_until(lambda: gone(replica), 10, f"replica {replica} to end with its parent")
+        wait_until(lambda: set(glob.glob(pattern)) == before, 10, "its log to be removed")
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+        if replica is not None and not gone(replica):
+            os.kill(replica, signal.SIGKILL)
+            for d in set(glob.glob(pattern)) - before:
+                shutil.rmtree(d, ignore_errors=True)
+        sim.close()
+
+
 # ------------------------------------------------------- keep_writes (Node)
 
 def nodes_net(keep: bool):

@@ -74,11 +74,10 @@ def test_a_forbidden_import_is_caught(tmp_path: pathlib.Path) -> None:
 # Raft, and nothing below the launcher forks anything.
 FLOORS = [
     ["core"],
-    ["faults", "history", "identity", "logformat", "procs", "seeds"],
+    ["cli", "faults", "history", "identity", "logformat", "procs", "seeds"],
     ["storage", "transports"],
     ["snapshots"],
     ["checker", "client", "router", "worker"],
-    ["simchecks", "simchurn"],
     ["cs3700", "launcher", "scenario_file", "sim", "workload"],
     ["cluster"],
     ["console", "cs3700_suite", "scenario"],
@@ -127,3 +126,6 @@ def test_an_upward_import_is_caught() -> None:
                      "from .core.kv import Limits\nfrom raftmp.storage import FileStorage\n")
     assert raftmp_imports(tree) == {"worker", "core", "storage"}
     assert FLOOR["worker"] >= FLOOR["client"]   # so client.py importing worker fails
+    inside = ast.parse("from .checks import Violation\nfrom ..cluster import Cluster\n")
+    assert raftmp_imports(inside, depth=2) == {"cluster"}
+    assert FLOOR["cluster"] > FLOOR["sim"]      # so sim/run.py importing cluster fails

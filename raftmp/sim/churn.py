@@ -1,5 +1,5 @@
 """Membership churn in the simulator: the ``churn`` fault (``Churn``, a mixin
-of ``sim.Simulation``, which owns the state these methods use).
+of ``run.Simulation``, which owns the state these methods use).
 
 Among the other faults, a churn event is one of: a new server (an id never
 used) booted knowing no configuration and added as a learner; a learner
@@ -11,13 +11,14 @@ later). Changes go through an admin client session, like the launcher's
 exercised too); removals keep at least three voters, and a disk is lost
 only while no node is dead, so the cluster can always recover.
 
-The checks that follow the configuration (``simchecks.py``): at most one
+The checks that follow the configuration (``checks.py``): at most one
 leader per term (whatever configuration each counted votes over); no two
 configurations in a node's log differ by more than one voter unless the
 first was committed when the second was appended (thesis §4.1, the 2015
 rule); the latest committed entry stays on a majority of the voters of a
 configuration in use; at the end, the members (not the removed servers)
-agree and hold every acknowledged write.
+agree and hold every acknowledged write. The liveness bounds
+(``liveness.py``) count a fixed majority, so a seed with churn skips them.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from __future__ import annotations
 import random
 from typing import Optional
 
-from .core.membership import ADD_LEARNER, PROMOTE, REMOVE, Configuration
-from .core.messages import ClientReply
-from .core.raft import LEADER
-from .core.session import DONE, ClientSession
-from .storage import DiskImage
-from .transports.wire import FIRST_CLIENT_ID
+from ..core.membership import ADD_LEARNER, PROMOTE, REMOVE, Configuration
+from ..core.messages import ClientReply
+from ..core.raft import LEADER
+from ..core.session import DONE, ClientSession
+from ..storage import DiskImage
+from ..transports.wire import FIRST_CLIENT_ID
 
 ADMIN = FIRST_CLIENT_ID + 999     # the admin client's id (workload clients count up from 1000)
 EXTRA = 2                         # members beyond SimConfig.nodes, at most
