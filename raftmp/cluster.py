@@ -30,7 +30,6 @@ from dataclasses import asdict
 from typing import Any, Iterable, Optional
 
 from . import identity
-from .transports import wire
 from .client import Client
 from .core.errors import ConfigChangeRefused, ConfigError, RaftmpError, Timeout, Unavailable
 from .core.kv import Limits
@@ -40,6 +39,7 @@ from .core.session import Timing
 from .faults import Faults
 from .launcher import RouterHandle, WorkerHandle, start_router, start_worker
 from .seeds import pick_seed
+from .transports import wire
 
 log = logging.getLogger("raftmp.cluster")
 
@@ -99,13 +99,6 @@ class Cluster:
         self._started = True
         self.runtime_dir = _fresh_dir()  # the router socket, and the data unless data_dir is given
         self.data_dir = self.user_data_dir or os.path.join(self.runtime_dir, "data")
-        os.makedirs(self.data_dir, exist_ok=True)
-        self.cluster_id = identity.init_cluster(self.data_dir, self.ids)
-        # A data dir kept from an earlier run holds the members as it left them.
-        self.first, known, removed = identity.members(self.data_dir)
-        self.removed = set(removed)
-        self.ids = [i for i in known if i not in self.removed]
-        self.starts.update({i: 0 for i in self.ids if i not in self.starts})
         self.address = os.path.join(self.runtime_dir, "router.sock")
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _close_in_child(ref))
@@ -113,6 +106,11 @@ class Cluster:
         try:   # from here on, a failure stops what started and removes runtime_dir
             os.makedirs(self.data_dir, exist_ok=True)
             self.cluster_id = identity.init_cluster(self.data_dir, self.ids)
+            # A data dir kept from an earlier run holds the members as it left them.
+            self.first, known, removed = identity.members(self.data_dir)
+            self.removed = set(removed)
+            self.ids = [i for i in known if i not in self.removed]
+            self.starts.update({i: 0 for i in self.ids if i not in self.starts})
             self.router = start_router(self.ctx, self.address, self.seed, secret=self.secret,
                                        cleanup_dir=self.runtime_dir)
             self.router.set_faults(**asdict(self.faults))

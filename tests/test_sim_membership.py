@@ -1,4 +1,4 @@
-"""Membership churn in the simulator (the ``churn`` fault, simchurn.py): the
+"""Membership churn in the simulator (the ``churn`` fault, sim/churn.py): the
 default sweep stays clean, and each membership rule broken on purpose is
 found by it — the 2015 rule, quorums over the previous configuration, a
 lease kept through a leadership transfer, a removed server campaigning."""
