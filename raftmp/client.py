@@ -14,12 +14,12 @@ import time
 from collections import defaultdict
 from typing import IO, Any, Optional, Union
 
-from .transports import wire
 from .core.errors import InvalidRequest, Unavailable
 from .core.kv import Limits, check_command
 from .core.membership import CONF_OPS
 from .core.messages import ClientReply, Command
 from .core.session import ClientSession, Outcome, Timing
+from .transports import wire
 
 
 class Client:

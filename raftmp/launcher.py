@@ -21,9 +21,9 @@ import weakref
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
-from .transports import wire
 from .core.errors import Timeout, Unavailable
 from .router import DEFAULT_OUT_CAP, run_router
+from .transports import wire
 from .worker import worker_main
 
 log = logging.getLogger("raftmp.launcher")

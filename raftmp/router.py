@@ -82,9 +82,9 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
-from .transports import wire
 from .core.errors import ConfigError
 from .faults import Cuts, Faults
+from .transports import wire
 
 __all__ = ["run_router", "MAX_FRAME", "DEFAULT_OUT_CAP"]
 

@@ -36,7 +36,6 @@ from multiprocessing.connection import Connection
 from typing import Any, Optional
 
 from . import identity
-from .transports import wire
 from .core.kv import Limits
 from .core.messages import RAFT_MESSAGES, ClientRequest
 from .core.node import Node
@@ -44,6 +43,7 @@ from .core.raft import Config
 from .procs import die_with_parent
 from .snapshots import SnapshotWriter
 from .storage import FileStorage
+from .transports import wire
 from .transports.router_link import RouterLink
 
 log = logging.getLogger("raftmp.worker")

@@ -17,7 +17,6 @@ import pytest
 from conftest import WAIT, assert_readable, assert_same_state, put_all, wait_until
 
 import raftmp
-from raftmp.transports import wire
 from raftmp.console import Console
 from raftmp.core.messages import (
     INVALID,
@@ -31,6 +30,7 @@ from raftmp.core.messages import (
     RequestVoteReply,
     check_raft_message,
 )
+from raftmp.transports import wire
 
 
 def raw_link(cluster, requested: int = wire.ANY, secret: bytes = b""):

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raftmp.transports import jsonwire
 from raftmp.core.messages import (
     INVALID,
     OK,
@@ -30,6 +29,7 @@ from raftmp.core.messages import (
     RequestVoteReply,
     SessionClock,
 )
+from raftmp.transports import jsonwire
 from raftmp.transports.course_link import PARK_LIMIT, PARK_RECHECK, CourseLink, mid_seq
 
 nat = st.integers(min_value=0, max_value=2**63)

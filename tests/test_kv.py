@@ -293,7 +293,7 @@ def test_client_session_opens_then_reopens_after_expiry():
     import random
 
     from raftmp.core.messages import ClientReply
-    from raftmp.core.session import DONE, FAILED, ClientSession
+    from raftmp.core.session import DONE, ClientSession
 
     c = ClientSession(7, [0, 1, 2], random.Random(1))
     c.leader = 0

@@ -18,8 +18,8 @@ import pytest
 from conftest import WAIT, all_pids, gone, proc_state, put_all, run_ops, wait_until
 
 import raftmp
-from raftmp.transports import wire
 from raftmp.core.session import DONE
+from raftmp.transports import wire
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

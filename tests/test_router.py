@@ -18,10 +18,10 @@ import pytest
 from conftest import wait_until
 
 import raftmp
-from raftmp.transports import wire
 from raftmp.core.messages import RequestVote
 from raftmp.faults import Faults
 from raftmp.launcher import start_router
+from raftmp.transports import wire
 
 CTX = multiprocessing.get_context("fork")
 WAIT = 5.0  # seconds: the bound of every wait

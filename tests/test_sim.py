@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-import time
-
-import pytest
 
 import mutants
+import pytest
+
 from raftmp import sim
 from raftmp.core.kv import KVStore
 from raftmp.core.raft import Raft

@@ -27,20 +27,20 @@ import pickle
 from typing import Any
 
 from ..checker import check_outcomes
-from ..logformat import LogBase, decode_log
 from ..core.membership import Configuration
 from ..core.messages import (
     OK,
     AppendEntriesReply,
     ClientReply,
-    InstallSnapshotReply,
     Command,
+    InstallSnapshotReply,
     RequestVoteReply,
     Snapshot,
 )
 from ..core.node import Node
 from ..core.raft import LEADER
 from ..core.session import DONE
+from ..logformat import LogBase, decode_log
 from .model import Model, majority
 
 REPLIES = (AppendEntriesReply, RequestVoteReply, InstallSnapshotReply, ClientReply)

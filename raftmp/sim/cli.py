@@ -32,7 +32,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "simulator. Each seed draws its own configuration (swarm testing: cluster "
                     "size, timers, read mode, batch and window, snapshot thresholds, loss, "
                     "faults and their intensity); a knob given here is pinned instead.")
-    p.add_argument("--seeds", type=integer(1), default=SEEDS, help=f"how many seeds (default {SEEDS})")
+    p.add_argument("--seeds", type=integer(1), default=SEEDS,
+                   help=f"how many seeds (default {SEEDS})")
     p.add_argument("--seed", type=integer(0), default=None, help="run only this seed (replay)")
     p.add_argument("--first-seed", type=integer(0), default=0, help="first seed of the range")
     p.add_argument("--nodes", type=integer(1, 99),
