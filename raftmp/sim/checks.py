@@ -161,7 +161,7 @@ class Checks:
         holders = {j for j in self.ids if self.storage[j].holds(index, term)} | self.wiped
         # Counted over the voters of a configuration in use (thesis §4.1): the one
         # the leader counted over may be one appended after the entry.
-        if not any(len(holders & v) >= majority(len(v)) for v in self._voter_sets()):
+        if not any(len(holders & v) >= majority(len(v)) for v in self._voter_sets(False)):
             raise Violation(f"durability: committed entry {index} (term {term}) is on the disks "
                             f"of nodes {sorted(holders)} only, after node {i} crashed")
 

@@ -55,24 +55,46 @@ class Churn:
 
     # -- the configuration in use --------------------------------------------
 
-    def _voter_sets(self) -> list[frozenset[int]]:
+    def _voter_sets(self, planned: bool = True) -> list[frozenset[int]]:
         """The voters of every configuration in use: the committed one of the
-        most advanced live node, and each live node's latest."""
+        most advanced live node, and each live node's latest (and, if
+        ``planned``, those the admin's pending changes may make)."""
         if not self.nodes:
             return [frozenset(self.first)]
         ahead = max(self.nodes.values(), key=lambda n: n.commit)
         confs = [ahead.committed_configuration[1]] + [n.configuration[1]
                                                       for n in self.nodes.values()]
-        return list({frozenset(c.voters) for c in confs})
+        sets = {frozenset(c.voters) for c in confs}
+        # ... and the ones the admin's changes still under way may make
+        for p in self.admin.pending.values() if planned else ():
+            j = int(p.command.key)
+            if p.command.op == REMOVE:
+                sets |= {s - {j} for s in sets}
+            elif p.command.op == PROMOTE:
+                sets |= {s | {j} for s in sets}
+        return list(sets)
 
     def _committed_config(self) -> Configuration:
         ahead = max(self.nodes.values(), key=lambda n: n.commit)
         return ahead.committed_configuration[1]
 
+    def _keeps_majority(self, without: int = -1, down: int = -1, up: int = -1) -> bool:
+        """Whether every configuration in use, with ``without`` removed from it,
+        ``down`` down for good and ``up`` promoted, keeps a live majority: a
+        crashed node may never restart (without the restart fault)."""
+        for voters in self._voter_sets():
+            voters = (voters - {without}) | ({up} if up >= 0 else set())
+            alive = sum(v in self.nodes and v not in self.crash_at and v != down
+                        for v in voters)   # (a crash already set for a node's turn counts)
+            if alive < len(voters) // 2 + 1:
+                return False
+        return True
+
     def _down_voters(self) -> tuple[int, int]:
         """(the most voters down in any configuration in use, the fewest voters)."""
         sets = self._voter_sets()
-        down = max(sum(v not in self.nodes for v in s) for s in sets)
+        pending = self.crash_at if "churn" in self.cfg.faults else {}
+        down = max(sum(v not in self.nodes or v in pending for v in s) for s in sets)
         return down, min(len(s) for s in sets)
 
     # -- events ----------------------------------------------------------------
@@ -95,12 +117,14 @@ class Churn:
             self.nodes[j] = self._boot(j)
             self.admin.nodes.append(j)
             self._admin(ADD_LEARNER, j)
-        elif kind == "promote" and conf.learners:
-            self._admin(PROMOTE, r.choice(conf.learners))
+        elif kind == "promote":
+            ready = [j for j in conf.learners if self._keeps_majority(up=j)]
+            if ready:
+                self._admin(PROMOTE, r.choice(ready))
         elif kind == "remove":
             victims = list(conf.learners)
             if len(conf.voters) > MIN_VOTERS:
-                victims += conf.voters
+                victims += [v for v in conf.voters if self._keeps_majority(without=v)]
             if victims:
                 self._admin(REMOVE, r.choice(victims))
         elif kind == "transfer" and leader is not None:
@@ -110,7 +134,10 @@ class Churn:
                 self.transfers_from[leader] = self.nodes[leader].term
         elif (kind == "lose_disk" and not self.dead and not self.corrupted
               and len(conf.voters) > MIN_VOTERS):
-            j = r.choice([v for v in conf.voters if v != leader])
+            victims = [v for v in conf.voters if v != leader and self._keeps_majority(down=v)]
+            if not victims:
+                return
+            j = r.choice(victims)
             if j in self.nodes:
                 self._crash(j, corrupt=False)
             self.storage[j] = DiskImage()   # it may never start again: the launcher's refusal
