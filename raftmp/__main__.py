@@ -7,6 +7,7 @@
     python -m raftmp scenario FILE.json   a CS3700-style fault scenario
     python -m raftmp check HISTORY.jsonl  check a recorded history for linearizability
     python -m raftmp cs3700 [configs...]  the CS3700 course simulator against this replica
+    python -m raftmp serve --id N ...     one node of a cluster over TCP (README: "Across machines")
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Optional
 
 from tabulate import tabulate
 
-from . import checker, console, cs3700_suite, scenario, sim
+from . import checker, console, cs3700_suite, scenario, serve, sim
 from .checker import EXIT_STATUS, check_outcomes
 from .cli import INTERRUPTED, CtrlC, Parser, complain, integer, number, output_file
 from .cluster import Cluster
@@ -31,7 +32,7 @@ from .core.errors import RaftmpError
 from .seeds import pick_seed
 from .workload import Workload, drive, summarize
 
-SUBCOMMANDS = ("run", "sim", "scenario", "check", "cs3700")
+SUBCOMMANDS = ("run", "sim", "scenario", "check", "cs3700", "serve")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -43,7 +44,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             command = {"run": console, "sim": sim, "check": checker, "scenario": scenario,
-                       "cs3700": cs3700_suite}[argv[0]]
+                       "cs3700": cs3700_suite, "serve": serve}[argv[0]]
             return command.main(argv[1:])
         return main_job(argv)
     except KeyboardInterrupt:

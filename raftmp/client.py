@@ -35,6 +35,10 @@ class Client:
         self.link, self.endpoint = wire.connect_router(address)
         self.poller = wire.Poller(self.link)
         self.reader = wire.Reader(self.link)
+        self._start(nodes, timing, limits, history, seed)
+
+    def _start(self, nodes: list[int], timing: Optional[Timing], limits: Optional[Limits],
+               history: Union[str, IO[str], None], seed: Optional[int]) -> None:
         client_id = int.from_bytes(os.urandom(8), "big") >> 1   # unique across runs and restarts
         rng = random.Random(seed if seed is not None else client_id)
         self.session = ClientSession(client_id, nodes, rng, timing)
@@ -119,11 +123,14 @@ class Client:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.link.close()
+            self._close_links()
             if self.history is not None:
                 self.history.flush()
                 if self._own_history:
                     self.history.close()
+
+    def _close_links(self) -> None:
+        self.link.close()
 
     def __enter__(self) -> "Client":
         return self

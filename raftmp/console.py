@@ -130,6 +130,12 @@ class Console:
                 "applied", "log", "snapshot", "log_entries", "data_bytes", "keys")
         rows = [[n.get(c, "") for c in cols] for n in stats["nodes"]]
         self.out(tabulate(rows, headers=cols))
+        # The figures raftmp serve's /metrics shows (metrics.py), from the same status.
+        figs = ("node", "leader_changes", "proposals_committed", "proposals_failed",
+                "proposals_pending", "reads_lease", "reads_index", "snapshots_sent",
+                "snapshots_installed")
+        self.out(tabulate([[n.get(c, "") for c in figs] for n in stats["nodes"]],
+                          headers=[c.replace("_", " ") for c in figs]))
         t = stats["router"]["total"]
         self.out(f"router: {t['packets']} packets, {t['delivered']} delivered, "
                  f"{t['dropped']} dropped, {t['duplicated']} duplicated; "

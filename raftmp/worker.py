@@ -40,6 +40,7 @@ from .core.kv import Limits
 from .core.messages import RAFT_MESSAGES, ClientRequest
 from .core.node import Node
 from .core.raft import Config
+from .metrics import Metrics
 from .procs import die_with_parent
 from .snapshots import SnapshotWriter
 from .storage import FileStorage
@@ -70,6 +71,7 @@ class Worker:
         self.snapshot_started = 0.0
         self.snapshot_times: deque[tuple[float, float]] = deque(maxlen=256)  # (fork, compacted)
         self.bad_packets = 0
+        self.metrics = Metrics()
         self.running = True
 
     def run(self) -> None:
@@ -92,15 +94,19 @@ class Worker:
                 return
             node.tick(now)
             rd = node.ready(now)
+            self.metrics.turn(self.id, node.leader)
             if rd.messages:
                 self.send(rd.messages, now)   # a leader's appends (thesis §10.2.1)
             if rd.snapshot is not None:       # from the leader: durable before anything else
                 storage.save_snapshot(rd.snapshot)
                 storage.compact(rd.snapshot.index, rd.snapshot.term)
-            if rd.entries:
-                storage.save(rd.hard_state, rd.entries, transport.pickled(rd.entries))
-            elif rd.hard_state is not None:
-                storage.save(rd.hard_state, ())
+            if rd.entries or rd.hard_state is not None:
+                started = time.perf_counter()
+                if rd.entries:
+                    storage.save(rd.hard_state, rd.entries, transport.pickled(rd.entries))
+                else:
+                    storage.save(rd.hard_state, ())
+                self.metrics.fsync.observe(time.perf_counter() - started)
             if rd.persisted_messages:
                 self.send(rd.persisted_messages, now)
             self.snapshot_turn()
@@ -123,6 +129,8 @@ class Worker:
     def step(self, src: int, m: Any, now: float) -> None:
         t = type(m)
         if t is ClientRequest or (t in RAFT_MESSAGES and self.is_replica(src)):
+            if t is ClientRequest:
+                self.metrics.request(m.command, now)
             try:
                 self.node.step(src, m, now)
             except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
@@ -144,6 +152,7 @@ class Worker:
             log.warning("node %d: dropped (%d so far): %s", self.id, self.bad_packets, why)
 
     def send(self, messages: list[tuple[int, Any]], now: float) -> None:
+        self.metrics.sent(messages, now)
         try:
             self.transport.send(messages, now)
         except EOFError:
@@ -188,6 +197,7 @@ class Worker:
             "incarnation": self.incarnation, "snapshot_times": list(self.snapshot_times),
             "threads": threading.active_count(), "bad_packets": self.bad_packets,
             "unsent_rounds": node.unsent_rounds,
+            **self.metrics.figures(node), **getattr(self.transport, "stats", dict)(),
         }
 
     def close(self) -> None:

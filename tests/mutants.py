@@ -20,7 +20,7 @@ from raftmp.core.messages import (
     RequestVote,
     RequestVoteReply,
 )
-from raftmp.core.raft import FOLLOWER, LEADER, Raft, Ready
+from raftmp.core.raft import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, Raft, Ready
 
 INF = float("inf")
 _step = Raft.step
@@ -167,8 +167,9 @@ def vote_twice(self, src, m, now) -> None:
 
 def count_any_vote(self, src, m, now) -> None:
     """handle_vote_reply counting a granted vote of any term (a stale reply too)."""
-    if self.role in ("pre-candidate", "candidate") and m.granted:
-        m = m._replace(term=self.term + (self.role == "pre-candidate"), pre=self.role != "candidate")
+    if self.role in (PRE_CANDIDATE, CANDIDATE) and m.granted:
+        pre = self.role == PRE_CANDIDATE
+        m = m._replace(term=self.term + pre, pre=pre)
     _handle_vote_reply(self, src, m, now)
 
 

@@ -133,3 +133,22 @@ def test_nomajority_quick(tmp_path):
     [row] = data["rows"]
     assert row["pending"] == 20 and row["still pending"] == 20     # nobody could commit
     assert row["no-majority idle pkts/s"] > 0 and row["with writes pending pkts/s"] > 0
+
+
+def test_resp_quick(tmp_path):
+    """redis-benchmark against a serve cluster, or a skip line saying why not."""
+    out = tmp_path / "resp.json"
+    # serve's election timeouts (1-2 s): a shared machine's stalls do not change the
+    # leader mid-run (redis-benchmark stops at the first error reply).
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "resp.py"), "--quick", "--seed",
+                           "7", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    data = json.loads(out.read_text())
+    if data.get("skipped"):
+        assert "redis-benchmark is not installed" in proc.stdout
+        return
+    assert "|---" in proc.stdout
+    assert sorted((r["test"], r["-P"]) for r in data["rows"]) == \
+        [("GET", 1), ("GET", 16), ("SET", 1), ("SET", 16)]
+    assert all(r["requests/s"] > 0 for r in data["rows"])

@@ -139,7 +139,7 @@ LIMITS = Limits(max_key_bytes=8, max_value_bytes=16)
     (Command(1, 1.0, 1, "put", "x", "1"), "int"),
     (Command(1, 1, None, "put", "x", "1"), "int"),
     (Command(True, 1, 1, "put", "x", "1"), "int"),
-    (Command(1, 1, 1, "incr", "x"), "unknown operation"),
+    (Command(1, 1, 1, "append", "x"), "unknown operation"),
     (Command(1, 1, 1, "PUT", "x", "1"), "unknown operation"),
     (Command(1, 1, 1, "put", 5, "1"), "key must be str"),
     (Command(1, 1, 1, "put", b"x", "1"), "key must be str"),
@@ -336,3 +336,23 @@ def test_a_clock_keeps_the_sessions_it_lists_alive():
     assert restored.sessions == kv.sessions and restored.clock == kv.clock
     kv.apply(SessionClock(131.0, 10.0))
     assert kv.sessions == {}
+
+
+def test_incr_adds_to_a_64_bit_integer_value_or_changes_nothing() -> None:
+    kv = KVStore()
+    assert kv.apply(Command(1, 1, 1, "incr", "n", "5")) == (OK, 5)       # absent counts as 0
+    assert kv.apply(Command(1, 2, 1, "incr", "n", "-7")) == (OK, -2)
+    assert kv.data["n"] == "-2"
+    kv.apply(Command(1, 3, 1, "put", "s", "x1"))
+    assert kv.apply(Command(1, 4, 1, "incr", "s", "1")) == (OK, None)    # not an integer
+    kv.apply(Command(1, 5, 1, "put", "big", str((1 << 63) - 1)))
+    assert kv.apply(Command(1, 6, 1, "incr", "big", "1")) == (OK, None)  # would overflow
+    assert kv.data["s"] == "x1" and kv.data["big"] == str((1 << 63) - 1)
+    assert kv.apply(Command(1, 2, 1, "incr", "n", "-7")) == (OK, -2)     # a retry: applied once
+    assert kv.data["n"] == "-2"
+
+
+@pytest.mark.parametrize("delta", ["", "1.5", "+1", "01", "-", "--1", "9223372036854775808",
+                                   "١"])
+def test_incr_refuses_a_delta_that_is_not_a_64_bit_decimal(delta: str) -> None:
+    assert "incr needs" in check_command(Command(1, 1, 1, "incr", "n", delta), None)

@@ -74,12 +74,12 @@ def test_a_forbidden_import_is_caught(tmp_path: pathlib.Path) -> None:
 # Raft, and nothing below the launcher forks anything.
 FLOORS = [
     ["core"],
-    ["cli", "faults", "history", "identity", "logformat", "procs", "seeds"],
+    ["cli", "faults", "history", "identity", "logformat", "metrics", "procs", "seeds"],
     ["storage", "transports"],
     ["snapshots"],
     ["checker", "client", "router", "worker"],
-    ["cs3700", "launcher", "scenario_file", "sim", "workload"],
-    ["cluster"],
+    ["cs3700", "launcher", "scenario_file", "serve", "sim", "tcp_client", "workload"],
+    ["cluster", "serve_local"],
     ["console", "cs3700_suite", "scenario"],
     ["__init__", "__main__"],
 ]

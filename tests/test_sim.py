@@ -93,25 +93,34 @@ def test_fuzz_no_violations(drop, faults, seeds):
 # default sweep (``python -m raftmp sim``: seeds 0..299, each drawing its own
 # configuration); each test runs a prefix of it (seeds 0..N-1, N just past the
 # first seed that catches it, so the test is fast), then the replay command
-# printed. Measured on the merged code of issue 18, the first detecting seed
-# (how many of the 300), and the invariant that saw it: the table is in
-# SWEEP_FINDS below and in the issue's note.
+# printed. Measured on the code of issue 18 (the core fixed): the first
+# detecting seed, how many of the 300 catch it, the invariant that saw it. Not
+# found by the sweep: the lease without its drift margin (test_lease.py keeps
+# seeds of a search for it). Schedules move with any change to the core, the
+# client or the simulator: then measure again (the note of issue 18 says how).
 
-SWEEP_FINDS = {   # mutant -> seeds of the default sweep to run (a prefix)
-    "lease-vote-hole": 50,   # seed 47 (seed 32 found it before churn joined its faults)
-    "commit-old-term-by-counting": 10,
-    "vote-not-durable": 5,
-    "install-drops-suffix": 20,
-    "boot-without-vote-hold": 20,
-    "lease-from-ack-arrival": 40,
-    "ack-reuses-old-term-match": 10,
-    "stale-round-echo": 30,
-    "read-before-noop-commits": 60,
-    "reads-without-quorum": 30,
-    "ack-before-save": 5,
-    "truncate-mid-log": 10,
-    "up-to-date-always": 10,
-    "follower-commits-stale-tail": 10,
+SWEEP_FINDS = {   # mutant -> seeds of the default sweep to run (a prefix past the first find)
+    # the issue 18 classes: first seed (seeds of 300 that catch it), the invariant
+    "lease-vote-hole": 50,               # 47 (seed 32 draws churn now), lease
+    "commit-old-term-by-counting": 5,    # 0 (41), commit rule (§5.4.2)
+    "vote-not-durable": 5,               # 0 (300), vote not durable
+    "install-drops-suffix": 20,          # 15 (18), acknowledged what the disk lacks
+    "boot-without-vote-hold": 20,        # 16 (18), lease
+    "lease-from-ack-arrival": 55,        # 50 (8), lease
+    "ack-reuses-old-term-match": 5,      # 2 (17), acknowledged what the disk lacks
+    # earlier ones, and more
+    "stale-round-echo": 25,              # 21 (4), read confirmation
+    "read-before-noop-commits": 10,      # 5 (8), stale read
+    "reads-without-quorum": 15,          # 11 (12), stale read
+    "ack-before-save": 5,                # 0 (300), reply before the save
+    "truncate-mid-log": 5,               # 1 (55), started from a flipped bit
+    "up-to-date-always": 5,              # 3 (80), leader completeness
+    "follower-commits-stale-tail": 5,    # 1 (47), state machine safety
+    "vote-twice": 5,                     # 2 (50), election safety
+    "count-any-vote": 20,                # 19 (28), election safety
+    "no-check-quorum": 35,               # 31 (15), liveness (check-quorum's bound)
+    "truncate-on-short-append": 5,       # 1 (165), acknowledged what the disk lacks
+    "apply-duplicates": 70,              # 68 (5), snapshot differs from the reference
 }
 
 

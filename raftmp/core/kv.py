@@ -70,18 +70,36 @@ def check_command(cmd: Any, limits: Optional[Limits]) -> Optional[str]:
     if limits is not None and _too_long(key, limits.max_key_bytes):
         return f"key longer than {limits.max_key_bytes} bytes"
     if value is None:
-        if op == "put" or op == "cas":
+        if op == "put" or op == "cas" or op == "incr":
             return f"{op} needs a value"
     elif type(value) is not str:
         return f"value must be str, not {type(value).__name__}"
     elif limits is not None and _too_long(value, limits.max_value_bytes):
         return f"value longer than {limits.max_value_bytes} bytes"
+    if op == "incr" and type(value) is str and parse_int64(value) is None:
+        return f"incr needs a 64-bit decimal integer, not {value[:40]!r}"
     if expected is not None:
         if type(expected) is not str:
             return f"expected must be str, not {type(expected).__name__}"
         if limits is not None and _too_long(expected, limits.max_value_bytes):
             return f"expected longer than {limits.max_value_bytes} bytes"
     return None
+
+
+INT64 = 1 << 63
+
+
+def parse_int64(s: Optional[str]) -> Optional[int]:
+    """The 64-bit signed integer ``s`` spells in decimal (as Redis reads one:
+    no sign but '-', no leading zero), or None; an absent value counts as 0."""
+    if s is None:
+        return 0
+    body = s[1:] if s[:1] == "-" else s
+    if not (body.isascii() and body.isdigit()) or len(body) > 19 \
+            or (len(body) > 1 and body[0] == "0"):
+        return None
+    n = int(s)
+    return n if -INT64 <= n < INT64 else None
 
 
 @dataclass
@@ -185,4 +203,10 @@ class KVStore:
                 return False
             data[key] = cmd.value
             return True
+        if cmd.op == "incr":
+            old = parse_int64(data.get(key))
+            if old is None or not -INT64 <= old + int(cmd.value) < INT64:
+                return None
+            data[key] = str(old + int(cmd.value))
+            return old + int(cmd.value)
         return data.get(key)  # a get through the log

@@ -182,8 +182,10 @@ def check_raft_message(m: Any, src: int) -> Optional[str]:
 # --- Clients ------------------------------------------------------------------
 
 # Operations a client may ask for. ``get`` is served by ReadIndex without a
-# log entry; the others go through the log.
-OPS = ("get", "put", "delete", "cas")
+# log entry; the others go through the log. ``incr`` adds ``value`` (a decimal
+# integer) to the key's integer value (absent: 0): the new value, or None if
+# the old one is not an integer or the sum leaves 64 bits (nothing changes).
+OPS = ("get", "put", "delete", "cas", "incr")
 
 
 class Command(NamedTuple):

@@ -180,6 +180,16 @@ class Node:
         return self.raft.installs
 
     @property
+    def reads_served(self) -> tuple[int, int]:
+        """Reads this node answered as leader: (on its lease, by ReadIndex), thesis §6.4."""
+        return self.raft.lease_read_count, self.raft.index_reads
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes this leader accepted and has not answered yet."""
+        return len(self.writes)
+
+    @property
     def log_base(self) -> int:
         """The last index compacted into the snapshot (entries after it are held)."""
         return self.raft.log.base

@@ -33,6 +33,9 @@ ROUNDS_PER_LEASE = 8
 class ReadRules:
     """The read half of the Raft core (state lives on ``Raft``)."""
 
+    lease_read_count = 0    # reads answered on the lease, and by ReadIndex rounds
+    index_reads = 0         # (statistics: counted per instance from the first one)
+
     def read_index(self, ctx: Any) -> bool:
         """Start a linearizable read (thesis §6.4, ReadIndex): ``ctx`` comes back in
         ``Ready.reads`` with the index to wait for, once a quorum has confirmed
@@ -91,6 +94,7 @@ class ReadRules:
         confirmed = rounds[self.quorum - 1]
         done = [(ctx, self.commit) for ctx, need in self.reads if need <= confirmed]
         if done:
+            self.index_reads += len(done)
             self.reads = [r for r in self.reads if r[1] > confirmed]
         if not self.reads:
             self.read_deadline = INF  # the next read gets its own round (in ready)
@@ -103,6 +107,7 @@ class ReadRules:
         ctxs, self.lease_reads = self.lease_reads, []
         self.lease_read_at = now
         if now < self.lease_until():
+            self.lease_read_count += len(ctxs)
             return [(ctx, self.commit) for ctx in ctxs]
         self.reads += [(ctx, self.round + 1) for ctx in ctxs]
         self.read_bcast = True

@@ -62,8 +62,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--jobs", type=integer(1, 256), default=os.cpu_count() or 1)
     a = p.parse_args(argv)
     if a.explore:
-        if a.deviations < 0:
-            p.error("--deviations must be >= 0")
         try:
             return explore_main(a.deviations, a.jobs, a.schedule)
         except ValueError as exc:
@@ -108,9 +106,8 @@ def config_of(seed: int, pinned: dict[str, Any], fixed: bool = False) -> SimConf
     return SimConfig(**pinned) if fixed else draw(seed, pinned)
 
 
-def run_seed(args: tuple) -> SimResult:
-    seed, pinned, fixed = args
-    cfg = config_of(seed, pinned, fixed)
+def run_seed(args: tuple[int, SimConfig]) -> SimResult:
+    seed, cfg = args
     result = Simulation(seed, cfg).run()
     result.history = []  # not needed across processes
     result.drawn = describe(cfg)
@@ -118,23 +115,19 @@ def run_seed(args: tuple) -> SimResult:
 
 
 def run_many(seeds: list[int], pinned: Any, jobs: int = 1, progress: bool = False,
-             fixed: bool = True) -> list[SimResult]:
+             fixed: bool = False) -> list[SimResult]:
     """Run ``seeds``; ``pinned`` is a SimConfig (every seed runs it) or the knobs
-    pinned over the swarm's draw (a dict)."""
-    if isinstance(pinned, SimConfig):
-        work = [(s, pinned) for s in seeds]
-        fn = _run_config
-    else:
-        work = [(s, pinned, fixed) for s in seeds]
-        fn = run_seed
+    pinned over the swarm's draw (a dict; ``fixed``: over the fixed defaults)."""
+    work = [(s, pinned if isinstance(pinned, SimConfig) else config_of(s, pinned, fixed))
+            for s in seeds]
     results: list[SimResult] = []
     start = time.monotonic()
     if jobs <= 1 or len(seeds) == 1:
-        it = map(fn, work)
+        it = map(run_seed, work)
         pool = None
     else:
         pool = multiprocessing.get_context("fork").Pool(jobs)
-        it = pool.imap_unordered(fn, work, chunksize=4)
+        it = pool.imap_unordered(run_seed, work, chunksize=4)
     try:
         for r in it:
             results.append(r)
@@ -149,14 +142,6 @@ def run_many(seeds: list[int], pinned: Any, jobs: int = 1, progress: bool = Fals
     if progress:
         print(file=sys.stderr)
     return sorted(results, key=lambda r: r.seed)
-
-
-def _run_config(args: tuple[int, SimConfig]) -> SimResult:
-    seed, cfg = args
-    result = Simulation(seed, cfg).run()
-    result.history = []
-    result.drawn = describe(cfg)
-    return result
 
 
 def print_table(results: list[SimResult]) -> None:

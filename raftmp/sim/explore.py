@@ -60,7 +60,7 @@ def schedules(k: int, horizon: int = HORIZON) -> list[tuple[tuple[int, str], ...
     for n in range(k + 1):
         for packets in itertools.combinations(range(1, horizon + 1), n):
             for sizes in itertools.product(SIZES, repeat=n):
-                out.append(tuple(zip(packets, sizes)))
+                out.append(tuple(zip(packets, sizes, strict=True)))
     return out
 
 

@@ -4,10 +4,12 @@
 Two promises, each with its bound computed from the seed's own timers,
 loss rate and longest packet delay (``SimConfig.max_delay``):
 
-- check-quorum (thesis §6.2): a leader that has no majority it can reach
-  and hear from (both ways, alive) steps down within two check periods
+- check-quorum (thesis §6.2): a leader steps down within two check periods
   (``quorum_deadline``: 2 x the maximum election timeout each, on its
-  clock) after the last answer that could still arrive;
+  clock), plus the longest delay of an answer, after the last moment at
+  which a majority's worth of its peers had each been alive and linked to
+  it both ways (per peer: a leader hears from different peers at different
+  times while partitions change, and counts them over a whole period);
 - elections (§5.2, with pre-vote): while a majority of live nodes stays
   connected both ways, one of them leads within the step-down bound of any
   old leader plus a few election timeouts, more under loss.

@@ -19,5 +19,10 @@ The transports and their encodings live here, one floor of their own:
 - ``router_link``: ``RouterLink``, a worker's link to the router;
 - ``jsonwire``: the JSON encoding of Raft messages, for sockets anyone can
   write to (never pickle);
-- ``course_link``: ``CourseLink``, the CS3700 simulator's JSON over UDP.
+- ``course_link``: ``CourseLink``, the CS3700 simulator's JSON over UDP;
+- ``tcp_link``: ``TcpLink``, ``raftmp serve``'s sockets (peers, clients, RESP,
+  metrics) in one selector, whose descriptor is its ``fileno``;
+- ``frames``: length-prefixed frames, the hello and the sealed (HMAC'd,
+  counted) channel between nodes;
+- ``resp``: the RESP2 front end, one client session per connection.
 """

@@ -8,6 +8,8 @@ its fields in declaration order::
     ["rvr", term, voter, granted, pre]
     ["ae",  term, leader, prev_index, prev_term, [entry...], commit, round]
     ["aer", term, follower, success, index, conflict_term, conflict_index, round]
+    ["is",  term, leader, index, last_term, size, offset, data]    data: base64
+    ["isr", term, follower, index, offset, done]
 
     entry   = [term, index, command]       command = null (a leader's no-op),
               [client_id, seq, acked, op, key, value, expected] or
@@ -22,6 +24,8 @@ CS3700 replica's membership is fixed.)
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from ..core.kv import check_command
@@ -30,17 +34,21 @@ from ..core.messages import (
     AppendEntriesReply,
     Command,
     Entry,
+    InstallSnapshot,
+    InstallSnapshotReply,
     RequestVote,
     RequestVoteReply,
     SessionClock,
 )
 
-N, B = "int", "bool"   # a field kind: a non-negative int, a bool
+N, B, D = "int", "bool", "data"   # a field kind: a non-negative int, a bool, base64 bytes
 _SCHEMAS: dict[str, tuple[type, tuple[str, ...]]] = {
     "rv": (RequestVote, (N, N, N, N, B, B)),
     "rvr": (RequestVoteReply, (N, N, B, B)),
     "ae": (AppendEntries, (N, N, N, N, "entries", N, N, B)),
     "aer": (AppendEntriesReply, (N, N, B, N, N, N, N)),
+    "is": (InstallSnapshot, (N, N, N, N, N, N, D)),
+    "isr": (InstallSnapshotReply, (N, N, N, N, B)),
 }
 _TAGS = {cls: tag for tag, (cls, _) in _SCHEMAS.items()}
 
@@ -51,6 +59,8 @@ def encode(m: Any) -> list:
         entries = [[e.term, e.index, _command(e.command)] for e in m.entries]
         return ["ae", m.term, m.leader, m.prev_index, m.prev_term, entries, m.commit, m.round,
                 m.reply]
+    if type(m) is InstallSnapshot:
+        return ["is", *m[:-1], base64.b64encode(m.data).decode("ascii")]
     return [_TAGS[type(m)], *m]
 
 
@@ -67,6 +77,11 @@ def decode(obj: Any) -> Any:
             raise ValueError(f"{obj[0]}: {v!r} is not a non-negative int")
         if kind == B and type(v) is not bool:
             raise ValueError(f"{obj[0]}: {v!r} is not a bool")
+    if cls is InstallSnapshot:
+        try:
+            fields[-1] = base64.b64decode(fields[-1], validate=True)
+        except (TypeError, ValueError, binascii.Error):
+            raise ValueError(f"is: data {str(fields[-1])[:40]} is not base64") from None
     if cls is AppendEntries:
         fields[4] = _entries(fields[4], fields[2])
     return cls(*fields)
