@@ -520,3 +520,17 @@ def test_configurations_survive_a_restart_from_the_log_and_from_a_snapshot(tmp_p
         assert s.load_snapshot() == snap
         core = Raft(2, [0, 1, 2], s.load(), random.Random(0), 0.0, net.config, snap)
         assert core.configs.latest == net[2].configs.latest == snap.config
+
+
+def test_the_json_wire_carries_a_snapshot_chunk_without_its_configuration() -> None:
+    """The JSON wire (fixed memberships: CS3700, raftmp serve) leaves a chunk's
+    configuration home; the chunk itself crosses intact (its encoding once
+    took the last field for the data, and the configuration fields moved it)."""
+    import json
+
+    from raftmp.core.messages import InstallSnapshot
+    from raftmp.transports import jsonwire
+
+    m = InstallSnapshot(3, 0, 9, 2, 5, 0, b"state", Configuration((0, 1, 2)), 4)
+    back = jsonwire.decode(json.loads(json.dumps(jsonwire.encode(m))))
+    assert back == m._replace(config=None, config_index=0)

@@ -60,7 +60,9 @@ def encode(m: Any) -> list:
         return ["ae", m.term, m.leader, m.prev_index, m.prev_term, entries, m.commit, m.round,
                 m.reply]
     if type(m) is InstallSnapshot:
-        return ["is", *m[:-1], base64.b64encode(m.data).decode("ascii")]
+        # (its configuration stays home: a membership fixed on both ends, the
+        # receiver's own applies; InstallSnapshot.config is for the router link)
+        return ["is", *m[:6], base64.b64encode(m.data).decode("ascii")]
     return [_TAGS[type(m)], *m]
 
 
