@@ -32,9 +32,14 @@ How the load is generated (read this before comparing numbers):
   applied the entry).
 
 Throughput: committed puts per second over ``--duration`` seconds after a
-``--warmup``. Light-load latency: p50 of ``--lat-ops`` puts issued one at a
-time (the next only after the previous one's reply or callback), at 5 and at
-3 nodes (``--lat-nodes``). Values are medians over the rounds. The ratio
+``--warmup``. CPU: seconds of CPU (user + system, from /proc) that every
+process of the system spent over the same window, per 1,000 committed puts:
+the replicas, raftmp's router and client process, and children they reaped
+(raftmp's snapshot writers); the benchmark's own process is not counted. On a
+shared machine this figure depends much less on the load than ops/s does.
+Light-load latency: p50 of ``--lat-ops`` puts issued one at a time (the next
+only after the previous one's reply or callback), at 5 and at 3 nodes
+(``--lat-nodes``). Values are medians over the rounds. The ratio
 column is raftmp / the better PySyncObj configuration (throughput above 1:
 raftmp is faster; latency below 1: raftmp is faster).
 
@@ -133,13 +138,59 @@ def raftmp_round(args: Any, nodes: int, seed: int, throughput: bool) -> dict:
             warm_end, t_end = t_start + args.warmup, t_start + args.warmup + args.duration
             kids.start(raftmp_load, cluster.address, cluster.ids, args.window, args.keys,
                        args.value_size, seed, t_start, t_end)
+            cpu = cpu_window(warm_end, t_end)
             (recs,) = kids.collect(timeout=args.warmup + args.duration + 30.0)
             out.update(window_stats(recs, warm_end, t_end))
+            out["cpu s/1k ops"] = cpu_per_kop(out, cpu, args.duration)
         c = kids.start(raftmp_serial, cluster.address, cluster.ids, args.lat_ops,
                        args.lat_warmup, args.keys, args.value_size, seed + 1)
         (lat,) = kids.collect(timeout=60.0 + args.lat_ops, conns=[c])
         out["lat p50 ms"] = common.percentile(sorted(lat), 0.5)
     return out
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system, plus reaped children's) of every descendant of
+    ``root`` now alive, from /proc (Linux; nan elsewhere)."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return float("nan")
+    parent, ticks = {}, {}
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue   # exited meanwhile
+        parent[int(name)] = int(fields[1])
+        ticks[int(name)] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    total, todo = 0, [root]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        total += sum(ticks[c] for c in kids)
+        todo += kids
+    return total / _TICK
+
+
+def cpu_window(warm_end: float, t_end: float) -> float:
+    """CPU seconds all the benchmark's descendants spend between the two times
+    (sleeps until ``t_end``)."""
+    time.sleep(max(0.0, warm_end - time.monotonic()))
+    before = tree_cpu(os.getpid())
+    time.sleep(max(0.0, t_end - time.monotonic()))
+    return tree_cpu(os.getpid()) - before
+
+
+def cpu_per_kop(stats: dict, cpu: float, seconds: float) -> float:
+    ops = stats["ops/s"] * seconds
+    return cpu / ops * 1000 if ops else float("nan")
 
 
 def window_stats(recs: list, warm_end: float, t_end: float) -> dict:
@@ -240,8 +291,10 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def ask(conn: Any, request: Any, timeout: float) -> Any:
+def ask(conn: Any, request: Any, timeout: float, meanwhile: Any = None) -> Any:
     conn.send(request)
+    if meanwhile is not None:
+        meanwhile()
     if not conn.poll(timeout):
         raise common.ChildError(f"a PySyncObj replica did not answer {str(request)[:20]}")
     kind, *value = conn.recv()
@@ -282,10 +335,13 @@ def pso_round(args: Any, nodes: int, seed: int, throughput: bool,
             if throughput:
                 t_start = time.monotonic() + 0.05
                 warm_end, t_end = t_start + args.warmup, t_start + args.warmup + args.duration
+                cpu: list[float] = []
                 (recs,) = ask(conns[origin], ("load", args.window, args.keys, args.value_size,
                                               seed, t_start, t_end),
-                              args.warmup + args.duration + 30.0)
+                              args.warmup + args.duration + 30.0,
+                              meanwhile=lambda: cpu.append(cpu_window(warm_end, t_end)))
                 out.update(window_stats(recs, warm_end, t_end))
+                out["cpu s/1k ops"] = cpu_per_kop(out, cpu[0], args.duration)
                 time.sleep(0.5)  # let the tail of the window drain before the serial puts
             (lat,) = ask(conns[origin], ("serial", args.lat_ops, args.lat_warmup, args.keys,
                                          args.value_size, seed + 1), 60.0 + 10 * args.lat_ops)
@@ -376,6 +432,8 @@ def main() -> int:
                                              if isinstance(v, float)))
     metrics = [(f"throughput ops/s ({args.nodes} nodes, window {args.window})", args.nodes,
                 "ops/s", max)]
+    metrics.append((f"CPU s per 1,000 puts ({args.nodes} nodes, all processes)", args.nodes,
+                    "cpu s/1k ops", min))
     metrics += [(f"one-at-a-time put p50 ms ({n} nodes)", n, "lat p50 ms", min)
                 for n in args.lat_nodes]
     metrics.append((f"p99 ms under load ({args.nodes} nodes)", args.nodes, "load p99 ms", min))

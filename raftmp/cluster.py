@@ -150,15 +150,17 @@ class Cluster:
     def client(self, *, history: Any = None, timing: Optional[Timing] = None) -> Client:
         """A new client endpoint (closed with the cluster)."""
         self._need_started()
-        c = Client(self.address, self.ids, timing=self._check_timing(timing) or self.timing,
+        c = Client(self.address, self.ids, timing=self._check_timing(timing or self.timing),
                    limits=self.limits, history=history)
         self._clients.append(c)
         return c
 
     def _check_timing(self, timing: Optional[Timing]) -> Optional[Timing]:
-        """A client's op timeout may not outlast what the sessions are sized for."""
-        if timing is not None and timing.op_timeout > self.config.client_op_timeout:
-            raise ConfigError(f"Timing.op_timeout ({timing.op_timeout}) is above "
+        """A client's op timeout may not outlast what the sessions are sized for
+        (None: the default Timing's, checked too)."""
+        op_timeout = (timing or Timing()).op_timeout
+        if op_timeout > self.config.client_op_timeout:
+            raise ConfigError(f"Timing.op_timeout ({op_timeout}) is above "
                               f"Config.client_op_timeout ({self.config.client_op_timeout}), "
                               f"for which the session timeout was checked")
         return timing

@@ -38,7 +38,19 @@ from typing import Optional, Sequence
 
 from .core.errors import CorruptStorage, RaftmpError
 from .core.messages import Entry, Snapshot
-from .logformat import HEADER, SECTOR, LogBase, decode_log, encode_record, entries_after, frame
+from .logformat import (
+    HEADER,
+    SECTOR,
+    LogBase,
+    Replayed,
+    apply_record,
+    encode_record,
+    entries_after,
+    frame,
+    holds,
+    replay,
+    segment_header,
+)
 
 
 class NewestSnapshot:
@@ -88,31 +100,38 @@ class MemoryStorage(NewestSnapshot):
 
 class DiskImage(NewestSnapshot):
     """FileStorage's log format, held in memory, for the simulator: the same
-    framed records, recovered by the same ``decode_log``, so a simulated crash
-    can tear the last write and a fault can flip a bit, and recovery is the
-    real one. The hard state is replaced atomically, after the log write, as
-    FileStorage does; so are the snapshot and the compacted log (a ``LogBase``
-    record first, then the entries after it)."""
+    segments of framed records, recovered by the same ``replay``, so a
+    simulated crash can tear the last write and a fault can flip a bit, and
+    recovery is the real one. The hard state is replaced atomically, after the
+    log write, as FileStorage does; compaction deletes whole segments, or
+    starts a segment that resets the log, as FileStorage's does. Segments are
+    small here, so that a simulated run starts and deletes many."""
 
-    def __init__(self) -> None:
-        self.log = bytearray()
+    def __init__(self, segment_bytes: int = 4096) -> None:
+        self.segments: list[bytearray] = []
+        self.segment_bytes = segment_bytes
         self.hard: tuple[int, Optional[int]] = (0, None)
         self.snapshot: Optional[Snapshot] = None
 
     def load(self) -> tuple[int, Optional[int], list[Entry]]:
         """Recover (raises ``CorruptStorage`` as FileStorage would); a torn tail is
         cut off, and a log older than the snapshot is compacted."""
-        mem = self._recover()
-        base = mem.base
-        state = mem.load()
-        if mem.base != base:
-            self._rewrite(mem)
-        return state
+        log = self._recover()
+        snap = self.snapshot
+        if snap is not None and snap.index > log.base.index:
+            self.compact(snap.index, snap.term)   # a restart compacts, as FileStorage's does
+        return (*self.hard, entries_after(snap, log.base, log.entries))
 
     def compact(self, index: int, term: int) -> None:
-        mem = self._recover()
-        mem.compact(index, term)
-        self._rewrite(mem)
+        log = self._recover()
+        if index <= log.base.index:
+            return
+        if holds(log.base, log.entries, index, term):
+            while len(self.segments) > 1 and log.headers[1].index <= index:
+                del self.segments[0]
+                del log.headers[0]
+        else:
+            self.segments = [bytearray(segment_header(index, term))]
 
     def holds(self, index: int, term: int) -> bool:
         """Whether a restart would find entry ``(index, term)``, in the log or under
@@ -121,34 +140,39 @@ class DiskImage(NewestSnapshot):
         if self.snapshot is not None and self.snapshot.index >= index:
             return True
         try:
-            mem = self._recover(repair=False)
+            log = self._recover(repair=False)
         except CorruptStorage:
             return True
-        at = index - mem.base.index
-        return 0 < at <= len(mem.entries) and mem.entries[at - 1].term == term
+        return index > log.base.index and holds(log.base, log.entries, index, term)
 
-    def _recover(self, repair: bool = True) -> MemoryStorage:
-        records, torn = decode_log(bytes(self.log))
-        if torn is not None and repair:
-            del self.log[sum(size for _, size in records):]
-        mem = MemoryStorage()
-        mem.term, mem.vote = self.hard
-        mem.snapshot = self.snapshot
-        for entries, _ in records:
-            if type(entries) is LogBase:
-                mem.base = entries
-                continue
-            mem.save(None, [e for e in entries if e.index > mem.base.index])
-        return mem
+    def _recover(self, repair: bool = True) -> Replayed:
+        log = replay(self.segments)
+        if log.torn is not None and repair:
+            keep = log.torn[0]
+            if keep:
+                del self.segments[-1][keep:]
+            else:
+                del self.segments[-1]
+        return log
 
-    def _rewrite(self, mem: MemoryStorage) -> None:
-        log = frame(pickle.dumps(mem.base, pickle.HIGHEST_PROTOCOL)) if mem.base.index else b""
-        self.log = bytearray(log + (encode_record(mem.entries) if mem.entries else b""))
+    def _write(self, entries: Sequence[Entry]) -> int:
+        """Append ``entries`` (starting a segment if the last is full); where the write began."""
+        if not self.segments or len(self.segments[-1]) >= self.segment_bytes:
+            log = self._recover(repair=False)
+            first = entries[0].index
+            term = log.base.term if first - 1 == log.base.index else (
+                log.entries[first - 2 - log.base.index].term)
+            self.segments.append(bytearray(segment_header(first - 1, term)))
+            start = 0
+        else:
+            start = len(self.segments[-1])
+        self.segments[-1] += encode_record(entries)
+        return start
 
     def save(self, hard_state: Optional[tuple[int, Optional[int]]], entries: Sequence[Entry],
              pickled: Optional[list[bytes]] = None) -> None:
         if entries:
-            self.log += encode_record(entries)
+            self._write(entries)
         if hard_state is not None:
             self.hard = hard_state
 
@@ -158,29 +182,35 @@ class DiskImage(NewestSnapshot):
         zeroed sectors), and the hard state, replaced after it, was not written."""
         if not entries:
             return
-        start = len(self.log)
-        self.log += encode_record(entries)
-        cut = rng.randrange(start, len(self.log) + 1)
-        if cut == len(self.log) or rng.random() < 0.5:
-            del self.log[cut:]
+        start = self._write(entries)
+        seg = self.segments[-1]
+        cut = rng.randrange(start, len(seg) + 1)
+        if cut == len(seg) or rng.random() < 0.5:
+            del seg[cut:]
         else:
             zero = max(start, cut - cut % SECTOR)
-            self.log[zero:] = bytes(len(self.log) - zero)
+            seg[zero:] = bytes(len(seg) - zero)
 
     def flip_bit(self, rng: random.Random) -> bool:
         """Corrupt one stored bit (False if there is nothing stored)."""
-        if not self.log:
+        total = sum(map(len, self.segments))
+        if not total:
             return False
-        self.log[rng.randrange(len(self.log))] ^= 1 << rng.randrange(8)
-        return True
+        pos = rng.randrange(total)
+        for seg in self.segments:
+            if pos < len(seg):
+                seg[pos] ^= 1 << rng.randrange(8)
+                return True
+            pos -= len(seg)
+        raise AssertionError("unreachable")
 
 
 # --- FileStorage ----------------------------------------------------------------
 
 _log = logging.getLogger(__name__)
 
-# Entries per record when the log is rewritten by compaction.
-_COMPACT_CHUNK = 1024
+SEGMENT_BYTES = 256 << 10  # a save starts a new log segment once the last one holds this
+_SEGMENT = "log-"         # segment file names: this + a sequence number, 20 digits
 _SNAPSHOT = "snapshot-"   # snapshot file names: this + the index, 20 digits
 # Where os.fdatasync exists (Linux) it is enough for an append: it flushes the
 # data and the new file size, skipping the mtime update that fsync also writes.
@@ -206,18 +236,17 @@ def _makedirs_durably(path: str, sync: bool) -> None:
 
 
 class FileStorage:
-    """Durable storage for a real worker: an append-only log plus an atomically replaced hard state.
+    """Durable storage for a real worker: a segmented append-only log, an atomically
+    replaced hard state, and snapshot files.
 
     Layout of the directory ``path`` (created if missing, durably: its parent is
     fsynced):
 
-    ``log``
-        Records ``length:uint32 | crc32(body):uint32 | body``, one per ``save``
-        that had entries; ``body`` is one or more pickles, back to back, of
-        sequences of ``Entry`` that together are contiguous. A record whose
-        first index is <= the last stored index replaces the stored suffix
-        from that index on (§5.3), so replay is ``MemoryStorage.save``
-        applied to each record in order. A torn last write (a crash's
+    ``log-<seq>``
+        The log's segments, in the order of ``seq`` (20 digits), in the format
+        of ``logformat.py``: a ``LogBase`` record, then one record per
+        ``save`` that had entries. A ``save`` starts a new segment when the
+        last one holds ``segment_bytes`` or more. A torn last write (a crash's
         leftover: nothing valid after it, short or partly unwritten) is cut
         off, with a warning; any other bad record (a flipped bit, a record
         that does not continue the log) raises ``CorruptStorage``: dropping
@@ -234,46 +263,46 @@ class FileStorage:
         name, fsynced, renamed, and the directory fsynced (``write_snapshot``;
         safe to call from a forked child). The newest valid one is loaded.
 
-    Compaction (``compact``, after a snapshot is durable) rewrites the log
-    with a ``LogBase`` record first and only the entries after it, by the
-    same replace sequence; then the older snapshot files go. A crash at any
-    point restarts correctly: mid-write, a ``.tmp`` is removed at open and the
-    old files are intact; after the rename, the new snapshot is loaded and
-    the old log's entries after it are kept (``entries_after``), and the log
-    is compacted at open; mid-rewrite, ``log.tmp`` is removed and the old log
-    is intact.
+    Compaction (``compact``, after a snapshot is durable) costs nothing per
+    entry kept: it deletes, oldest first, the segments whose every entry the
+    snapshot covers (the next segment starts at or below the compaction
+    point). When the log does not hold the compaction point (a snapshot from
+    the leader that replaces a conflicting log, thesis §5.3) it first starts
+    a segment whose base is that entry, durably, and then deletes all older
+    ones. Then the older snapshot files go. A crash at any point restarts
+    correctly: mid-write, a ``.tmp`` is removed at open and the old files are
+    intact; after the rename, the new snapshot is loaded and the log's entries
+    after it are kept (``entries_after``), and the log is compacted at open;
+    mid-deletion, what is left replays to the same log after the snapshot
+    (a suffix of the segments, or older ones followed by the resetting one).
+
+    In memory the log is kept as replayed (the ``Entry`` objects are the
+    caller's, shared: a pointer per entry), from ``base``, the last
+    compaction point; the first segment may start a little below it.
 
     Costs: ``save(None, [])``, or a ``hard_state`` equal to the stored one,
     makes no system call. Otherwise one ``write`` + one fdatasync of the log
-    when there are entries, and the replace sequence above when the hard state
-    changed.
+    when there are entries (plus a directory fsync when a segment starts), and
+    the replace sequence above when the hard state changed.
 
     ``sync=False`` skips every fsync: only for benchmarks that compare the cost
     of the rest. It is not durable across a power loss or a kernel crash.
 
-    When the log holds ``compact_ratio`` times more superseded bytes than live
-    ones (and at least ``compact_min_bytes``), ``save`` rewrites it (to
-    ``log.tmp``, fsync, replace, fsync the directory). Superseded bytes come only
-    from truncations, so this is rare; a snapshot's ``compact`` is the usual rewrite.
+    Superseded bytes (entries a truncation replaced, §5.3) stay in their
+    segment until compaction deletes it: truncation is rare, and rewriting
+    entries to reclaim them is what this layout avoids.
 
     The body is a pickle: the data dir must be as trusted as the code.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        sync: bool = True,
-        compact_ratio: float = 4.0,
-        compact_min_bytes: int = 1 << 20,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], sync: bool = True,
+                 segment_bytes: int = SEGMENT_BYTES) -> None:
         self.path = os.fspath(path)
         self.sync = sync
-        self.compact_ratio = compact_ratio
-        self.compact_min_bytes = compact_min_bytes
+        self.segment_bytes = segment_bytes
         _makedirs_durably(self.path, sync)
-        self._log_path = os.path.join(self.path, "log")
         self._state_path = os.path.join(self.path, "state")
-        self._log_fd: Optional[int] = None
+        self._log_fd: Optional[int] = None      # the last segment's, open for appends
         self._dir_fd = os.open(self.path, os.O_RDONLY)
         self._lock_fd = os.open(os.path.join(self.path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -283,6 +312,8 @@ class FileStorage:
                 raise RaftmpError(f"{self.path} is in use by another process") from None
             self._open()
         except BaseException:
+            if self._log_fd is not None:
+                os.close(self._log_fd)
             os.close(self._lock_fd)  # releases the flock
             os.close(self._dir_fd)
             raise
@@ -290,30 +321,17 @@ class FileStorage:
     def _open(self) -> None:
         """Recover term, vote and log from the files; runs holding the lock."""
         # Leftovers of a crash in the middle of a replace: the old file is intact.
-        for leftover in ["state.tmp", "log.tmp"] + [
+        for leftover in ["state.tmp"] + [
                 name for name in os.listdir(self.path)
                 if name.startswith(_SNAPSHOT) and name.endswith(".tmp")]:
             try:
                 os.unlink(os.path.join(self.path, leftover))
             except FileNotFoundError:
                 pass
-
         self.term, self.vote = self._read_state()
-        # Invariant: self.entries[i].index == base.index + i + 1, and it equals
-        # what replay of the log file yields. The Entry objects are the caller's,
-        # shared, so this costs a pointer per entry.
-        self.base = LogBase(0, 0)
-        self.entries: list[Entry] = []
-        # One (first_index, size) per record still holding live entries; a
-        # record that truncation made wholly dead moves to self._dead_bytes.
-        self._records: list[tuple[int, int]] = []
-        self._dead_bytes = 0
-        self._size = 0
-        created = not os.path.exists(self._log_path)
+        # One (file name, its LogBase, size) per segment, in order.
+        self._segments: list[list] = []
         self._replay()
-        self._log_fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        if created:
-            self._fsync_dir()
         self.snapshot = self._read_snapshot()
         entries_after(self.snapshot, self.base, self.entries)   # raises if they do not fit
         if self.snapshot is not None and self.snapshot.index > self.base.index:
@@ -362,9 +380,19 @@ class FileStorage:
         assert self.snapshot is not None and index <= self.snapshot.index, "compact past a snapshot"
         if index <= self.base.index:
             return
-        self.entries = entries_after(Snapshot(index, term, b""), self.base, self.entries)
+        if holds(self.base, self.entries, index, term):
+            del self.entries[:index - self.base.index]
+            drop = 0
+            while drop + 1 < len(self._segments) and self._segments[drop + 1][1].index <= index:
+                drop += 1
+        else:                     # thesis §5.3: the whole log goes
+            self.entries = []
+            self._start_segment(LogBase(index, term), b"")
+            drop = len(self._segments) - 1
         self.base = LogBase(index, term)
-        self._compact()
+        for name, _, _ in self._segments[:drop]:   # oldest first: a suffix is always left
+            os.unlink(os.path.join(self.path, name))
+        del self._segments[:drop]
         for name in os.listdir(self.path):
             if (name.startswith(_SNAPSHOT) and not name.endswith(".tmp")
                     and name < f"{_SNAPSHOT}{self.snapshot.index:020d}"):
@@ -383,12 +411,13 @@ class FileStorage:
 
     def close(self) -> None:
         """Release the files. Everything saved is already durable."""
-        if self._log_fd is None:
+        if self._lock_fd is None:
             return
-        os.close(self._log_fd)
+        if self._log_fd is not None:
+            os.close(self._log_fd)
         os.close(self._lock_fd)  # releases the flock
         os.close(self._dir_fd)
-        self._log_fd = None
+        self._log_fd = self._lock_fd = None
 
     def __enter__(self) -> "FileStorage":
         return self
@@ -399,7 +428,7 @@ class FileStorage:
     # -- log ------------------------------------------------------------------
 
     def _append(self, entries: Sequence[Entry], pickled: Optional[list[bytes]] = None) -> None:
-        assert self._log_fd is not None, "save after close"
+        assert self._lock_fd is not None, "save after close"
         first = entries[0].index
         # A bug must stop loudly: a hole in the log would be replayed as data.
         last = self.base.index + len(self.entries)
@@ -408,100 +437,78 @@ class FileStorage:
         )
         assert entries[-1].index == first + len(entries) - 1, "entries not contiguous"
         record = frame(b"".join(pickled)) if pickled else encode_record(entries)
-        self._write_all(self._log_fd, record)
-        if self.sync:
-            _datasync(self._log_fd)
-        self._size += len(record)
-        self._apply(entries, len(record))
-        if self._dead_bytes >= max(self.compact_min_bytes,
-                                   self.compact_ratio * (self._size - self._dead_bytes)):
-            self._compact()
+        if self._log_fd is None or self._segments[-1][2] >= self.segment_bytes:
+            at = first - 1 - self.base.index
+            self._start_segment(LogBase(first - 1, self.entries[at - 1].term if at else
+                                        self.base.term), record)
+        else:
+            self._write_all(self._log_fd, record)
+            if self.sync:
+                _datasync(self._log_fd)
+            self._segments[-1][2] += len(record)
+        apply_record(self.base, self.entries, entries)
 
-    def _apply(self, entries: list[Entry], size: int) -> None:
-        """MemoryStorage's overwrite rule, plus the live/dead byte accounting."""
-        first = entries[0].index
-        at = first - self.base.index     # position of ``first`` in self.entries, from 1
-        if at <= 0:                      # (only a rewritten log's first record)
-            entries, first, at = entries[1 - at:], self.base.index + 1, 1
-        if at <= len(self.entries):
-            del self.entries[at - 1:]
-            while self._records and self._records[-1][0] >= first:
-                self._dead_bytes += self._records.pop()[1]
-        self.entries.extend(entries)
-        self._records.append((first, size))
+    def _start_segment(self, base: LogBase, record: bytes) -> None:
+        """A new last segment continuing after ``base``, holding ``record``; durable."""
+        seq = int(self._segments[-1][0][len(_SEGMENT):]) + 1 if self._segments else 1
+        name = f"{_SEGMENT}{seq:020d}"
+        data = segment_header(*base) + record
+        fd = os.open(os.path.join(self.path, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                     | os.O_EXCL, 0o644)
+        try:
+            self._write_all(fd, data)
+            if self.sync:
+                _datasync(fd)
+            self._fsync_dir()
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+        self._log_fd = fd
+        self._segments.append([name, base, len(data)])
 
     def _replay(self) -> None:
+        names = sorted(n for n in os.listdir(self.path)
+                       if n.startswith(_SEGMENT) and n[len(_SEGMENT):].isdigit())
+        datas = []
+        for name in names:
+            with open(os.path.join(self.path, name), "rb") as f:
+                datas.append(f.read())
         try:
-            with open(self._log_path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return
-        try:
-            records, torn = decode_log(data)
+            log = replay(datas)
         except CorruptStorage as e:
-            raise CorruptStorage(f"{self._log_path}: {e}") from None
-        pos = 0
-        for entries, size in records:
-            if type(entries) is LogBase and pos == 0:
-                self.base = entries
-                pos += size
-                continue
-            # A CRC-valid record that breaks the log's shape was written by a
-            # bug, not torn by a crash: stop, don't repair.
-            if not (entries
-                    and all(isinstance(e, Entry) for e in entries)
-                    and 1 <= entries[0].index <= self.base.index + len(self.entries) + 1
-                    and entries[-1].index > self.base.index
-                    and all(e.index == entries[0].index + i for i, e in enumerate(entries))):
-                raise CorruptStorage(f"{self._log_path}: record at offset {pos} does not "
-                                     "continue the log")
-            self._apply(entries, size)
-            pos += size
-        self._size = pos
-        if torn is not None:
+            raise CorruptStorage(f"{self.path}: {e}") from None
+        self.base, self.entries = log.base, log.entries
+        # (a torn last segment with no whole record has no header: it is dropped below)
+        self._segments = [[n, h, len(d)]
+                          for n, h, d in zip(names, log.headers, datas, strict=False)]
+        if log.torn is not None:
+            keep, why = log.torn
+            path = os.path.join(self.path, names[-1])
             _log.warning("%s: torn last write (%s); truncating %d bytes (index %d is the last "
-                         "kept)", self._log_path, torn, len(data) - pos,
+                         "kept)", path, why, len(datas[-1]) - keep,
                          self.base.index + len(self.entries))
-            fd = os.open(self._log_path, os.O_WRONLY)
-            try:
-                os.ftruncate(fd, pos)
-                if self.sync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def _compact(self) -> None:
-        """Rewrite the log with only its live entries; atomic by replace."""
-        tmp = os.path.join(self.path, "log.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        records: list[tuple[int, int]] = []
-        size = 0
-        try:
-            if self.base.index:
-                marker = frame(pickle.dumps(self.base, pickle.HIGHEST_PROTOCOL))
-                self._write_all(fd, marker)
-                size = len(marker)
-            for i in range(0, len(self.entries), _COMPACT_CHUNK):
-                chunk = self.entries[i:i + _COMPACT_CHUNK]
-                record = encode_record(chunk)
-                self._write_all(fd, record)
-                records.append((chunk[0].index, len(record)))
-                size += len(record)
-            if self.sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._log_path)
-        self._fsync_dir()
-        _log.info("%s: compacted %d bytes to %d", self._log_path, self._size, size)
-        os.close(self._log_fd)
-        self._log_fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND)
-        self._records, self._size, self._dead_bytes = records, size, 0
+            if keep:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, keep)
+                    if self.sync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._segments[-1][2] = keep
+            else:
+                os.unlink(path)
+                self._fsync_dir()
+        if self._segments:
+            self._log_fd = os.open(os.path.join(self.path, self._segments[-1][0]),
+                                   os.O_WRONLY | os.O_APPEND)
 
     # -- hard state -----------------------------------------------------------
 
     def _write_state(self, term: int, vote: Optional[int]) -> None:
-        assert self._log_fd is not None, "save after close"
+        assert self._lock_fd is not None, "save after close"
         # Forgetting or changing a vote within a term could grant two votes (§5.2).
         assert term > self.term or (term == self.term and self.vote in (None, vote)), (
             f"hard state ({self.term}, {self.vote}) -> ({term}, {vote}) goes backwards"

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from raftmp import logformat
 from raftmp.core import raft as raft_module
-from raftmp.core.kv import KVStore
+from raftmp.core.kv import KVStore, Session
 from raftmp.core.log import RaftLog
 from raftmp.core.messages import (
     AppendEntries,
     AppendEntriesReply,
+    Command,
     InstallSnapshot,
     RequestVote,
     RequestVoteReply,
@@ -200,12 +201,21 @@ def truncate_on_short_append(self, m) -> int:
 _append = Raft._append
 
 
-def apply_duplicates(self, cmd):
+def apply_duplicates(self, cmd, index=0):
     """KVStore.apply forgetting the results it keeps: a retry is applied again."""
-    s = self.sessions.get(getattr(cmd, "client_id", None))
+    s = self.sessions.get((getattr(cmd, "client_id", None), getattr(cmd, "session", None)))
     if s is not None:
         s.results.pop(getattr(cmd, "seq", None), None)
-    return _kv_apply(self, cmd)
+    return _kv_apply(self, cmd, index)
+
+
+def open_session_by_command(self, cmd, index=0):
+    """KVStore.apply opening a session for a command of one not in the table (as
+    before registration): a late copy of an expired session's command is applied
+    again."""
+    if type(cmd) is Command and cmd.op != "register":
+        self.sessions.setdefault((cmd.client_id, cmd.session), Session())
+    return _kv_apply(self, cmd, index)
 
 
 _kv_apply = KVStore.apply
@@ -242,6 +252,8 @@ MUTANTS = {
     "truncate-on-short-append": ([(Raft, "_append", truncate_on_short_append)],
                                  "acknowledged|durability|state machine|leader completeness"),
     "apply-duplicates": ([(KVStore, "apply", apply_duplicates)], "differ|stale read|history"),
+    "open-session-by-command": ([(KVStore, "apply", open_session_by_command)],
+                                "executed twice|differ|stale read|history"),
 }
 HANDLED = {"handle_append": AppendEntries, "handle_append_reply": AppendEntriesReply,
            "handle_request_vote": RequestVote, "handle_vote_reply": RequestVoteReply}

@@ -98,6 +98,9 @@ def test_compare_quick(tmp_path):
     for r in data["rows"]:
         assert {"metric", "raftmp", "pysyncobj", "pysyncobj-nobatch",
                 "raftmp / best pysyncobj"} <= set(r)
+    # CPU per 1,000 puts, from /proc: every system's processes were counted.
+    cpu = next(r for r in data["rows"] if r["metric"].startswith("CPU s per 1,000 puts"))
+    assert all(cpu[s] > 0 for s in ("raftmp", "pysyncobj", "pysyncobj-nobatch")), cpu
 
 
 def test_help():

@@ -28,6 +28,9 @@ from raftmp.sim import SimConfig
     (lambda: raftmp.Config(client_op_timeout=0), ["client_op_timeout"]),
     (lambda: raftmp.Cluster(3, timing=raftmp.Timing(op_timeout=6)),
      ["Timing.op_timeout", "6", "Config.client_op_timeout"]),
+    # The default Timing (op_timeout 5) is checked too (review of issue 18).
+    (lambda: raftmp.Cluster(3, config=raftmp.Config(client_op_timeout=3)),
+     ["Timing.op_timeout", "5.0", "Config.client_op_timeout", "3"]),
     (lambda: raftmp.Timing(attempt_timeout=-1), ["attempt_timeout"]),
     (lambda: raftmp.Timing(op_timeout=float("nan")), ["op_timeout"]),
     (lambda: raftmp.Faults(drop=1.5), ["drop"]),

@@ -35,13 +35,16 @@ from raftmp.transports.course_link import PARK_LIMIT, PARK_RECHECK, CourseLink, 
 nat = st.integers(min_value=0, max_value=2**63)
 text = st.text(max_size=40)
 commands = (st.builds(Command, nat, nat, nat, st.sampled_from(["get", "delete"]), text,
-                      st.none() | text, st.none() | text)
+                      st.none() | text, st.none() | text, nat)
             | st.builds(Command, nat, nat, nat, st.sampled_from(["put", "cas"]), text, text,
-                        st.none() | text)
+                        st.none() | text, nat)
+            # A client's registration (thesis §6.3): a new kind of entry needs a JSON form.
+            | st.builds(Command, nat, nat, nat, st.just("register"), st.just(""), st.none(),
+                        st.none(), nat)
             # A leader's clock entry (thesis §6.3): it once had no JSON form, so after
             # session_timeout / 8 with sessions a follower dropped every append.
             | st.builds(SessionClock, st.floats(0, 1e9), st.floats(1, 1e4),
-                        st.lists(nat, max_size=4).map(tuple)))
+                        st.lists(st.tuples(nat, nat), max_size=4).map(tuple)))
 
 
 @st.composite
@@ -458,7 +461,7 @@ def test_keep_writes_survives_a_session_clock_taking_the_writes_place():
 
     nodes = nodes_net(True)
     node = nodes[0]
-    node.proposed[5] = (21, 7)
+    node.proposed[5] = Command(21, 7, 0, "put", "k", "v")
     node.writes[(21, 7)] = (21, 0.0)
     node._settle(Entry(3, 5, SessionClock(1.0, 300.0)))
     assert [(dst, m.status) for dst, m in node.replies] == [(21, RETRY)]

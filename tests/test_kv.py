@@ -244,7 +244,7 @@ def test_kvstore_matches_dict_model_with_retries(script):
                 break
         # A retry that arrives after the client moved on is never applied.
         for o, _ in outstanding:
-            if o.seq < kv.sessions[o.client_id].floor:
+            if o.seq < kv.sessions[(o.client_id, 0)].floor:
                 assert kv.apply(o) == (None, None)
         assert kv.data == model
 
@@ -265,55 +265,39 @@ def test_snapshot_restores_data_and_sessions_exactly_once():
     assert restored.data == {}
 
 
+def register(kv, client, index):
+    """``client`` registers at log index ``index``: its session's name (thesis §6.3)."""
+    assert kv.apply(Command(client, 1, 1, "register", ""), index) == (OK, index)
+    return index
+
+
 def test_sessions_expire_by_the_clock_in_the_log():
     kv = KVStore()
-    kv.apply(cmd("put", "a", "1", client=1, seq=1))
+    s1, s2 = register(kv, 1, 1), register(kv, 2, 2)
+    kv.apply(cmd("put", "a", "1", client=1, seq=2)._replace(session=s1))
     kv.apply(SessionClock(100.0, 10.0))         # first clock: both count as active now
-    kv.apply(cmd("put", "b", "1", client=2, seq=1))
+    kv.apply(cmd("put", "b", "1", client=2, seq=2)._replace(session=s2))
     kv.apply(SessionClock(105.0, 10.0))
-    kv.apply(cmd("put", "b", "2", client=2, seq=2))
-    assert set(kv.sessions) == {1, 2}
+    kv.apply(cmd("put", "b", "2", client=2, seq=3)._replace(session=s2))
+    assert set(kv.sessions) == {(1, s1), (2, s2)}
     kv.apply(SessionClock(111.0, 10.0))         # client 1 idle since 100
-    assert set(kv.sessions) == {2}
+    assert set(kv.sessions) == {(2, s2)}
     kv.apply(SessionClock(50.0, 10.0))          # a clock never goes back
     assert kv.clock == 111.0
-    # Client 1 comes back past its first request: refused, not applied.
-    assert kv.apply(cmd("put", "a", "2", client=1, seq=2, acked=2)) == (
-        EXPIRED, "session expired: start a new client")
-    assert kv.data["a"] == "1" and 1 not in kv.sessions
-    # A client that never had a write applied (acked stays 1) opens a session.
-    assert kv.apply(cmd("put", "c", "1", client=3, seq=7, acked=1)) == (OK, None)
+    # Client 1 comes back: refused (whatever its acked), not applied, no session opened.
+    for acked in (1, 3):
+        assert kv.apply(cmd("put", "a", "2", client=1, seq=3, acked=acked)._replace(
+            session=s1)) == (EXPIRED, s1)
+    assert kv.data["a"] == "1" and set(kv.sessions) == {(2, s2)}
+    # It registers again: a new name, in which the old command is still refused.
+    s1b = register(kv, 1, 9)
+    assert kv.apply(cmd("put", "a", "2", client=1, seq=3)._replace(session=s1)) == (EXPIRED, s1)
+    assert kv.apply(cmd("put", "a", "3", client=1, seq=4)._replace(session=s1b)) == (OK, None)
+    assert kv.data["a"] == "3"
 
 
-def test_client_session_opens_then_reopens_after_expiry():
-    """A client sends acked=1 until one of its writes is applied (so the state
-    machine may open its session), then its real floor; after an EXPIRED answer
-    (no write in doubt) it sends acked=1 again until a write is applied: a new
-    session (the caller's operation goes on)."""
-    import random
-
-    from raftmp.core.messages import ClientReply
-    from raftmp.core.session import DONE, ClientSession
-
-    c = ClientSession(7, [0, 1, 2], random.Random(1))
-    c.leader = 0
-    c.submit("get", "k", None, None, 0.0)
-    c.submit("put", "k", "v", None, 0.0)
-    c.submit("put", "k", "w", None, 0.0)
-    assert [m.command.acked for _, m in c.take_messages()] == [1, 1, 1]
-    c.step(0, ClientReply(7, 1, OK, None), 0.1)           # the get: no session yet
-    c.tick(0.5)
-    assert {m.command.acked for _, m in c.take_messages()} == {1}
-    c.step(0, ClientReply(7, 2, OK, None), 0.6)           # a write applied: session open
-    c.submit("put", "k", "x", None, 0.7)
-    assert [m.command.acked for _, m in c.take_messages()] == [3]
-    c.step(0, ClientReply(7, 3, EXPIRED, "gone"), 0.8)
-    assert [(m.command.seq, m.command.acked) for _, m in c.take_messages()] == [(3, 1)]
-    c.step(0, ClientReply(7, 3, OK, True), 0.9)           # a new session
-    c.submit("put", "k", "y", None, 1.0)
-    assert [m.command.acked for _, m in c.take_messages()] == [4]
-    assert c.new_sessions == 1
-    assert [o.outcome for o in c.take_finished()] == [DONE, DONE, DONE]
+def test_a_registration_is_not_a_users_operation():
+    assert "unknown operation" in check_command(Command(1, 1, 1, "register", ""), Limits())
 
 
 def test_a_clock_keeps_the_sessions_it_lists_alive():
@@ -324,18 +308,26 @@ def test_a_clock_keeps_the_sessions_it_lists_alive():
     kv.apply(cmd("put", "a", "1", client=1, seq=1))
     kv.apply(cmd("put", "b", "1", client=2, seq=1))
     kv.apply(SessionClock(100.0, 10.0))                  # both dated 100
-    kv.apply(SessionClock(108.0, 10.0, (1, 99)))         # 1 read; 99 has no session
+    kv.apply(SessionClock(108.0, 10.0, ((1, 0), (99, 0))))   # 1 read; 99 has no session
     kv.apply(SessionClock(111.0, 10.0))
-    assert set(kv.sessions) == {1} and kv.sessions[1].active == 108.0
+    assert set(kv.sessions) == {(1, 0)} and kv.sessions[(1, 0)].active == 108.0
     kv.apply(cmd("get", "a", client=1, seq=2, acked=2))  # applied after 111: dated by the next
     kv.apply(SessionClock(120.0, 10.0))
     kv.apply(SessionClock(129.0, 10.0))
-    assert set(kv.sessions) == {1}
+    assert set(kv.sessions) == {(1, 0)}
     restored = KVStore()
     restored.restore(kv.snapshot_data())
     assert restored.sessions == kv.sessions and restored.clock == kv.clock
     kv.apply(SessionClock(131.0, 10.0))
     assert kv.sessions == {}
+
+
+def test_a_snapshot_from_before_registration_loads_its_sessions_as_session_0():
+    import pickle
+    old = pickle.dumps(({"x": "1"}, {7: (2, {3: None}, 5.0, False)}, 5.0))
+    kv = KVStore()
+    kv.restore(old)
+    assert kv.data == {"x": "1"} and kv.cached(7, 3) == (True, None) and kv.clock == 5.0
 
 
 def test_incr_adds_to_a_64_bit_integer_value_or_changes_nothing() -> None:

@@ -18,7 +18,7 @@ CORE = pathlib.Path(__file__).resolve().parent.parent / "raftmp" / "core"
 
 # Standard-library modules a pure layer may use.
 ALLOWED = {"__future__", "bisect", "collections", "dataclasses", "enum", "heapq", "itertools",
-           "math", "random", "typing", "zlib", "struct", "json", "pickle"}
+           "math", "operator", "random", "typing", "zlib", "struct", "json", "pickle"}
 # Names that read a clock, sleep or draw from the process-wide random generator.
 FORBIDDEN_CALLS = {("time", "time"), ("time", "monotonic"), ("time", "sleep"),
                    ("time", "perf_counter"), ("random", "random"), ("random", "randint"),

@@ -18,7 +18,7 @@ import pytest
 from conftest import wait_until
 
 import raftmp
-from raftmp.core.messages import RequestVote
+from raftmp.core.messages import ClientReply, ClientRequest, Command, RequestVote
 from raftmp.faults import Faults
 from raftmp.launcher import start_router
 from raftmp.transports import wire
@@ -519,3 +519,53 @@ def test_stop_is_idempotent_and_keeps_cleanup_dir(tmp_path):
 def test_address_in_use_is_reported(router, address):
     with pytest.raises(OSError):
         start_router(CTX, address, seed=0)
+
+
+# --- the packet encoding ----------------------------------------------------------
+
+
+def test_packets_round_trip_in_each_payload_form():
+    from raftmp.core.messages import AppendEntriesReply, ClientReply, ClientRequest, Command
+
+    cmd = Command(1001, 2, 1, "put", "k", "v")
+    for messages in ([ClientRequest(cmd)] * 3,                                # wrapped
+                     [ClientReply(1001, 2, "ok"), AppendEntriesReply(1, 2, True, 3, 0, 0, 1)],
+                     [ClientRequest(cmd), ClientRequest(("not", "a", "command"))],
+                     [1, "not a message"]):                                   # a plain list
+        src, dst, got = wire.decode(wire.encode(3, 4, messages))
+        assert (src, dst, got) == (3, 4, messages)
+        assert list(map(type, got)) == list(map(type, messages))
+        assert [type(m[0]) for m in got if type(m) is ClientRequest] == \
+            [type(m[0]) for m in messages if type(m) is ClientRequest]
+
+
+@pytest.mark.parametrize("payload", [
+    ([ClientReply], [(1, 2)]),                       # too few fields for the class
+    ([ClientReply, ClientReply], [(1, 2, "ok")]),    # columns of different lengths
+    ([dict], [()]),                                  # not a NamedTuple class
+    (ClientRequest, Command, [(1, 2)]),              # inner fields too few
+    (ClientReply, Command, [(1, 2, 3, "put", "k", "v", None)]),   # wrapper of 5 fields
+])
+def test_malformed_payload_forms_are_refused(payload):
+    import pickle
+
+    packet = wire.HEADER.pack(3, 4, 1) + pickle.dumps(payload)
+    with pytest.raises(ValueError):
+        wire.decode(packet)
+
+
+def test_entry_columns_round_trip_and_refuse_malformed():
+    import pickle
+
+    from raftmp.core.messages import Command, Entry, SessionClock
+    from raftmp.logformat import pack_entries, unpack_entries
+
+    run = (Entry(2, 5, Command(1, 1, 1, "put", "k", "v")), Entry(2, 6, SessionClock(1.0, 9.0)))
+    for entries in (run, (Entry(2, 4, None),) + run):   # columns; a no-op: plain
+        got = unpack_entries(pickle.loads(pack_entries(entries)))
+        assert got == entries and list(map(type, got)) == [Entry] * len(entries)
+        assert [type(e.command) for e in got] == [type(e.command) for e in entries]
+    for bad in [(5, [2], Command, [(1,), (2,)]), (5, [2, 2], [Command], [(1,), (2,)]),
+                (5, [2], dict, [()]), {"not": "entries"}]:
+        with pytest.raises(ValueError):
+            unpack_entries(bad)

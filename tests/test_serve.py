@@ -484,9 +484,10 @@ def test_the_local_cluster_reports_the_same_figures() -> None:
         status = cluster.stats()["nodes"][leader]
         kv.close()
     assert status["has_leader"] == 1 and status["leader_changes"] >= 1
-    assert status["proposals_committed"] == 3 and status["proposals_pending"] == 0
+    # 3 puts and the client's registration (thesis §6.3)
+    assert status["proposals_committed"] == 4 and status["proposals_pending"] == 0
     assert status["reads_lease"] + status["reads_index"] == 1
     assert status["fsync_seconds"]["count"] > 0
-    assert status["commit_latency_seconds"]["count"] == 3
+    assert status["commit_latency_seconds"]["count"] == 4
     page = prometheus(status)
-    assert f'raftmp_proposals_committed_total{{node="{leader}"}} 3' in page
+    assert f'raftmp_proposals_committed_total{{node="{leader}"}} 4' in page

@@ -16,6 +16,13 @@ NODES = [0, 1, 2, 3, 4]
 STEP = 0.001
 
 
+def registered(*args, **kwargs) -> ClientSession:
+    """A client session that holds a session (registration has its own tests below)."""
+    s = ClientSession(*args, **kwargs)
+    s.session, s.session_heard = 1, float("inf")
+    return s
+
+
 def run(session: ClientSession, until: float, now: float, answer=None) -> tuple[float, list]:
     """Tick the session every STEP up to ``until``; ``answer(dst, request, t)`` returns
     a reply (delivered at once) or None. Returns the clock and every (t, dst, request)."""
@@ -40,7 +47,7 @@ def test_without_a_leader_one_probe_is_in_flight_whatever_the_window():
     """200 operations pending, no node answers: after the first attempt times out,
     requests leave one at a time (never two unanswered at once), node after node."""
     timing = Timing()
-    s = ClientSession(7, NODES, random.Random(1), timing)
+    s = registered(7, NODES, random.Random(1), timing)
     for i in range(200):
         s.submit("put", f"k{i}", "v", None, 0.0)
     first = s.take_messages()
@@ -60,7 +67,7 @@ def test_backoff_is_exponential_jittered_capped_and_reset_by_an_answer():
     a jitter factor in [0.5, 1)) up to max_backoff. Once a node answers, all the
     waiting operations go to it at once, and the next search starts from the base."""
     timing = Timing(backoff=0.02, max_backoff=0.2)
-    s = ClientSession(7, NODES, random.Random(2), timing)
+    s = registered(7, NODES, random.Random(2), timing)
     for i in range(50):
         s.submit("put", f"k{i}", "v", None, 0.0)
     leader = {"node": None}
@@ -102,7 +109,7 @@ def test_an_operation_that_never_left_fails_and_one_that_did_is_unknown():
     """Given up while waiting for a leader: a write never sent certainly did not
     happen (failed); the probe, which was sent, may have (unknown)."""
     timing = Timing(op_timeout=1.0)
-    s = ClientSession(7, NODES, random.Random(3), timing)
+    s = registered(7, NODES, random.Random(3), timing)
     s.searching = True              # as if the leader was just lost
     s.submit("put", "probe", "v", None, 0.0)
     s.submit("put", "waits", "v", None, 0.0)
@@ -117,7 +124,7 @@ def test_the_search_does_not_go_back_to_the_leader_that_went_silent():
     others and must not spend another attempt timeout on the dead node: it
     reaches the new leader soon after it wins."""
     timing = Timing()
-    s = ClientSession(7, NODES, random.Random(1), timing)
+    s = registered(7, NODES, random.Random(1), timing)
     s.leader = 0
     s.submit("put", "k", "v", None, 0.0)
     elected = 0.4
@@ -142,7 +149,7 @@ def test_the_search_does_not_go_back_to_the_leader_that_went_silent():
 def test_a_node_that_went_silent_is_probed_again_once_its_silence_is_old():
     """Passing over a silent node lasts a while, not forever: node 0 timed out on
     us, restarted and won, and nobody else knows it yet; the search gets to it."""
-    s = ClientSession(7, NODES, random.Random(1), Timing())
+    s = registered(7, NODES, random.Random(1), Timing())
     s.leader = 0
     s.submit("put", "k", "v", None, 0.0)
 
@@ -241,7 +248,7 @@ def test_writes_held_by_a_slow_leader_are_not_sent_again_when_the_search_finds_i
     the leader again, its answer travels with the answers to the other four: a
     copy of those sent on finding it would cross them and be answered a second
     time from the session table (a CS3700 duplicate). Each is answered once."""
-    s = ClientSession(7, NODES, random.Random(1), Timing())
+    s = registered(7, NODES, random.Random(1), Timing())
     s.leader = 0
     for i in range(5):
         s.submit("put", f"k{i}", "v", None, 0.0)
@@ -255,7 +262,7 @@ def test_writes_the_found_leader_no_longer_holds_are_sent_again_after_one_patien
     """The same, but the leader lost what it held: the writes not sent again on
     finding it are sent after one more attempt timeout, and complete."""
     timing = Timing()
-    s = ClientSession(7, NODES, random.Random(1), timing)
+    s = registered(7, NODES, random.Random(1), timing)
     s.leader = 0
     for i in range(5):
         s.submit("put", f"k{i}", "v", None, 0.0)
@@ -269,7 +276,7 @@ def test_an_answer_to_a_given_up_operation_is_late_and_a_second_one_a_duplicate(
     """CS3700 counts as duplicates the answers to a request already answered. The
     first answer to a write the client gave up on (op_timeout) is late, not a
     duplicate; a second answer to it is."""
-    s = ClientSession(7, NODES, random.Random(1), Timing(op_timeout=1.0))
+    s = registered(7, NODES, random.Random(1), Timing(op_timeout=1.0))
     seq = s.submit("put", "k", "v", None, 0.0)
     run(s, 1.1, 0.0)
     assert [o.outcome for o in s.take_finished()] == [UNKNOWN]
@@ -283,7 +290,7 @@ def test_the_answered_operation_is_not_sent_again_when_its_answer_ends_the_searc
     """Put a waits at node 0 (a slow commit) while the client, sent elsewhere by
     a hint, searches; node 0's answer to a ends the search. The answered
     operation itself is not sent anywhere (its copy would be answered again)."""
-    s = ClientSession(7, [0, 1, 2], random.Random(1), Timing())
+    s = registered(7, [0, 1, 2], random.Random(1), Timing())
     s.leader = 0
     a = s.submit("put", "a", "v", None, 0.0)       # held by node 0
     s.leader = 1                                   # a hint moved the client on
@@ -301,7 +308,7 @@ def test_an_operation_sent_as_its_target_answered_is_not_kept_at_a_dead_leader()
     """The next operation leaves at the very instant the leader's last answer
     arrives (a closed loop), then the leader dies: after one attempt timeout
     the operation goes to another node, not to the dead one again."""
-    s = ClientSession(7, [0, 1, 2], random.Random(1), Timing())
+    s = registered(7, [0, 1, 2], random.Random(1), Timing())
     s.leader = 0
     a = s.submit("put", "a", "v", None, 0.0)
     s.take_messages()
@@ -315,7 +322,7 @@ def test_an_operation_sent_as_its_target_answered_is_not_kept_at_a_dead_leader()
 def test_an_operation_refused_by_a_node_that_then_leads_goes_to_it_at_once():
     """Node 3 said it knows no leader; the search then finds node 3 leading: the
     operations it refused do not wait out a patience (it holds none of them)."""
-    s = ClientSession(7, NODES, random.Random(1), Timing())
+    s = registered(7, NODES, random.Random(1), Timing())
     s.leader = 3
     for i in range(3):
         s.submit("put", f"k{i}", "v", None, 0.0)
@@ -339,7 +346,7 @@ def test_an_operation_refused_by_a_node_that_then_leads_goes_to_it_at_once():
 
 def test_a_late_refusal_of_a_given_up_operation_is_neither_late_nor_a_duplicate():
     """Only a result makes the first late answer; a refusal before it counts for nothing."""
-    s = ClientSession(7, NODES, random.Random(1), Timing(op_timeout=1.0))
+    s = registered(7, NODES, random.Random(1), Timing(op_timeout=1.0))
     seq = s.submit("put", "k", "v", None, 0.0)
     run(s, 1.1, 0.0)
     s.step(1, ClientReply(7, seq, REDIRECT, None, None), 1.2)
@@ -352,7 +359,7 @@ def test_a_cut_off_leader_and_its_follower_do_not_hold_the_search():
     still names it; nodes 2-4 elect node 4. The search must leave the pair:
     node 0 never answers, node 1 keeps sending the probe back to it."""
     timing = Timing(attempt_timeout=1.0)
-    s = ClientSession(7, NODES, random.Random(1), timing)
+    s = registered(7, NODES, random.Random(1), timing)
     s.leader = 0
     s.submit("put", "k", "v", None, 0.0)
 
@@ -440,58 +447,139 @@ def test_a_session_that_only_reads_stays_alive():
 def test_retries_answered_from_the_session_table_keep_the_session_alive():
     one = OneNode(session_timeout=20.0)
     assert one.do("put", "k", "1").outcome == DONE
-    (first,) = [o for o in one.node.kv.sessions.values()]
-    retry = ClientRequest(Command(CLIENT, 1, 1, "put", "k", "1"))
+    (key, first), = one.node.kv.sessions.items()
+    retry = ClientRequest(Command(CLIENT, 2, 2, "put", "k", "1", None, one.client.session))
     for _ in range(12):
         one.node.step(CLIENT, retry, one.now)      # answered from the table: no log entry
         assert one.node.ready(one.now).persisted_messages[0][1].status == OK
         one.idle(4.0)
+    assert one.node.kv.sessions[key] is first      # 48 s: past two session timeouts
+
+
+def test_a_client_registers_once_and_its_session_is_named_by_the_log_index():
+    """Thesis §6.3: only a registration opens a session; its name is the index of
+    the registration entry; the writes wait for it, reads do not need it."""
+    one = OneNode(session_timeout=20.0)
+    assert one.do("get", "k").result is None and one.node.sessions == 0
+    assert one.do("put", "k", "1").outcome == DONE
     assert one.do("put", "k", "2").outcome == DONE
-    assert one.client.new_sessions == 0 and one.node.kv.sessions[CLIENT] is first
+    (cid, session), = one.node.kv.sessions
+    assert cid == CLIENT and session == one.client.session
+    (entry,) = one.node.raft.log.slice(session, session + 1)
+    assert entry.command.op == "register"
+    assert one.do("put", "k", "3").command.session == session
 
 
-def test_an_expired_session_with_no_write_in_doubt_is_replaced_by_the_client():
-    """Thesis §6.3: a client idle past the session timeout whose every write was
-    answered opens a new session by itself: the caller sees no error."""
+def _hold_first_attempt(one: OneNode, key: str, value: str):
+    """Run one write to its end, keeping a copy of its first request (as a
+    network that duplicates and delays may); the write's Outcome and the copy."""
+    one.client.submit("put", key, value, None, one.now)
+    copy = None
+    while True:
+        one.now += 0.01
+        for _, req in one.client.take_messages():
+            if copy is None and req.command.op == "put":
+                copy = req
+            one.node.step(CLIENT, req, one.now)
+        one.node.tick(one.now)
+        for _, m in one.node.ready(one.now).persisted_messages:
+            one.client.step(0, m, one.now)
+        done = one.client.take_finished()
+        if done:
+            return done[0], copy
+
+
+def _deliver(one: OneNode, req: ClientRequest) -> list:
+    one.node.step(CLIENT, req, one.now)
+    replies = [m for _, m in one.node.ready(one.now).persisted_messages]
+    one.idle(0.5)
+    return replies
+
+
+def test_a_late_copy_of_an_answered_write_is_not_applied_in_the_next_session():
+    """Review of issue 18: put k=A answered, a copy held in the network; the
+    session expires; put k=B opens a new session and is answered; the held
+    copy of put A arrives. It must be refused (its session is gone), not
+    applied again over the acknowledged B."""
     one = OneNode(session_timeout=20.0)
     assert one.do("put", "k", "1").outcome == DONE
+    o, copy = _hold_first_attempt(one, "k", "A")
+    assert o.outcome == DONE
     one.idle(50.0)
     assert one.node.sessions == 0                   # expired
-    o = one.do("put", "k", "2")
-    assert (o.outcome, o.error) == (DONE, None), o
+    o = one.do("put", "k", "B")
+    assert (o.outcome, o.error) == (DONE, None), o    # a new session, by itself
     assert one.client.new_sessions == 1 and one.node.sessions == 1
-    assert one.node.data() == {"k": "2"}
-    assert one.do("put", "k", "3").command.acked == 3      # the new session's real floor
+    for _ in range(5):                              # reads: the new session's floor stays
+        one.do("get", "k")
+        one.idle(3.0)
+    replies = _deliver(one, copy)
+    assert [r.status for r in replies] == ["expired"]
+    assert one.node.data() == {"k": "B"}
 
 
-def test_session_expired_reaches_the_caller_only_with_a_write_in_doubt():
-    """A write the client gave up on (Timeout) may have been applied in the
-    expired session; a new one could apply a late copy of it again. Then the
-    caller is told (SessionExpired), and nothing is applied."""
+def test_a_late_copy_of_a_clients_first_write_does_not_open_a_session():
+    """Before registration, a command with acked = 1 (a client's first, or any
+    copy sent while its first was pending) opened a session wherever none was:
+    a copy delayed past the session's expiry was applied again."""
+    one = OneNode(session_timeout=20.0)
+    o, copy = _hold_first_attempt(one, "k", "A")
+    assert o.outcome == DONE and copy.command.acked == 1
+    assert one.do("put", "k", "B").outcome == DONE
+    one.idle(50.0)
+    assert one.node.sessions == 0
+    assert [r.status for r in _deliver(one, copy)] == ["expired"]
+    assert one.node.data() == {"k": "B"} and one.node.sessions == 0
+
+
+def test_writes_sent_in_an_expired_session_end_unknown_the_next_ones_reopen():
+    """A write given up on (Timeout) may have been applied in the old session,
+    and never will be in the new one: the client reopens at once anyway (the
+    old code refused to while a write was in doubt, for good). A write pending
+    when its session is found expired is unknown (SessionExpired): it may have
+    been applied there."""
     one = OneNode(session_timeout=20.0)
     assert one.do("put", "k", "1").outcome == DONE
     o = one.do("put", "k", "lost", lost=True)
     assert (o.outcome, o.error) == (UNKNOWN, Timeout)
     one.idle(50.0)
     o = one.do("put", "k", "2")
-    assert (o.outcome, o.error) == (FAILED, SessionExpired), o
-    assert one.node.data() == {"k": "1"} and one.client.new_sessions == 0
+    assert (o.outcome, o.error) == (DONE, None), o
+    assert one.node.data() == {"k": "2"} and one.client.new_sessions == 1
+    one.idle(50.0)
+    old = one.client.session
+    one.client.session_heard = one.now   # (else it would reopen at once, having idled)
+    one.client.submit("put", "k", "3", None, one.now)
+    (_, req), = one.client.take_messages()
+    one.client.step(0, ClientReply(CLIENT, req.command.seq, "expired", old), one.now)
+    (o,) = one.client.take_finished()
+    assert (o.outcome, o.error) == (UNKNOWN, SessionExpired)
+    assert one.client.session == 0 and one.client.new_sessions == 2
 
 
-def test_a_late_answer_settles_a_write_in_doubt_unless_it_is_expired():
-    """A late ok (or invalid) for a write given up on says what became of it; a
-    late EXPIRED says only that this copy was refused: an earlier one may have
-    been applied before the session expired, so the write stays in doubt."""
-    c = ClientSession(CLIENT, [0], random.Random(0), Timing(op_timeout=1.0))
-    c.leader = 0
-    for seq in (1, 2):
-        c.submit("put", "k", str(seq), None, 0.0)
+def test_a_stale_expired_answer_does_not_abandon_the_new_session():
+    """An EXPIRED answering an attempt sent in an older session says nothing of
+    the current one (review of issue 18)."""
+    c = registered(CLIENT, [0], random.Random(0), Timing(op_timeout=1.0))
+    c.leader, c.session = 0, 5
+    c.submit("put", "k", "1", None, 0.0)
     c.take_messages()
-    c.tick(1.0)                                               # both given up: in doubt
-    assert [o.error for o in c.take_finished()] == [Timeout, Timeout]
-    c.step(0, ClientReply(CLIENT, 1, OK, None), 1.1)
-    c.step(0, ClientReply(CLIENT, 2, "expired", "gone"), 1.1)
-    assert c.in_doubt == {2} and c.late == 2
-    c.submit("put", "k", "3", None, 2.0)
-    c.step(0, ClientReply(CLIENT, 3, "expired", "gone"), 2.1)
-    assert [o.error for o in c.take_finished()] == [SessionExpired]
+    c.step(0, ClientReply(CLIENT, 1, "expired", 3), 0.1)    # session 3 is long gone
+    assert c.session == 5 and 1 in c.pending and not c.take_finished()
+    c.step(0, ClientReply(CLIENT, 1, OK, None), 0.2)
+    assert [o.outcome for o in c.take_finished()] == [DONE]
+
+
+def test_a_clock_lists_only_sessions_in_the_table():
+    """A read-only client has no session: the clock does not name it."""
+    one = OneNode(session_timeout=20.0)
+    assert one.do("put", "k", "1").outcome == DONE
+    reader = ClientRequest(Command(CLIENT + 1, 1, 1, "get", "k"))
+    one.node.step(CLIENT + 1, reader, one.now)
+    one.node.ready(one.now)
+    one.idle(5.0)
+    clocks = [e.command for e in one.node.raft.log.entries
+              if type(e.command).__name__ == "SessionClock"]
+    assert clocks and all(k in one.node.kv.sessions or not k
+                          for c in clocks for k in c.seen)
+    assert all(cid == CLIENT for c in clocks for cid, _ in c.seen)

@@ -216,3 +216,23 @@ def test_ping_below_the_leaders_base_passes_any_followers_check():
     pings = [m for _, d, m in net.sent if d == 2 and type(m) is AppendEntries]
     assert pings and all(m.prev_index == 0 and m.prev_term == 0 for m in pings[-2:])
     assert net[2].leader == 0
+
+
+def test_log_sizes_survive_compaction_each_entry_measured_once(monkeypatch):
+    """The byte sums that batching and the snapshot threshold use are kept across
+    a compaction (they were recomputed from scratch after each one)."""
+    from raftmp.core import log as log_module
+    from raftmp.core.messages import Entry
+
+    measured = []
+    real = log_module.approx_size
+    monkeypatch.setattr(log_module, "approx_size", lambda c: measured.append(c) or real(c))
+    log = log_module.RaftLog([Entry(1, i, ("put", "k", "v" * i)) for i in range(1, 101)])
+    total = log.size(1, 100)
+    assert total == sum(real(("put", "k", "v" * i)) for i in range(1, 101))
+    log.compact(40)
+    assert log.size(41, 100) == total - sum(real(("put", "k", "v" * i)) for i in range(1, 41))
+    assert [e.index for e in log.batch(41, 100, log.size(41, 50))] == list(range(41, 51))
+    log.append(Entry(1, 101, ("put", "k", "v")))
+    assert log.size(100, 101) == real(("put", "k", "v" * 100)) + real(("put", "k", "v"))
+    assert len(measured) == 101

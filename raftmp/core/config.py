@@ -51,9 +51,9 @@ class Config:
     # Thesis §6.3: a client session no leader heard from for this long (by the
     # leaders' clocks, written into the log) expires. At least SESSION_MARGIN x
     # the longest op timeout of this cluster's clients (``client_op_timeout``,
-    # their Timing.op_timeout): then a write still pending at its client
-    # cannot have been applied in a session that has since expired, and a
-    # client with no write in doubt may open a new session by itself.
+    # their Timing.op_timeout): then a client that sends a request within its
+    # op timeout keeps its session (a write sent in an expired one ends
+    # unknown: SessionExpired).
     session_timeout: float = 300.0
     client_op_timeout: float = OP_TIMEOUT
     # Reads (thesis §6.4): "index" confirms leadership by a heartbeat round per

@@ -85,8 +85,7 @@ class FollowerRules:
                     configs_changed = self.configs.truncated(e.index)
                 self.unstable_from = min(self.unstable_from, e.index)
                 new = m.entries[e.index - m.entries[0].index:]
-                for entry in new:
-                    log.append(entry)
+                log.extend(new)
                 if self.configs.appended(new) or configs_changed:
                     self.use_latest_config()   # in use as soon as it is in the log
                 break

@@ -4,22 +4,31 @@ Every node applies the same committed commands in the same order, so this
 module must be deterministic: no clock, no randomness, no iteration order
 that could differ between nodes.
 
-Exactly-once (thesis §6.3): each command carries ``(client_id, seq)``. The
-session table remembers the result of every seq a client may still retry,
-so a retried command is answered with its first result instead of being
-applied again; ``acked`` (the lowest seq the client still waits for) lets the
-table forget everything below it.
+Exactly-once (thesis §6.3): a client first registers: its REGISTER command,
+applied at log index i, opens session ``(client_id, i)`` and answers i. Each
+command then carries ``(client_id, seq)`` and its session. The session table
+remembers the result of every seq a client may still retry, so a retried
+command is answered with its first result instead of being applied again;
+``acked`` (the lowest seq the client still waits for) lets the table forget
+everything below it. Only a REGISTER opens a session, and a log index names
+one session only: a command for a session not in the table (expired) is
+refused (EXPIRED), never applied, and no copy of it can ever be applied in
+the client's next session, which has another index.
 
 Bounded sessions (thesis §6.3): the leader writes its clock into the log
-(``SessionClock``), with the clients it heard from since its previous clock
+(``SessionClock``), with the sessions it heard from since its previous clock
 (reads, retries); a session is alive as of the first clock after any request
 of it (applied, or listed in a clock), so it lives at least the timeout past
 its latest request, and one idle for longer than the timeout is dropped, by
-every replica at the same index. A command of a client
-that has no session but has had a write acknowledged (``acked > 1``: the
-client has moved past its first request) comes from an expired session: it
-is refused (EXPIRED), never applied, because its retries could otherwise be
-applied twice.
+every replica at the same index.
+
+Session 0 is the exception, for clients that do not register (the course
+link, whose every request has a seq of its own; a RESP connection, which
+takes a new client id when told EXPIRED): a command of session 0 with
+``acked <= 1`` opens ``(client_id, 0)`` if it is not in the table, one with
+``acked > 1`` is refused (EXPIRED). (Such a client keeps the weakness that
+registration removes: a copy of its first request delayed past the expiry
+opens a session again.)
 
 The whole state (data, sessions, clock) is what a snapshot holds
 (``snapshot_data`` / ``restore``).
@@ -33,7 +42,7 @@ from typing import Any, Optional
 
 from .errors import check_positive
 from .membership import CONF_OPS
-from .messages import EXPIRED, INVALID, OK, OPS, Command, SessionClock
+from .messages import EXPIRED, INVALID, OK, OPS, REGISTER, Command, SessionClock
 
 
 @dataclass(frozen=True)
@@ -58,9 +67,13 @@ def check_command(cmd: Any, limits: Optional[Limits]) -> Optional[str]:
     whose limits may differ from ours — every node must apply it alike)."""
     if type(cmd) is not Command:
         return f"not a Command: {type(cmd).__name__}"
-    client_id, seq, acked, op, key, value, expected = cmd
+    client_id, seq, acked, op, key, value, expected, session = cmd
     if type(client_id) is not int or type(seq) is not int or type(acked) is not int:
         return "client_id, seq and acked must be int"
+    if type(session) is not int or session < 0:
+        return "session must be an int >= 0"
+    if op == REGISTER and limits is None:
+        return None   # (a committed registration; a client's is checked by Node.handle_client)
     if op not in OPS and op not in CONF_OPS:
         return f"unknown operation {op!r} (expected one of {', '.join(OPS + CONF_OPS)})"
     if type(key) is not str:
@@ -114,24 +127,25 @@ class KVStore:
     def __init__(self, limits: Optional[Limits] = None) -> None:
         self.limits = limits or Limits()
         self.data: dict[str, str] = {}
-        self.sessions: dict[int, Session] = {}
+        self.sessions: dict[tuple[int, int], Session] = {}   # (client_id, session) -> it
         self.clock = 0.0     # the latest SessionClock time applied (never goes back)
 
     def get(self, key: str) -> Optional[str]:
         return self.data.get(key)
 
-    def cached(self, client_id: int, seq: int) -> tuple[bool, Any]:
+    def cached(self, client_id: int, seq: int, session: int = 0) -> tuple[bool, Any]:
         """(True, result) if this request was already applied and its result kept."""
-        s = self.sessions.get(client_id)
+        s = self.sessions.get((client_id, session))
         if s is not None and seq in s.results:
             return True, s.results[seq]
         return False, None
 
-    def apply(self, cmd: Any) -> tuple[Optional[str], Any]:
-        """Apply one committed command: ``(status, result)``.
+    def apply(self, cmd: Any, index: int = 0) -> tuple[Optional[str], Any]:
+        """Apply one committed command, log entry ``index`` (needed by a REGISTER
+        only): ``(status, result)``.
 
-        status is OK or INVALID, or None for a request the client has already
-        acknowledged (a stale duplicate: nobody waits for its answer).
+        status is OK, INVALID or EXPIRED, or None for a request the client has
+        already acknowledged (a stale duplicate: nobody waits for its answer).
         """
         if type(cmd) is SessionClock:
             self.expire(cmd)
@@ -139,11 +153,15 @@ class KVStore:
         err = check_command(cmd, None)
         if err is not None:
             return INVALID, err
-        s = self.sessions.get(cmd.client_id)
+        if cmd.op == REGISTER:   # thesis §6.3: the session is named by its entry's index
+            assert index > 0, "a registration is applied at its log index"
+            self.sessions[(cmd.client_id, index)] = Session()
+            return OK, index
+        s = self.sessions.get((cmd.client_id, cmd.session))
         if s is None:
-            if cmd.acked > 1:
-                return EXPIRED, "session expired: start a new client"
-            s = self.sessions[cmd.client_id] = Session()
+            if cmd.session or cmd.acked > 1:
+                return EXPIRED, cmd.session
+            s = self.sessions[(cmd.client_id, 0)] = Session()
         s.seen = True
         if cmd.seq < s.floor:
             return None, None
@@ -165,8 +183,8 @@ class KVStore:
         ahead would expire sessions early (never late)."""
         self.clock = max(self.clock, clock.time)
         sessions = self.sessions
-        for cid in clock.seen:
-            s = sessions.get(cid)
+        for key in clock.seen:
+            s = sessions.get(key)
             if s is not None:
                 s.seen = True
         cutoff = self.clock - clock.timeout
@@ -178,15 +196,17 @@ class KVStore:
 
     def snapshot_data(self) -> bytes:
         """The whole state machine, for a snapshot: data, sessions and clock."""
-        sessions = {cid: (s.floor, s.results, s.active, s.seen)
-                    for cid, s in self.sessions.items()}
+        sessions = {key: (s.floor, s.results, s.active, s.seen)
+                    for key, s in self.sessions.items()}
         return pickle.dumps((self.data, sessions, self.clock), pickle.HIGHEST_PROTOCOL)
 
     def restore(self, blob: bytes) -> None:
-        """Replace the state by a snapshot's (``snapshot_data``)."""
+        """Replace the state by a snapshot's (``snapshot_data``). A snapshot from
+        before registration keyed sessions by client id: they load as session 0."""
         data, sessions, clock = pickle.loads(blob)
         self.data = data
-        self.sessions = {cid: Session(*s) for cid, s in sessions.items()}
+        self.sessions = {key if type(key) is tuple else (key, 0): Session(*s)
+                         for key, s in sessions.items()}
         self.clock = clock
 
     def _execute(self, cmd: Command) -> Any:

@@ -4,25 +4,34 @@ Entries up to ``base`` were compacted into a snapshot (§7); only the term of
 entry ``base`` is kept (``base_term``), for the consistency check of the
 entry after it. Invariant: ``entries[i].index == base + i + 1`` for every i
 (no gaps). Terms never decrease along the log, which lets the term lookups
-bisect. ``ends[i]`` is the approximate byte size of entries base+1..base+i+1
-(a running sum, extended lazily when a leader batches or the node measures
-the log for a snapshot), so batching by bytes is a bisection.
+bisect. ``ends[i]`` is a running sum of the approximate byte sizes of the
+entries up to base+i+1 (extended lazily when a leader batches or the node
+measures the log for a snapshot; ``base_end`` is the sum up to ``base``), so
+batching by bytes is a bisection, and a compaction keeps the sums of the
+entries it keeps: each entry is measured once.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import Any, Iterable, Optional
+from itertools import accumulate, islice
+from operator import attrgetter, itemgetter
+from typing import Any, Iterable, Optional, Sequence
 
-from .messages import Entry
+from .messages import Command, Entry
 
-
-def _term(entry: Entry) -> int:
-    return entry.term
+_term = attrgetter("term")
+_command = itemgetter(2)
 
 
 def approx_size(command: Any) -> int:
     """A cheap size estimate of a command, for batching (its strings dominate)."""
+    if command.__class__ is Command:    # the common case, without a loop
+        op, key, value, expected = command[3:7]
+        return (48 + (len(op) if op.__class__ is str else 0)
+                + (len(key) if key.__class__ is str else 0)
+                + (len(value) if value.__class__ is str else 0)
+                + (len(expected) if expected.__class__ is str else 0))
     if command is None:
         return 16
     n = 48
@@ -38,6 +47,7 @@ class RaftLog:
         self.base_term = base_term
         self.entries: list[Entry] = list(entries)
         self.ends: list[int] = []
+        self.base_end = 0
         # Storage hands over a contiguous log (it checks on load); a restart of a
         # long log should not pay a Python-level check per entry.
         assert not self.entries or (self.entries[0].index == base + 1
@@ -71,6 +81,13 @@ class RaftLog:
         assert entry.index == self.last_index + 1, f"log entry {entry} after {self.last_index}"
         self.entries.append(entry)
 
+    def extend(self, entries: Sequence[Entry]) -> None:
+        """Append a contiguous run of entries (one check, not one per entry)."""
+        assert entries[0].index == self.last_index + 1 and \
+            entries[-1].index == self.last_index + len(entries), \
+            f"log entries {entries[0].index}..{entries[-1].index} after {self.last_index}"
+        self.entries.extend(entries)
+
     def truncate(self, index: int) -> None:
         """Drop every entry from ``index`` on (§5.3: a conflicting suffix)."""
         assert index > self.base, "truncating a compacted entry"
@@ -81,8 +98,11 @@ class RaftLog:
         """Drop entries up to ``index``, which a snapshot now covers (§7)."""
         assert self.base <= index <= self.last_index, f"compact to {index} of {self}"
         self.base_term = self.term(index)
-        del self.entries[:index - self.base]
-        self.ends = []   # recomputed lazily from the new base
+        k = index - self.base
+        if k:
+            self.base_end = self._extend(index)[k - 1]
+            del self.ends[:k]
+        del self.entries[:k]
         self.base = index
 
     def install(self, index: int, term: int) -> bool:
@@ -92,7 +112,7 @@ class RaftLog:
         if self.term(index) == term and index >= self.base:
             self.compact(index)
             return True
-        self.entries, self.ends = [], []
+        self.entries, self.ends, self.base_end = [], [], 0
         self.base, self.base_term = index, term
         return False
 
@@ -101,16 +121,15 @@ class RaftLog:
         if hi < lo:
             return 0
         ends = self._extend(hi)
-        below = ends[lo - self.base - 2] if lo > self.base + 1 else 0
+        below = ends[lo - self.base - 2] if lo > self.base + 1 else self.base_end
         return ends[hi - self.base - 1] - below
 
     def _extend(self, hi: int) -> list[int]:
         ends, n = self.ends, hi - self.base
         if len(ends) < n:
-            total = ends[-1] if ends else 0
-            for e in self.entries[len(ends):n]:
-                total += approx_size(e.command)
-                ends.append(total)
+            total = ends[-1] if ends else self.base_end
+            sizes = map(approx_size, map(_command, self.entries[len(ends):n]))
+            ends += islice(accumulate(sizes, initial=total), 1, None)
         return ends
 
     def batch(self, lo: int, max_entries: int, max_bytes: int) -> tuple:
@@ -122,7 +141,7 @@ class RaftLog:
             return ()
         ends = self._extend(hi)
         start = lo - base - 1                # position of entry lo
-        below = ends[start - 1] if start > 0 else 0
+        below = ends[start - 1] if start > 0 else self.base_end
         fit = bisect_right(ends, below + max_bytes, start, hi - base)
         return tuple(self.entries[start:max(fit, start + 1)])
 

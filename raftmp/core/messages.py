@@ -186,14 +186,22 @@ def check_raft_message(m: Any, src: int) -> Optional[str]:
 # integer) to the key's integer value (absent: 0): the new value, or None if
 # the old one is not an integer or the sum leaves 64 bits (nothing changes).
 OPS = ("get", "put", "delete", "cas", "incr")
+# The client's own request for a new session (thesis §6.3, RegisterClient): a
+# Command of this op, which the log applies by opening session ``(client_id,
+# its log index)`` and answering that index. Never a user's operation.
+REGISTER = "register"
 
 
 class Command(NamedTuple):
     """A client operation, as proposed to the log and applied by the store.
 
-    ``(client_id, seq)`` names the request for exactly-once application;
-    ``acked`` is the lowest seq the client still waits for, so every seq
-    below it may be forgotten by the session table (thesis §6.3).
+    ``(client_id, seq)`` names the request for exactly-once application in
+    session ``session``: the log index of the client's REGISTER entry (thesis
+    §6.3), never reused, so no copy of a command can be applied in a later
+    session of the same client. 0: no registered session (the course link,
+    whose every request has a seq of its own). ``acked`` is the lowest seq the
+    client still waits for, so every seq below it may be forgotten by the
+    session table.
     """
 
     client_id: int
@@ -203,18 +211,20 @@ class Command(NamedTuple):
     key: str
     value: Optional[str] = None
     expected: Optional[str] = None
+    session: int = 0
 
 
 class SessionClock(NamedTuple):
     """A log entry written by the leader (thesis §6.3): the time on its clock, how
     long a session may stay idle, and the clients the leader heard from since
     its previous clock (reads and retries answered from the session table
-    leave no other trace in the log). Every replica expires the same sessions
-    at the same index, because the time comes from the log, not its own clock."""
+    leave no other trace in the log), as ``(client_id, session)`` pairs. Every
+    replica expires the same sessions at the same index, because the time comes
+    from the log, not its own clock."""
 
     time: float
     timeout: float
-    seen: tuple = ()     # client ids, ascending
+    seen: tuple = ()     # (client_id, session) pairs of the session table, ascending
 
 
 class ClientRequest(NamedTuple):
@@ -228,7 +238,7 @@ OK = "ok"                # result is the operation's result
 REDIRECT = "redirect"    # not the leader; ``leader`` is a hint (or None)
 RETRY = "retry"          # leader lost before the outcome was known; retry anywhere
 INVALID = "invalid"      # the request is malformed; ``result`` says why
-EXPIRED = "expired"      # the client's session expired; nothing was applied
+EXPIRED = "expired"      # no such session (expired): nothing applied; ``result`` = the session
 REFUSED = "refused"      # a configuration change the leader refused; ``result`` says why
 
 

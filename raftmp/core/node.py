@@ -26,9 +26,9 @@ received from the leader arrives in ``Ready.snapshot`` and is loaded here.
 The leader writes its clock into the log (``SessionClock``) every eighth of
 the session timeout while there are sessions, so that every replica expires
 idle sessions at the same index (thesis §6.3); the clock lists the clients
-whose requests the leader saw since its previous one (``seen``), so that a
-client that only reads, or whose retries are answered from the session
-table, keeps its session too.
+whose requests the leader saw since its previous one (``seen``: those of
+them in the session table), so that a client that only reads, or whose
+retries are answered from the session table, keeps its session too.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from .messages import (
     OK,
     REDIRECT,
     REFUSED,
+    REGISTER,
     RETRY,
     ClientReply,
     ClientRequest,
@@ -83,10 +84,11 @@ class Node:
         self.reads: dict[int, tuple[int, Command, float]] = {}
         self.read_ctx: dict[tuple[int, int], int] = {}   # (client_id, seq) -> its read's ctx
         self.next_read = 0
-        self.seen: set[int] = set()    # clients heard from as leader, for the next SessionClock
+        # (client_id, session) heard from as leader, for the next SessionClock
+        self.seen: set[tuple[int, int]] = set()
         self.replies: list[tuple[int, ClientReply]] = []
         self.keep_writes = keep_writes
-        self.proposed: dict[int, tuple[int, int]] = {}   # keep_writes: log index -> write
+        self.proposed: dict[int, Command] = {}   # keep_writes: log index -> write
 
     # ------------------------------------------------------------- read API
 
@@ -248,7 +250,8 @@ class Node:
         return self.raft.snapshot_saved(snap)
 
     def handle_client(self, src: int, cmd: Any, now: float) -> None:
-        err = check_command(cmd, self.kv.limits)
+        register = getattr(cmd, "op", None) == REGISTER   # (no key or value to limit)
+        err = check_command(cmd, None if register else self.kv.limits)
         if err is not None:
             cid, seq = (getattr(cmd, "client_id", 0), getattr(cmd, "seq", 0))
             self.replies.append((src, ClientReply(cid, seq, INVALID, err)))
@@ -259,7 +262,7 @@ class Node:
                                                   self.fresh_leader(now))))
             return
         self._start_serving(now)
-        self.seen.add(cmd.client_id)
+        self.seen.add((cmd.client_id, cmd.session))
         if raft.transfer_to is not None and cmd.op != "get":
             # Handing leadership over (thesis §3.10): no new entries; the client
             # is told to retry (at the next leader, found by its search).
@@ -277,7 +280,8 @@ class Node:
             raft.read_index(ctx)
             return
         key = (cmd.client_id, cmd.seq)
-        done, result = self.kv.cached(*key)
+        done, result = (False, None) if register else self.kv.cached(cmd.client_id, cmd.seq,
+                                                                     cmd.session)
         if done:                      # a retry of an applied request: its first answer
             self._reply(src, cmd, OK, result)
         elif key in self.writes:      # a retry of a request still in the log: answer once
@@ -288,7 +292,7 @@ class Node:
             self.writes[key] = (src, now)
             index = raft.propose(cmd)
             if self.keep_writes and index is not None:
-                self.proposed[index] = key
+                self.proposed[index] = cmd
 
     # ----------------------------------------------------------------- output
 
@@ -313,7 +317,7 @@ class Node:
                 cmd = cmd.request   # in use since appended; its session answers now
             if cmd is None:
                 continue  # a leader's no-op, the cluster's first configuration
-            status, result = self.kv.apply(cmd)
+            status, result = self.kv.apply(cmd, entry.index)
             if type(cmd) is SessionClock:
                 continue
             waiting = self.writes.pop((cmd.client_id, cmd.seq), None)
@@ -373,7 +377,7 @@ class Node:
         """Thesis §6.3: the leader's time, in the log, drives session expiry."""
         raft = self.raft
         self.clock_at = now + raft.config.session_timeout / 8
-        seen, self.seen = tuple(sorted(self.seen)), set()
+        seen, self.seen = tuple(sorted(self.seen & self.kv.sessions.keys())), set()
         if raft.role == LEADER and self.kv.sessions:
             raft.propose(SessionClock(now, raft.config.session_timeout, seen))
 
@@ -382,22 +386,24 @@ class Node:
         snapshot just installed: answer each from the session table (applied),
         else tell its client to retry (its place went to another entry)."""
         for at in [i for i in self.proposed if i <= index]:
-            key = self.proposed.pop(at)
-            waiting = self.writes.pop(key, None)
+            cmd = self.proposed.pop(at)
+            waiting = self.writes.pop((cmd.client_id, cmd.seq), None)
             if waiting is not None:
-                done, result = self.kv.cached(*key)
+                done, result = self.kv.cached(cmd.client_id, cmd.seq, cmd.session)
                 status = OK if done else RETRY
-                self.replies.append((waiting[0], ClientReply(*key, status, result,
-                                                             self.raft.leader)))
+                self.replies.append((waiting[0], ClientReply(cmd.client_id, cmd.seq, status,
+                                                             result, self.raft.leader)))
 
     def _settle(self, entry: Entry) -> None:
         """keep_writes: a write proposed at ``entry.index`` whose place went to
         another entry can never be applied (§5.3: committed entries never
         change): its client may retry."""
-        key = self.proposed.pop(entry.index, None)
+        mine = self.proposed.pop(entry.index, None)
         cmd = entry.command
-        if key is None or (type(cmd) is Command and (cmd.client_id, cmd.seq) == key):
+        if mine is None or (type(cmd) is Command and (cmd.client_id, cmd.seq) ==
+                            (mine.client_id, mine.seq)):
             return   # (the place may also have gone to a no-op or a SessionClock)
+        key = (mine.client_id, mine.seq)
         waiting = self.writes.pop(key, None)
         if waiting is not None:
             self.replies.append((waiting[0], ClientReply(*key, RETRY, None, self.raft.leader)))

@@ -18,6 +18,14 @@ over a node that left an attempt unanswered lately (a dead leader would
 cost another attempt timeout); nodes name only a leader they heard from
 lately (``Node.fresh_leader``), so hints do not lead back to it either. A
 hint sends the probe off the search's order, never moves its place in it.
+
+Sessions (thesis §6.3): before its first write the client registers (a
+REGISTER command, answered with the log index that names its session; the
+writes wait for it). When the cluster answers that the session expired, the
+writes sent in it end UNKNOWN (SessionExpired: they may have been applied in
+it, and can never be applied after), the ones not yet sent wait for a new
+registration. A new session has a new name, so no late copy of a command of
+the old one can be applied in it: reopening is always safe.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from .errors import (
     Unavailable,
     check_positive,
 )
-from .messages import EXPIRED, INVALID, OK, REFUSED, ClientReply, ClientRequest, Command
+from .messages import EXPIRED, INVALID, OK, REFUSED, REGISTER, ClientReply, ClientRequest, Command
 from .raft import smoothed
 
 INF = float("inf")
@@ -96,8 +104,8 @@ class Outcome:
     result: Any         # the result (DONE), or why it did not complete
     invoke: float
     complete: float
-    # What a blocking call raises for it: None (DONE), Timeout (UNKNOWN),
-    # InvalidRequest or Unavailable (FAILED).
+    # What a blocking call raises for it: None (DONE), Timeout or SessionExpired
+    # (UNKNOWN), InvalidRequest or Unavailable (FAILED).
     error: Optional[type[RaftmpError]] = None
 
     def record(self) -> dict:
@@ -132,14 +140,13 @@ class ClientSession:
         self.heard: dict[int, float] = {}   # node -> when it last answered anything
         self.silent: dict[int, float] = {}  # node -> when an attempt to it last went unanswered
         self.timers: list[tuple[float, int]] = []   # (time, seq), stale ones skipped (a heap)
-        # Whether a write of ours was applied (so the cluster holds our session):
-        # until then ``acked`` stays 1, which lets the state machine open the
-        # session at our first write, and tell an expired one apart after it.
-        self.has_session = False
-        # Writes given up on (UNKNOWN) and not answered since: while there is one, an
-        # expired session cannot be replaced (the write may have been applied in it).
-        self.in_doubt: set[int] = set()
-        self.new_sessions = 0       # sessions reopened after one expired (a statistic)
+        # Our session: the log index of our registration (0: none yet, or expired),
+        # and the seq of the registration under way (None: none).
+        self.session = 0
+        self.registering: Optional[int] = None
+        self.session_heard = -INF   # when a request of our session was last answered
+        self.registrations: set[int] = set()   # seqs of our registrations given up on
+        self.new_sessions = 0       # sessions registered after one expired (a statistic)
         self.searching = False      # no leader known: one probe at a time, the rest wait
         self.probe: Optional[int] = None    # seq of the probe while searching
         self.cursor: Optional[int] = None   # the search's place in the node order
@@ -151,6 +158,8 @@ class ClientSession:
         seq = self.next_seq
         self.next_seq += 1
         cmd = Command(self.client_id, seq, seq, op, key, value, expected)  # acked: set by _send
+        if op == REGISTER:
+            self.registering = seq
         if self.leader is None and not self.searching:
             self.leader = self.rng.choice(self.nodes)  # guess once: a burst goes to one node
         target = self.leader if self.leader is not None else self.rng.choice(self.nodes)
@@ -168,37 +177,29 @@ class ClientSession:
                     self.duplicates += 1     # it had its answer already
                 elif reply.status in (OK, EXPIRED, INVALID, REFUSED):   # its first result
                     del self.gave_up[reply.seq]
-                    if reply.status != EXPIRED:   # (an expired copy says nothing of others)
-                        self.in_doubt.discard(reply.seq)        # its fate is known now
                     self.late += 1
+                    if reply.seq in self.registrations and reply.status == OK:
+                        self.registrations.discard(reply.seq)
+                        if self.session == 0:   # a session all the same: take it
+                            self._registered(None, reply.result, src, now)
             return
         if reply.status == OK:
             # A result is final whichever attempt it answers.
             if p.sent:
                 sample = now - p.sent_at
                 self.srtt = smoothed(self.srtt, sample)
-            if p.command.op != "get":
-                self.has_session = True
+            self.session_heard = now
+            if p.command.op == REGISTER:
+                self._registered(reply.seq, reply.result, src, now)
+                return
             self._finish(reply.seq, DONE, reply.result, now)
             self._found_leader(src, now)
             return
         if reply.status == EXPIRED:
-            # The state machine refused it at its index: not applied.
-            if self.in_doubt:
-                # A write we gave up on may have been applied in the expired
-                # session: a new session could apply a late copy of it again.
-                self._finish(reply.seq, FAILED, f"{EXPIRED}: {reply.result}", now,
-                             SessionExpired)
-                return
-            # Nothing of ours is in doubt (a write still pending cannot have been
-            # applied in a session that expired since: Config.session_timeout):
-            # open a new session (acked = 1 until a write of it is applied) and
-            # send the operation again.
-            if self.has_session:
-                self.has_session = False
-                self.new_sessions += 1
-            if src == p.target and p.sent:
-                self._dispatch(p, now)
+            # The state machine has no session ``result`` (it expired). An answer to
+            # an attempt sent in an older session says nothing of the current one.
+            if reply.result == self.session:
+                self._expired(now)
             return
         if src == p.sent_to:
             p.sent_to = None   # it refused our last attempt: it will not answer it
@@ -241,19 +242,27 @@ class ClientSession:
             p = self.pending.get(seq)
             if p is None:
                 continue
-            if now >= p.invoke + op_timeout:
+            if now >= p.invoke + op_timeout and p.command.op == REGISTER:
+                # Ours: it goes on while a write waits for it (a new one could only
+                # be slower: its answer would come after this one's).
+                if any(not self._can_go(q) for q in self.pending.values()):
+                    p.invoke = now
+                    heapq.heappush(timers, (now + op_timeout, seq))
+                else:
+                    self._finish(seq, FAILED, "no write waits for it", now)
+                    if p.tries:
+                        self._gave_up(seq)
+                        self.registrations.add(seq)
+            elif now >= p.invoke + op_timeout:
                 # A write sent at least once may still have a copy in the network
                 # (delayed, duplicated): its outcome is unknown.
                 if p.command.op != "get" and p.tries:
                     self._finish(seq, UNKNOWN, "timed out: the operation may or may not have "
                                  "been applied", now, Timeout)
-                    self.in_doubt.add(seq)
                 else:
                     self._finish(seq, FAILED, "no leader answered", now, Unavailable)
                 if p.tries:
-                    self.gave_up[seq] = None
-                    if len(self.gave_up) > GAVE_UP_KEPT:
-                        del self.gave_up[next(iter(self.gave_up))]
+                    self._gave_up(seq)
             elif t == p.deadline:
                 patience = self._patience()
                 if p.sent and now < p.sent_at + patience:
@@ -301,14 +310,74 @@ class ClientSession:
     # ----------------------------------------------------------------- helpers
 
     def _acked(self) -> int:
-        if not self.has_session:
-            return 1
         # pending is ordered by seq (insertion order), so its first key is the lowest
         return next(iter(self.pending)) if self.pending else self.next_seq
 
+    def _can_go(self, p: Pending) -> bool:
+        """Whether ``p`` may be sent: a write needs a session."""
+        return self.session != 0 or p.command.op in ("get", REGISTER)
+
+    def _idle_session(self, p: Pending, now: float) -> bool:
+        """Whether ``p``, a write about to leave for the first time, should go in a
+        new session: nothing was answered in ours for an op timeout (it may have
+        expired: a write sent in an expired session ends unknown) and no write
+        is under way in it. A new session is always safe; this one idles out."""
+        return (p.tries == 0 and p.command.op not in ("get", REGISTER)
+                and now - self.session_heard > self.timing.op_timeout
+                and not any(q.tries and q.command.op != "get" for q in self.pending.values()))
+
+    def _registered(self, seq: Optional[int], session: int, src: int, now: float) -> None:
+        """Our registration ``seq`` (None: one given up on) was applied at log
+        index ``session``: the writes waiting for a session go (to ``src``, which
+        leads)."""
+        if seq is None and self.registering is not None:
+            self._finish(self.registering, FAILED, "another registration answered", now)
+        elif seq is not None:
+            self._finish(seq, DONE, session, now)
+        self.session = session
+        self._found_leader(src, now)
+        for p in list(self.pending.values()):
+            if not p.sent and p.deadline == INF:
+                p.target = src
+                self._dispatch(p, now)
+
+    def _expired(self, now: float) -> None:
+        """Our session is gone (thesis §6.3). The writes sent in it may have been
+        applied there, and never will be after it: UNKNOWN, for good. The others
+        wait for a new session, which no copy of an old command can enter."""
+        self.session = 0
+        self.new_sessions += 1
+        for seq, p in list(self.pending.items()):
+            if p.command.op not in ("get", REGISTER) and p.tries:
+                self._finish(seq, UNKNOWN, "session expired: the operation may or may not "
+                             "have been applied", now, SessionExpired)
+                self._gave_up(seq)
+        self._wait_for_session(now)
+
+    def _wait_for_session(self, now: float) -> None:
+        """Register, if a write waits for a session and no registration is under way."""
+        if self.session == 0 and self.registering is None and any(
+                not self._can_go(p) for p in self.pending.values()):
+            self.submit(REGISTER, "", None, None, now)
+
+    def _gave_up(self, seq: int) -> None:
+        self.gave_up[seq] = None
+        if len(self.gave_up) > GAVE_UP_KEPT:
+            self.registrations.discard(next(iter(self.gave_up)))
+            del self.gave_up[next(iter(self.gave_up))]
+
     def _dispatch(self, p: Pending, now: float) -> None:
-        """Send ``p`` — unless a search is on and another operation is the probe:
-        then it waits for the leader to be found."""
+        """Send ``p`` — unless it is a write and we have no session (it waits
+        for our registration), or a search is on and another operation is the
+        probe (it waits for the leader to be found)."""
+        if self.session and self._idle_session(p, now):
+            self.session = 0
+            self.new_sessions += 1
+        if not self._can_go(p):
+            p.sent = False
+            p.deadline = INF
+            self._wait_for_session(now)
+            return
         if self.searching:
             if self.probe is None:
                 self.probe = p.command.seq
@@ -343,7 +412,7 @@ class ClientSession:
         if self.searching:
             self.searching = False
             self.probe = None
-            for p in self.pending.values():
+            for p in list(self.pending.values()):   # (_dispatch may register)
                 if not p.sent and p.deadline == INF:
                     p.target = node
                     if p.sent_to == node:   # held back once per attempt
@@ -351,10 +420,10 @@ class ClientSession:
                         p.sent, p.sent_at = True, now
                         self._set_deadline(p, now + self._patience())
                     else:
-                        self._send(p, now)
+                        self._dispatch(p, now)
 
     def _send(self, p: Pending, now: float) -> None:
-        cmd = p.command._replace(acked=self._acked())
+        cmd = p.command._replace(acked=self._acked(), session=self.session)
         p.command = cmd
         p.sent = True
         p.sent_at = now
@@ -398,11 +467,14 @@ class ClientSession:
     def _finish(self, seq: int, outcome: Kind, result: Any, now: float,
                 error: Optional[type[RaftmpError]] = None) -> None:
         p = self.pending.pop(seq)
-        self.finished.append(Outcome(p.command, outcome, result, p.invoke, now, error))
+        if p.command.op == REGISTER:   # ours, not the caller's: no outcome
+            self.registering = None
+        else:
+            self.finished.append(Outcome(p.command, outcome, result, p.invoke, now, error))
         if seq == self.probe and outcome is not DONE:
             # The probe gave up: the oldest waiting operation probes on (same node).
             self.probe = None
-            waiting = next((q for q in self.pending.values() if not q.sent
+            waiting = next((q for q in self.pending.values() if not q.sent and self._can_go(q)
                             and now < q.invoke + self.timing.op_timeout), None)
             if waiting is not None:
                 waiting.target = p.target

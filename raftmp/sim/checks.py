@@ -23,6 +23,7 @@ which owns the bookkeeping these methods read. A failed check raises
 
 from __future__ import annotations
 
+import operator
 import pickle
 from typing import Any
 
@@ -40,7 +41,7 @@ from ..core.messages import (
 from ..core.node import Node
 from ..core.raft import LEADER
 from ..core.session import DONE
-from ..logformat import LogBase, decode_log
+from ..logformat import decode_log, replay
 from .model import Model, majority
 
 REPLIES = (AppendEntriesReply, RequestVoteReply, InstallSnapshotReply, ClientReply)
@@ -71,7 +72,7 @@ class Checks:
         self.model = Model()
         self.model_at: dict[int, tuple] = {0: self.model.state()}  # index -> whole state
         self.led: dict[int, tuple[int, int]] = {}     # leader -> (term, commit) at its last turn
-        # node -> [its disk's log bytes, how many decoded, log base, terms after it]
+        # node -> its disk's log as decoded so far (see _on_disk)
         self.disk_views: dict[int, list] = {}
         self.config_seen: set[tuple[int, Any]] = set()   # configuration entries checked
         self.committed_term = 0                             # highest term of a committed entry
@@ -79,28 +80,37 @@ class Checks:
 
     def _on_disk(self, i: int, index: int, term: int) -> bool:
         """Whether node i's disk holds entry (index, term), or a snapshot past it:
-        the disk's log, decoded by ``logformat`` as recovery would, a record at
-        a time as it grows (``DiskImage.holds`` decodes it whole)."""
+        the disk's log, replayed by ``logformat`` as recovery would, then a
+        record at a time as its last segment grows (``DiskImage.holds``
+        replays it whole)."""
         disk = self.storage[i]
         if disk.snapshot is not None and disk.snapshot.index >= index:
             return True
-        log, view = disk.log, self.disk_views.get(i)
-        if view is None or view[0] is not log or view[1] > len(log):
-            view = self.disk_views[i] = [log, 0, 0, []]
-        if view[1] < len(log):
-            records, _ = decode_log(bytes(log[view[1]:]))
+        segments = disk.segments
+        if not segments:
+            return index <= 0
+        # view: [the segments, bytes of the last one replayed, the base index,
+        #        the terms from the base entry on]
+        last, view = segments[-1], self.disk_views.get(i)
+        if (view is None or len(view[0]) != len(segments) or view[1] > len(last)
+                or not all(map(operator.is_, view[0], segments))):
+            log = replay(segments)
+            keep = len(last) if log.torn is None else log.torn[0]
+            view = self.disk_views[i] = [list(segments), keep, log.base.index,
+                                         [log.base.term] + [e.term for e in log.entries]]
+        if view[1] < len(last):
+            records, _ = decode_log(bytes(last[view[1]:]))
             terms = view[3]
             for entries, size in records:
                 view[1] += size
-                if type(entries) is LogBase:
-                    view[2], terms[:] = entries.index, []
-                    continue
-                entries = [e for e in entries if e.index > view[2]]
-                if entries:
-                    del terms[entries[0].index - view[2] - 1:]
+                at = entries[0].index - view[2]
+                if at >= 0:
+                    del terms[at:]
                     terms += [e.term for e in entries]
+                else:              # it replaces the base entry too
+                    terms[:] = [e.term for e in entries[-at:]]
         at = index - view[2]
-        return at <= 0 or (at <= len(view[3]) and view[3][at - 1] == term)
+        return at <= 0 or (at < len(view[3]) and view[3][at] == term)
 
     def _advance_model(self, upto: int) -> int:
         """Apply committed entries to the reference up to ``upto`` (as far as known)."""
@@ -108,6 +118,8 @@ class Checks:
         while model.index < upto and model.index + 1 in self.applied_at:
             model.apply(model.index + 1, self.applied_at[model.index + 1][1])
             self.model_at[model.index] = model.state()
+            if model.twice:   # exactly-once (thesis §6.3): a seq names one execution
+                raise Violation(f"a write executed twice: {model.twice[0]}")
         return model.index
 
     def _check_early(self, i: int, messages: list[tuple[int, Any]]) -> None:

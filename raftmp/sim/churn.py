@@ -93,8 +93,8 @@ class Churn:
     def _down_voters(self) -> tuple[int, int]:
         """(the most voters down in any configuration in use, the fewest voters)."""
         sets = self._voter_sets()
-        pending = self.crash_at if "churn" in self.cfg.faults else {}
-        down = max(sum(v not in self.nodes or v in pending for v in s) for s in sets)
+        # (a crash set for a node's next persisting turn counts: it will be down)
+        down = max(sum(v not in self.nodes or v in self.crash_at for v in s) for s in sets)
         return down, min(len(s) for s in sets)
 
     # -- events ----------------------------------------------------------------

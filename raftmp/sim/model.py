@@ -3,11 +3,15 @@ apart from the core they check (``core/kv.py``, ``core/raft.majority_of``),
 so that a bug there cannot weaken the checks too.
 
 ``Model`` applies the committed commands in index order, as the thesis
-describes the state machine (§6.3: each client's results are kept until it
-acknowledges them, a retry is answered from them; the leader's clock entries
-expire the sessions no leader heard from for the timeout, every replica at
-the same index: a session is heard from by a command of it, or by its name in
-a clock entry's ``seen``, and dated by the next clock entry). Its ``state()`` has
+describes the state machine (§6.3: only a client's registration opens a
+session, named by the registration's log index, so a command for a session
+that is gone is never applied; each session's results are kept until its
+client acknowledges them, a retry is answered from them; the leader's clock
+entries expire the sessions no leader heard from for the timeout, every
+replica at the same index: a session is heard from by a command of it, or by
+its name in a clock entry's ``seen``, and dated by the next clock entry).
+Session 0 (clients that never register: the course link, RESP) opens with
+a command whose ``acked`` is at most 1. Its ``state()`` has
 the shape of a node's snapshot, so the two compare whole: data, sessions and
 session clock. It also keeps every key's history (``values_between``), so a
 read is checked by the value it returned.
@@ -19,7 +23,7 @@ from bisect import bisect_right
 from typing import Any, Optional
 
 from ..core.membership import CONF_OPS, Configuration
-from ..core.messages import Command, SessionClock
+from ..core.messages import REGISTER, Command, SessionClock
 
 
 def majority(n: int) -> int:
@@ -36,9 +40,13 @@ class Model:
     def __init__(self) -> None:
         self.index = 0
         self.data: dict[str, str] = {}
-        # client_id -> [floor, {seq: result}, clock it was last dated by, heard since]
-        self.sessions: dict[int, list] = {}
+        # (client_id, session) -> [floor, {seq: result}, clock it was last dated by, heard since]
+        self.sessions: dict[tuple[int, int], list] = {}
         self.clock = 0.0
+        # (client_id, seq) of every write executed, and any executed a second time
+        # (a client's seqs never repeat, whatever its session: that is exactly-once broken)
+        self.executed: set[tuple[int, int]] = set()
+        self.twice: list[tuple[int, Command]] = []
         # key -> ([index where it changed...], [value from then on...]); None: absent
         self.history: dict[str, tuple[list[int], list[Optional[str]]]] = {}
 
@@ -55,15 +63,22 @@ class Model:
             if cmd is None:
                 return
         assert type(cmd) is Command, cmd
-        session = self.sessions.get(cmd.client_id)
+        if cmd.op == REGISTER:       # a new session, named by this index
+            self.sessions[(cmd.client_id, index)] = [0, {}, 0.0, True]
+            return
+        session = self.sessions.get((cmd.client_id, cmd.session))
         if session is None:
-            if cmd.acked > 1:        # its session expired: refused, nothing happens
+            if cmd.session or cmd.acked > 1:   # gone (expired): refused, nothing happens
                 return
-            session = self.sessions[cmd.client_id] = [0, {}, 0.0, True]
+            session = self.sessions[(cmd.client_id, 0)] = [0, {}, 0.0, True]
         session[3] = True
         floor, results = session[0], session[1]
         if cmd.seq < floor or cmd.seq in results:
             return                   # a duplicate: answered from the table, not re-applied
+        if cmd.op != "get":
+            if (cmd.client_id, cmd.seq) in self.executed:
+                self.twice.append((index, cmd))
+            self.executed.add((cmd.client_id, cmd.seq))
         results[cmd.seq] = self._run(cmd)
         if cmd.acked > floor:
             session[0] = cmd.acked
@@ -72,9 +87,9 @@ class Model:
 
     def _tick(self, time: float, timeout: float, seen: tuple) -> None:
         self.clock = max(self.clock, time)
-        for cid in seen:
-            if cid in self.sessions:
-                self.sessions[cid][3] = True
+        for key in seen:
+            if key in self.sessions:
+                self.sessions[key][3] = True
         for cid, session in list(self.sessions.items()):
             if session[3]:           # heard from since the last clock: alive as of this one
                 session[2], session[3] = self.clock, False
@@ -108,7 +123,8 @@ class Model:
         values.append(value)
 
     def state(self) -> tuple:
-        """(data, {client_id: (floor, results, active, seen)}, clock): a snapshot's shape."""
+        """(data, {(client_id, session): (floor, results, active, seen)}, clock):
+        a snapshot's shape."""
         return (dict(self.data), {c: (s[0], dict(s[1]), s[2], s[3])
                                   for c, s in self.sessions.items()}, self.clock)
 

@@ -7,11 +7,13 @@ second hides one that needs quiet around it). So each seed draws, from its
 number alone: the cluster size (3 to 7, even sizes too), the timers, the read
 mode, batch size and window (down to 1 and 1), the snapshot thresholds, the
 loss rate, which faults and targeted nemeses run and how hard. About one seed
-in five runs a single fault class, hard. Membership churn is drawn apart, in
-about 3 seeds in 10, from a stream of its own (the other draws of a seed are
-as they were before it existed). A knob given on the command line is
-pinned instead (``pinned``), so a seed's replay is the same command line with
-``--seed``.
+in five runs a single fault class, hard. About one in five without loss has
+sessions shorter than the longest hold (thesis §6.3: they expire mid-run and
+clients register new ones while late copies of old commands are in flight).
+Membership churn is drawn apart, in about 3 seeds in 10, from a stream of its
+own (the other draws of a seed are as they were before it existed). A knob
+given on the command line is pinned instead (``pinned``), so a seed's
+replay is the same command line with ``--seed``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from ..core.config import SESSION_MARGIN
 from .config import FAULTS, NEMESES, SimConfig
 
 BASE = tuple(f for f in FAULTS if f != "churn")
@@ -63,6 +66,11 @@ def draw(seed: int, pinned: dict[str, Any]) -> SimConfig:
     if random.Random(f"swarm/{seed}/churn").random() < CHURN_SHARE:
         d["faults"] += ("churn",)   # (its own stream: the other draws stay as they were)
     d.update(pinned)
+    # Short sessions (and so short op timeouts: Config.session_timeout) only without
+    # loss, where an operation started after the heal completes within one.
+    if r.random() < 0.2 and not d["drop"]:
+        session = r.choice((0.6, 1.0))
+        d["raft"].update(session_timeout=session, client_op_timeout=session / SESSION_MARGIN)
     return SimConfig(**d)
 
 
@@ -75,5 +83,6 @@ def describe(cfg: SimConfig) -> str:
             f"held={raft.get('max_held')} snapshot={raft.get('snapshot_entries')}/"
             f"{raft.get('snapshot_keep')} faults={','.join(cfg.faults) or 'none'} "
             f"nemeses={','.join(cfg.nemeses) or 'none'} "
-            f"fault-gap={cfg.fault_gap[0]:.2f}-{cfg.fault_gap[1]:.2f}")
+            f"fault-gap={cfg.fault_gap[0]:.2f}-{cfg.fault_gap[1]:.2f}"
+            + (f" session={raft['session_timeout']}" if "session_timeout" in raft else ""))
 

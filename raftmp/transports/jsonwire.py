@@ -12,8 +12,9 @@ its fields in declaration order::
     ["isr", term, follower, index, offset, done]
 
     entry   = [term, index, command]       command = null (a leader's no-op),
-              [client_id, seq, acked, op, key, value, expected] or
-              ["clock", time, timeout, [client_id...]]    (a SessionClock)
+              [client_id, seq, acked, op, key, value, expected, session]
+              (op "register": a client's registration, thesis §6.3) or
+              ["clock", time, timeout, [[client_id, session]...]]   (a SessionClock)
 
 ``decode`` checks every field's type (an int is never a bool), that numbers
 are not negative, that entries are the run ``prev_index + 1 ...`` and that
@@ -117,18 +118,20 @@ def _command(cmd: Any) -> Any:
     if cmd is None:
         return None
     if type(cmd) is SessionClock:
-        return ["clock", cmd.time, cmd.timeout, list(cmd.seen)]
+        return ["clock", cmd.time, cmd.timeout, [list(k) for k in cmd.seen]]
     return list(cmd)
 
 
 def _clock(raw: list) -> SessionClock:
-    """A SessionClock from ``["clock", time, timeout, [client_id...]]``."""
+    """A SessionClock from ``["clock", time, timeout, [[client_id, session]...]]``."""
     if len(raw) != 4:
         raise ValueError(f"ae: clock {str(raw)[:80]} is not [\"clock\", time, timeout, seen]")
     _, time, timeout, seen = raw
     for v in (time, timeout):
         if type(v) not in (int, float) or not 0 <= v < float("inf"):
             raise ValueError(f"ae: clock time {v!r} is not a finite number >= 0")
-    if type(seen) is not list or any(type(c) is not int for c in seen):
-        raise ValueError(f"ae: clock seen {str(seen)[:80]} is not a list of client ids")
-    return SessionClock(float(time), float(timeout), tuple(seen))
+    if type(seen) is not list or any(type(k) is not list or len(k) != 2 or
+                                     any(type(c) is not int for c in k) for k in seen):
+        raise ValueError(f"ae: clock seen {str(seen)[:80]} is not a list of "
+                         f"[client_id, session] pairs")
+    return SessionClock(float(time), float(timeout), tuple(map(tuple, seen)))

@@ -8,6 +8,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..core.messages import RAFT_MESSAGES, AppendEntries, Entry, check_raft_message
+from ..logformat import pack_entries, unpack_entries
 from . import wire
 
 INF = float("inf")
@@ -18,9 +19,9 @@ class RouterLink:
     """The link to the router: wire packets of pickled message lists.
 
     Entries are pickled once: on the wire an AppendEntries carries its entries
-    as one pickle (``bytes``), cached by range, so a leader pickles a batch
-    once for its log file and every follower, and a follower writes the
-    pickles it received to its log file as they are. (The router is local and
+    as one pickle (``bytes``, ``logformat.pack_entries``), cached by range, so
+    a leader pickles a batch once for its log file and every follower, and a
+    follower writes the pickles it received to its log file as they are. (The router is local and
     stamps ``src``; nothing else can write to this link.)
     """
 
@@ -53,7 +54,7 @@ class RouterLink:
                 blob = m.entries if type(m) is AppendEntries and type(m.entries) is bytes else None
                 if blob is not None:
                     try:
-                        m = m._replace(entries=pickle.loads(blob))
+                        m = m._replace(entries=unpack_entries(pickle.loads(blob)))
                     except Exception as exc:  # noqa: BLE001 — any unpickling failure: bad payload
                         reject(f"undecodable AppendEntries from {src}: {exc!r}")
                         continue
@@ -90,7 +91,7 @@ class RouterLink:
         key = (entries[0].index, entries[-1].index, entries[-1].term)
         blob = self.pickles.get(key)
         if blob is None:
-            blob = self.pickles[key] = pickle.dumps(entries, pickle.HIGHEST_PROTOCOL)
+            blob = self.pickles[key] = pack_entries(entries)
             if len(self.pickles) > PICKLE_CACHE:
                 del self.pickles[next(iter(self.pickles))]
         return blob

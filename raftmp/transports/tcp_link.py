@@ -24,7 +24,7 @@ Between nodes (``frames.py`` has the format and the hello):
 Clients (``raftmp.connect``) send unsealed JSON frames to the client port::
 
     node -> client  {"node": id, "clients": {id: "host:port", ...}}   (first)
-    client -> node  ["req", client_id, seq, acked, op, key, value, expected]
+    client -> node  ["req", client_id, seq, acked, op, key, value, expected, session]
     node -> client  ["rep", client_id, seq, status, result, leader]
 
 RESP connections are ``resp.RespConn``; the metrics port answers any HTTP GET
@@ -529,7 +529,7 @@ class TcpLink:
 
     def _client_frame(self, conn: Conn, body: bytes) -> None:
         obj = frames.parse_json(body)
-        if type(obj) is not list or len(obj) != 8 or obj[0] != "req":
+        if type(obj) is not list or len(obj) != 1 + len(Command._fields) or obj[0] != "req":
             raise BadFrame("malformed", f"not a client request: {str(obj)[:80]}")
         self.inbox.append((conn.endpoint, ClientRequest(Command(*obj[1:]))))
 

@@ -7,7 +7,10 @@ unpickles::
     frame   = length:int32 (big-endian, as multiprocessing.Connection frames)
               + header + payload
     header  = src:int32  dst:int32  count:uint16      (struct "!iiH")
-    payload = pickle of a list of ``count`` messages
+    payload = pickle of the ``count`` messages: when all are NamedTuples,
+              (their classes, their fields as plain tuples); when all are one
+              wrapper of one NamedTuple (a client's ClientRequest(Command)),
+              (wrapper class, inner class, the inner fields); else a list
 
 ``src`` is stamped by the router from the link the packet came in on, so an
 endpoint cannot speak for another. The first frame on a new link is a hello::
@@ -27,7 +30,9 @@ import os
 import pickle
 import select
 import struct
+from itertools import repeat
 from multiprocessing.connection import Client, Connection
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from ..core.errors import Unavailable
@@ -42,9 +47,32 @@ FIRST_CLIENT_ID = 1000
 SECRET_SIZE = 16  # bytes of the per-cluster secret a replica's hello carries
 
 
+# Pickling a NamedTuple calls Python code per message (``__getnewargs__``) and
+# unpickling calls its Python ``__new__``; a leader answers every put with a
+# message. So a packet of NamedTuples travels as their classes and their fields
+# as plain tuples, taken apart and rebuilt by C-level ``map`` calls.
+_new = tuple.__new__
+_fields_of = attrgetter("_fields")
+_first = itemgetter(0)
+
+
+def _named(kind: Any) -> bool:
+    return type(kind) is type and issubclass(kind, tuple) and hasattr(kind, "_fields")
+
+
 def encode(src: int, dst: int, messages: list) -> bytes:
     """One packet carrying ``messages`` (a list) from ``src`` to ``dst``."""
-    return HEADER.pack(src, dst, len(messages)) + pickle.dumps(messages, pickle.HIGHEST_PROTOCOL)
+    kinds = set(map(type, messages))
+    payload: Any = list(messages)
+    if all(map(_named, kinds)):
+        payload = (list(map(type, messages)), list(map(tuple, messages)))
+        kind = messages[0].__class__ if len(kinds) == 1 else None
+        if kind is not None and len(kind._fields) == 1:
+            inner = list(map(_first, messages))
+            inner_kinds = set(map(type, inner))
+            if len(inner_kinds) == 1 and _named(inner[0].__class__):
+                payload = (kind, inner[0].__class__, list(map(tuple, inner)))
+    return HEADER.pack(src, dst, len(messages)) + pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
 
 
 def decode(packet: bytes) -> tuple[int, int, list[Any]]:
@@ -53,12 +81,27 @@ def decode(packet: bytes) -> tuple[int, int, list[Any]]:
         raise ValueError(f"packet of {len(packet)} bytes is shorter than its header")
     src, dst, count = HEADER.unpack_from(packet)
     try:
-        messages = pickle.loads(memoryview(packet)[HEADER.size:])
+        payload = pickle.loads(memoryview(packet)[HEADER.size:])
     except Exception as exc:  # any unpickling failure means a corrupt payload
         raise ValueError(f"undecodable payload from {src}: {exc!r}") from None
-    if not isinstance(messages, list) or len(messages) != count:
+    if type(payload) is tuple and len(payload) == 3:
+        kind, inner_kind, fields = payload
+        if not (_named(kind) and len(kind._fields) == 1 and _named(inner_kind)
+                and type(fields) is list
+                and set(map(len, fields)) <= {len(inner_kind._fields)}):
+            raise ValueError(f"payload from {src} is not wrapped NamedTuple messages")
+        n = len(fields)
+        payload = list(map(_new, repeat(kind, n), zip(map(_new, repeat(inner_kind, n), fields))))
+    elif type(payload) is tuple and len(payload) == 2:
+        kinds, fields = payload
+        if not (type(kinds) is list and type(fields) is list and len(kinds) == len(fields)
+                and all(map(_named, set(kinds)))
+                and list(map(len, fields)) == list(map(len, map(_fields_of, kinds)))):
+            raise ValueError(f"payload from {src} is not NamedTuple messages")
+        payload = list(map(_new, kinds, fields))
+    if not isinstance(payload, list) or len(payload) != count:
         raise ValueError(f"payload from {src} is not a list of {count} messages")
-    return src, dst, messages
+    return src, dst, payload
 
 
 _LENGTH = struct.Struct("!i")  # multiprocessing.Connection's frame header
