@@ -67,11 +67,11 @@ class Churn:
         sets = {frozenset(c.voters) for c in confs}
         # ... and the ones the admin's changes still under way may make
         for p in self.admin.pending.values() if planned else ():
-            j = int(p.command.key)
-            if p.command.op == REMOVE:
-                sets |= {s - {j} for s in sets}
-            elif p.command.op == PROMOTE:
-                sets |= {s | {j} for s in sets}
+            op = p.command.op    # (the admin's session registration has no server)
+            if op == REMOVE:
+                sets |= {s - {int(p.command.key)} for s in sets}
+            elif op == PROMOTE:
+                sets |= {s | {int(p.command.key)} for s in sets}
         return list(sets)
 
     def _committed_config(self) -> Configuration:
