@@ -12,6 +12,7 @@
 from .client import Client
 from .cluster import Cluster
 from .core.errors import (
+           ConfigChangeRefused,
            ConfigError,
            InvalidRequest,
            RaftmpError,
@@ -25,6 +26,6 @@ from .core.session import Timing
 from .faults import Faults
 from .tcp_client import connect
 
-__all__ = ["Client", "Cluster", "Config", "ConfigError", "Faults", "InvalidRequest", "Limits",
+__all__ = ["Client", "Cluster", "Config", "ConfigChangeRefused", "ConfigError", "Faults", "InvalidRequest", "Limits",
            "RaftmpError", "SessionExpired", "Timeout", "Timing", "Unavailable",
            "connect"]

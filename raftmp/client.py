@@ -16,6 +16,7 @@ from typing import IO, Any, Optional, Union
 
 from .core.errors import InvalidRequest, Unavailable
 from .core.kv import Limits, check_command
+from .core.membership import CONF_OPS
 from .core.messages import ClientReply, Command
 from .core.session import ClientSession, Outcome, Timing
 from .transports import wire
@@ -65,6 +66,12 @@ class Client:
         """Set ``key`` to ``new`` if its value is ``expected`` (None: if absent); whether it did."""
         return self._call("cas", key, new, expected)
 
+    def change_config(self, op: str, node: int) -> None:
+        """A configuration change (``membership.CONF_OPS``: add_voter, add_learner,
+        promote, remove ``node``), through this client's session like a write:
+        applied exactly once. ConfigChangeRefused says why the leader would not."""
+        self._call(op, str(node))
+
     def _call(self, op: str, key: str, value: Optional[str] = None,
               expected: Optional[str] = None) -> Any:
         seq = self.submit(op, key, value, expected)
@@ -109,7 +116,8 @@ class Client:
             if done or now >= end:
                 if self.history is not None:
                     for o in done:
-                        self.history.write(json.dumps(o.record()) + "\n")
+                        if o.command.op not in CONF_OPS:   # the history holds the store's ops
+                            self.history.write(json.dumps(o.record()) + "\n")
                 return done
 
     def close(self) -> None:

@@ -31,9 +31,10 @@ from typing import Any, Iterable, Optional
 
 from . import identity
 from .client import Client
-from .core.errors import ConfigError, RaftmpError
+from .core.errors import ConfigChangeRefused, ConfigError, RaftmpError, Timeout, Unavailable
 from .core.kv import Limits
 from .core.raft import LEADER, Config
+from .core.reconfig import passing
 from .core.session import Timing
 from .faults import Faults
 from .launcher import RouterHandle, WorkerHandle, start_router, start_worker
@@ -53,7 +54,9 @@ class Cluster:
 
     ``data_dir=None`` keeps the nodes' data in a fresh temporary directory
     (on /dev/shm where it exists) removed at ``stop()``; a given ``data_dir``
-    is kept across runs. Nodes are numbered ``0..nodes-1``.
+    is kept across runs. Nodes are numbered ``0..nodes-1``; a node added later
+    (``add_node``) gets the next number never used, and ``ids`` lists the
+    current members.
     """
 
     def __init__(self, nodes: int = 5, *, drop: float = 0.0, client_drop: float = 0.0,
@@ -66,7 +69,9 @@ class Cluster:
         if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= most:
             raise ConfigError(f"nodes must be an int in [1, {most}], not {nodes!r}")
         self.n = nodes
-        self.ids = list(range(nodes))
+        self.ids = list(range(nodes))     # the members, as this launcher changed them
+        self.first = list(self.ids)       # the cluster's first configuration
+        self.removed: set[int] = set()
         self.seed = pick_seed(seed)
         self.faults = Faults(drop, client_drop, delay, duplicate)
         self.secret = secrets.token_bytes(wire.SECRET_SIZE)  # only our workers speak as replicas
@@ -101,6 +106,11 @@ class Cluster:
         try:   # from here on, a failure stops what started and removes runtime_dir
             os.makedirs(self.data_dir, exist_ok=True)
             self.cluster_id = identity.init_cluster(self.data_dir, self.ids)
+            # A data dir kept from an earlier run holds the members as it left them.
+            self.first, known, removed = identity.members(self.data_dir)
+            self.removed = set(removed)
+            self.ids = [i for i in known if i not in self.removed]
+            self.starts.update({i: 0 for i in self.ids if i not in self.starts})
             self.router = start_router(self.ctx, self.address, self.seed, secret=self.secret,
                                        cleanup_dir=self.runtime_dir)
             self.router.set_faults(**asdict(self.faults))
@@ -214,7 +224,7 @@ class Cluster:
     def stats(self) -> dict:
         """Router counters plus each node's status."""
         self._need_started()
-        return {"seed": self.seed, "router": self.router.stats(),
+        return {"seed": self.seed, "router": self.router.stats(), "members": list(self.ids),
                 "nodes": [self.node_status(i) for i in self.ids]}
 
     def leader(self) -> Optional[int]:
@@ -237,6 +247,111 @@ class Cluster:
                 raise RaftmpError(f"no leader elected within {timeout} s")
             time.sleep(0.01)
 
+    # ------------------------------------------------ membership (thesis ch. 4)
+
+    def add_node(self, timeout: float = 30.0, rounds: int = 10) -> int:
+        """Start a new server under an id never used, add it as a learner, and
+        promote it to voter once it has caught up; its id. Thesis §4.2.1:
+        replication in rounds, each to the leader's log end as the round began,
+        until one takes less than an election timeout; if none does within
+        ``rounds``, it is removed again and RaftmpError raised."""
+        self._need_started()
+        deadline = time.monotonic() + timeout
+        i = max(self.ids + sorted(self.removed)) + 1
+        if i >= wire.FIRST_CLIENT_ID:
+            raise RaftmpError(f"no node id left (ids are below {wire.FIRST_CLIENT_ID})")
+        identity.add_node(self.data_dir, i)
+        self.ids.append(i)
+        self.starts[i] = 0
+        self._spawn(i)
+        self._change("add_learner", i, deadline)
+        if not self._catch_up(i, rounds, deadline):
+            self.remove_node(i, max(1.0, deadline - time.monotonic()))
+            raise RaftmpError(f"node {i} did not catch up within {rounds} rounds: removed")
+        self._change("promote", i, deadline)
+        return i
+
+    def remove_node(self, i: int, timeout: float = 30.0) -> None:
+        """Remove node ``i`` from the configuration (its leadership handed to
+        another voter first, thesis §3.10), then stop it and delete its data:
+        its id is never used again."""
+        self._check_node(i)
+        deadline = time.monotonic() + timeout
+        if self.leader() == i:
+            status = self.node_status(i)
+            heir = next((v for v in status.get("voters", []) if v != i and v in self.workers),
+                        None)
+            if heir is not None:
+                try:
+                    self.transfer_leader(heir, max(0.5, deadline - time.monotonic()))
+                except RaftmpError as e:   # it then leads without counting itself (§4.2.2)
+                    log.info("transfer before removing %d: %s", i, e)
+        self._change("remove", i, deadline)
+        w = self.workers.pop(i, None)
+        if w is not None:
+            w.request_stop()
+            w.reap(3.0)
+        self.ids.remove(i)
+        self.removed.add(i)
+        identity.remove_node(self.data_dir, i)
+
+    def replace_node(self, i: int, timeout: float = 60.0) -> int:
+        """Replace node ``i`` (say, one whose data directory was lost): remove it,
+        then add a new server; the new server's id."""
+        deadline = time.monotonic() + timeout
+        self.remove_node(i, timeout)
+        return self.add_node(max(1.0, deadline - time.monotonic()))
+
+    def transfer_leader(self, i: int, timeout: float = 10.0) -> float:
+        """Hand leadership to voter ``i`` (thesis §3.10); seconds it took.
+        RaftmpError if the leader refuses or the transfer does not complete."""
+        self._check_node(i)
+        start = time.monotonic()
+        leader = self.wait_for_leader(timeout)
+        if leader == i:
+            return 0.0
+        why = self._ask(leader, "transfer", timeout, i)
+        if why is not None:
+            raise RaftmpError(f"node {leader} refused to hand leadership to {i}: {why}")
+        while self.leader() != i:
+            if time.monotonic() > start + timeout:
+                raise RaftmpError(f"leadership did not move from {leader} to {i} "
+                                  f"within {timeout} s")
+            time.sleep(0.005)
+        return time.monotonic() - start
+
+    def _change(self, op: str, i: int, deadline: float) -> None:
+        """Submit a configuration change through a client session (exactly once,
+        thesis §6.3), asking again while the refusal is one that passes."""
+        with Client(self.address, sorted(self.workers), timing=self.timing,
+                    limits=self.limits) as admin:
+            while True:
+                try:
+                    admin.change_config(op, i)
+                    return
+                except ConfigChangeRefused as e:
+                    if not passing(str(e)) or time.monotonic() > deadline:
+                        raise
+                except (Timeout, Unavailable):
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.02)
+
+    def _catch_up(self, i: int, rounds: int, deadline: float) -> bool:
+        """Thesis §4.2.1's rounds: whether learner ``i`` caught up with the leader."""
+        quick = self.config.election_timeout[0]
+        for _ in range(rounds):
+            start = time.monotonic()
+            leader = self.wait_for_leader(max(0.1, deadline - start))
+            target = self.node_status(leader).get("log", 0)
+            while self.node_status(i).get("log", -1) < target:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.005)
+            if time.monotonic() - start < quick:
+                return True
+        return False
+
     @property
     def pids(self) -> dict[str, Any]:
         return {"router": self.router.pid if self.router else None,
@@ -246,17 +361,21 @@ class Cluster:
 
     def _spawn(self, i: int) -> None:
         self.starts[i] += 1
+        # A server added later starts in no configuration: it learns its own
+        # from the leader's log (thesis §4.2.1).
+        first = self.first if i in self.first else []
         self.workers[i] = start_worker(
-            self.ctx, i, self.ids, self.address, self.secret, self.data_dir,
+            self.ctx, i, first, self.address, self.secret, self.data_dir,
             f"{self.seed}/{i}/{self.starts[i]}", self.config, self.limits, self.sync)
 
-    def _ask(self, i: int, verb: str, timeout: float) -> Any:
+    def _ask(self, i: int, verb: str, timeout: float, *args: Any) -> Any:
         w = self.workers.get(i)
-        return None if w is None else w.ask(verb, timeout)
+        return None if w is None else w.ask(verb, timeout, *args)
 
     def _check_node(self, i: Any) -> None:
-        if not isinstance(i, int) or i not in self.ids:
-            raise ValueError(f"no node {i!r}: nodes are 0..{self.n - 1}")
+        if isinstance(i, bool) or not isinstance(i, int) or i not in self.ids:
+            gone = " (removed)" if i in self.removed else ""
+            raise ValueError(f"no node {i!r}{gone}: the nodes are {self.ids}")
 
     def _need_started(self) -> None:
         if not self._started or self.router is None:

@@ -22,6 +22,7 @@ USAGE = {
     "put": "put KEY VALUE", "get": "get KEY", "del": "del KEY",
     "cas": "cas KEY EXPECTED NEW     (EXPECTED '-' means: only if KEY is absent)",
     "status": "status", "leader": "leader", "kill": "kill N", "restart": "restart N",
+    "add_node": "add_node", "remove_node": "remove_node N", "transfer_leader": "transfer_leader N",
     "partition": "partition 0,1 2,3,4  (groups of nodes that cannot reach each other)",
     "heal": "heal",
     "faults": "faults [drop=P] [client_drop=P] [duplicate=P] [delay=MS or MIN,MAX]",
@@ -32,6 +33,8 @@ HELP = """commands:
   cas KEY EXPECTED NEW     (EXPECTED '-' means: only if KEY is absent)
   status                   leader
   kill N                   restart N            (N: a node number)
+  add_node                 (a new server: learner, then voter once caught up)
+  remove_node N            transfer_leader N
   partition 0,1 2,3,4      (groups of nodes that cannot reach each other)
   heal                     faults [drop=P] [client_drop=P] [duplicate=P] [delay=MS or MIN,MAX]
                            (P: a probability in [0, 1]; delays in milliseconds)
@@ -95,7 +98,9 @@ class Console:
         try:
             return int(text)
         except ValueError:
-            nodes = "0" if self.cluster.n == 1 else f"0-{self.cluster.n - 1}"
+            ids = self.cluster.ids
+            nodes = (("0" if len(ids) == 1 else f"0-{len(ids) - 1}")
+                     if ids == list(range(len(ids))) else ", ".join(map(str, ids)))
             raise Usage(f"usage: {USAGE[cmd]}  (N: a node, {nodes}; not {text!r})") from None
 
     def do_help(self) -> None:
@@ -121,8 +126,8 @@ class Console:
 
     def do_status(self) -> None:
         stats = self.cluster.stats()
-        cols = ("node", "alive", "role", "term", "leader", "commit", "applied", "log", "snapshot",
-                "log_entries", "data_bytes", "keys")
+        cols = ("node", "alive", "role", "member", "config_index", "term", "leader", "commit",
+                "applied", "log", "snapshot", "log_entries", "data_bytes", "keys")
         rows = [[n.get(c, "") for c in cols] for n in stats["nodes"]]
         self.out(tabulate(rows, headers=cols))
         # The figures raftmp serve's /metrics shows (metrics.py), from the same status.
@@ -143,6 +148,17 @@ class Console:
     def do_restart(self, n: str) -> None:
         self.cluster.restart(self.node("restart", n))
         self.out(f"restarted node {n}")
+
+    def do_add_node(self) -> None:
+        self.out(f"added node {self.cluster.add_node()} (a voter)")
+
+    def do_remove_node(self, n: str) -> None:
+        self.cluster.remove_node(self.node("remove_node", n))
+        self.out(f"removed node {n}; members {self.cluster.ids}")
+
+    def do_transfer_leader(self, n: str) -> None:
+        took = self.cluster.transfer_leader(self.node("transfer_leader", n))
+        self.out(f"node {n} leads (took {took:.3f} s)")
 
     def do_partition(self, *groups: str) -> None:
         if len(groups) < 2:

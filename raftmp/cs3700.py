@@ -95,7 +95,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         node = Node(int(a.id, 16), ids, storage.load(), rng, time.monotonic(), config,
                     COURSE_LIMITS, storage.load_snapshot(), keep_writes=True)
         link.known_leader = node.fresh_leader
-        worker = Worker(node, link, storage)
+        worker = Worker(node, link, storage, replicas=node.ids)
         try:
             worker.run()
         finally:

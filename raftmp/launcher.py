@@ -7,7 +7,7 @@ An answer whose number is not the awaited one is the late answer to a request
 whose caller gave up waiting: it is skipped, never taken for the next one's.
 
 The router's verbs are in ``router.py``; the workers' are ``status``,
-``dump`` and ``stop`` (``worker.py``). ``Cluster`` (``cluster.py``) drives
+``dump``, ``transfer`` (a node) and ``stop`` (``worker.py``). ``Cluster`` (``cluster.py``) drives
 both through the handles here.
 """
 
@@ -205,10 +205,10 @@ class WorkerHandle:
     def pid(self) -> Optional[int]:
         return self.process.pid
 
-    def ask(self, verb: str, timeout: float) -> Any:
+    def ask(self, verb: str, timeout: float, *args: Any) -> Any:
         """The worker's answer, or None if it is down or busier than ``timeout``."""
         try:
-            return self.control.call(verb, timeout=timeout)
+            return self.control.call(verb, *args, timeout=timeout)
         except (OSError, EOFError, Timeout):
             return None
 

@@ -51,8 +51,8 @@ from .checker import SHORT_VERDICT, check, load_history
 from .cli import Parser, complain, integer, number, output_dir, output_file
 from .cluster import Cluster
 from .core.config import Config
-from .core.errors import ConfigError, Unavailable
-from .core.raft import majority_of
+from .core.errors import ConfigError, RaftmpError, Unavailable
+from .core.membership import majority_of
 from .core.session import DONE, FAILED, UNKNOWN, Outcome, Timing
 from .cs3700 import course_config
 from .scenario_file import (
@@ -250,6 +250,27 @@ class _Events:
     def note(self, text: str) -> None:
         self.log.append(f"{time.monotonic() - self.t0:6.2f}s  {text}")
 
+    def change_membership(self, kind: str, leader: Optional[int]) -> None:
+        c = self.cluster
+        try:
+            if kind == "add_node":
+                self.note(f"add_node: node {c.add_node()} joined as a voter")
+                return
+            if leader is None:
+                self.note(f"{kind}: no leader (skipped)")
+            elif kind == "remove_leader":
+                c.remove_node(leader)
+                self.note(f"remove_leader: removed node {leader}; members {c.ids}")
+            else:
+                others = [i for i in c.ids if i != leader and i in c.workers]
+                if not others:
+                    self.note("transfer_leader: no other live voter (skipped)")
+                    return
+                to = self.rng.choice(others)
+                self.note(f"transfer_leader: {leader} -> {to} in {c.transfer_leader(to):.3f} s")
+        except RaftmpError as e:   # (a change refused or slow under faults: the run goes on)
+            self.note(f"{kind}: failed: {e}")
+
     def fire(self, ev: Event) -> None:
         c = self.cluster
         kind = ev.type
@@ -271,6 +292,9 @@ class _Events:
                 leader = c.wait_for_leader(1.0)
             except Exception:
                 leader = None
+        if kind in ("add_node", "remove_leader", "transfer_leader"):
+            self.change_membership(kind, leader)
+            return
         if kind == "kill_leader":
             if leader is None:
                 self.note("kill_leader: no leader to kill (skipped)")
@@ -288,7 +312,7 @@ class _Events:
             self.killed.add(victim)
             self.note(f"kill_non_leader: killed node {victim} (leader {leader})")
         else:
-            majority = majority_of(c.n)
+            majority = majority_of(len(c.ids))
             live = set(c.alive())
             # Prefer live nodes for the majority side, so that it can make progress.
             others = [i for i in c.ids if i != leader]

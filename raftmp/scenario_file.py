@@ -32,7 +32,9 @@ from .faults import Faults
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 
-EVENT_TYPES = ("kill_leader", "kill_non_leader", "part_easy", "part_hard", "part_end", "restart")
+EVENT_TYPES = ("kill_leader", "kill_non_leader", "part_easy", "part_hard", "part_end", "restart",
+               # membership (thesis chapter 4, §3.10): raftmp's own, not the course's
+               "add_node", "remove_leader", "transfer_leader")
 BENCHMARKS = ("total_msgs", "failures", "duplicates", "median_latency")
 TEST_FRACTIONS = {
     "maximum_get_fail_fraction": 0.5,

@@ -200,7 +200,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     storage = FileStorage(a.data_dir, sync=not a.no_sync)
     node = Node(a.id, sorted(peers), storage.load(), random.Random(), time.monotonic(),
                 a.config, None, storage.load_snapshot())
-    worker = Worker(node, link, storage)
+    worker = Worker(node, link, storage, replicas=node.ids)   # membership fixed by --peers
     link.status = worker.status
     link.metrics_text = lambda: prometheus(worker.status())
     print(f"raftmp serve: node {a.id} of {sorted(peers)}, peers on {peers[a.id][0]}:"

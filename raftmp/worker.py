@@ -57,9 +57,13 @@ LOST_STATE_EXIT = 3         # exit status of a worker that refuses to start (ide
 
 class Worker:
     def __init__(self, node: Node, transport: Any, storage: FileStorage,
-                 ctl: Optional[Connection] = None, incarnation: int = 0) -> None:
+                 ctl: Optional[Connection] = None, incarnation: int = 0,
+                 replicas: Optional[frozenset[int]] = None) -> None:
+        """``replicas``: the ids Raft messages may come from (a fixed membership,
+        CS3700's); None: any replica id the router vouches for, ``0 ..
+        FIRST_CLIENT_ID - 1``, as members come and go (thesis chapter 4)."""
         self.id = node.id
-        self.ids = node.ids
+        self.replicas = replicas
         self.node = node
         self.transport = transport
         self.storage = storage
@@ -127,7 +131,7 @@ class Worker:
 
     def step(self, src: int, m: Any, now: float) -> None:
         t = type(m)
-        if t is ClientRequest or (t in RAFT_MESSAGES and src in self.ids and src != self.id):
+        if t is ClientRequest or (t in RAFT_MESSAGES and self.is_replica(src)):
             if t is ClientRequest:
                 self.metrics.request(m.command, now)
             try:
@@ -143,6 +147,11 @@ class Worker:
         else:
             self.reject(f"unexpected {t.__name__} from {src}")
 
+    def is_replica(self, src: int) -> bool:
+        if src == self.id:
+            return False
+        return src < wire.FIRST_CLIENT_ID if self.replicas is None else src in self.replicas
+
     def reject(self, why: str) -> None:
         self.bad_packets += 1
         if self.bad_packets <= 10 or self.bad_packets % 1000 == 0:
@@ -157,7 +166,7 @@ class Worker:
 
     def control(self) -> None:
         try:
-            number, request = self.ctl.recv()   # numbered: a late answer is recognised
+            number, request, *args = self.ctl.recv()   # numbered: a late answer is recognised
         except (EOFError, OSError):
             log.info("node %d: launcher gone, exiting", self.id)
             self.running = False
@@ -169,18 +178,23 @@ class Worker:
             reply = self.status()
         elif request == "dump":
             reply = self.node.data()
+        elif request == "transfer" and len(args) == 1:
+            reply = self.node.transfer_leader(args[0], time.monotonic())
         else:
             reply = ValueError(f"unknown control request {request!r}")
         self.ctl.send((number, reply))
 
     def status(self) -> dict:
         node, data = self.node, self.node.data()
+        config_index, config = node.configuration
         digest = hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()[:16]
         with open("/proc/self/statm") as f:   # Linux: resident pages are the second field
             rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         return {
             "node": self.id, "pid": os.getpid(), "alive": True,
             "role": node.role, "term": node.term, "vote": node.vote, "leader": node.leader,
+            "member": node.membership, "config_index": config_index,
+            "voters": list(config.voters), "learners": list(config.learners),
             "commit": node.commit, "applied": node.applied, "log": node.last_index,
             "keys": len(data), "kv_digest": digest,
             "snapshot": node.snapshot_index, "installs": node.installs,
@@ -213,7 +227,7 @@ def worker_main(node_id: int, nodes: list[int], address: str, secret: bytes, dat
     node = Node(node_id, nodes, storage.load(), random.Random(seed), time.monotonic(),
                 config, limits, storage.load_snapshot())
     link, _ = wire.connect_router(address, node_id, secret)
-    worker = Worker(node, RouterLink(link, node_id, node.ids), storage, ctl, incarnation)
+    worker = Worker(node, RouterLink(link, node_id), storage, ctl, incarnation)
     # What start-up built (the replayed log, the snapshot's data, the modules)
     # lives as long as the process: keep the cyclic collector from scanning it
     # again at every full collection. And collect the young generation less

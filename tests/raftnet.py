@@ -58,6 +58,7 @@ class Network:
         for i, (term, vote, entries) in (states or {}).items():
             self.storage[i].save((term, vote), list(entries))
         self.incarnation: dict[int, int] = defaultdict(int)
+        self.joined: set[int] = set()     # servers added after the cluster began (``add``)
         self.cores: dict[int, Raft] = {}
         for i in self.ids:
             self._boot(i)
@@ -75,10 +76,29 @@ class Network:
     def _boot(self, i: int) -> Raft:
         self.incarnation[i] += 1
         rng = random.Random(f"{self.seed}/{i}/{self.incarnation[i]}")
-        core = Raft(i, list(self.ids), self.storage[i].load(), rng, self.now, self.config,
+        first = [] if i in self.joined else [j for j in self.ids if j not in self.joined]
+        core = Raft(i, first, self.storage[i].load(), rng, self.now, self.config,
                     self.storage[i].load_snapshot())
         self.cores[i] = core
         return core
+
+    def add(self, i: int, state: tuple | None = None) -> Raft:
+        """Boot a new server ``i`` that is in no configuration yet (it waits to be
+        added: thesis §4.2.1), from ``state`` (term, vote, entries) if given."""
+        assert i not in self.ids
+        self.ids.append(i)
+        self.joined.add(i)
+        self.storage[i] = MemoryStorage()
+        if state is not None:
+            self.storage[i].save(state[:2], list(state[2]))
+        return self._boot(i)
+
+    def change(self, i: int, op: str, server: int) -> int:
+        """Leader ``i`` appends a configuration change (asserted accepted); its index."""
+        index, why = self.cores[i].propose_config(op, server)
+        assert why is None, why
+        self.flush(i)
+        return index
 
     def __getitem__(self, i: int) -> Raft:
         return self.cores[i]
@@ -280,7 +300,7 @@ class Network:
         state machine's) and compacts: what a driver does when it is due."""
         core = self.cores[i]
         data = (b"%d:" % core.applied).ljust(size, b".")
-        snap = Snapshot(core.applied, core.log.term(core.applied), data)
+        snap = core.snapshot_of(data)
         self.storage[i].save_snapshot(snap)
         base = core.snapshot_saved(snap)
         if base is not None:

@@ -336,11 +336,12 @@ def test_console_reports_errors_and_keeps_going(cluster, data, seed):
     script = ["frobnicate", "put onlykey", "get a b c", "kill x", "kill 17", "restart 0",
               "partition 0", "faults drop", "faults nosuch=1", "faults delay=a,b",
               "put 'open", "put k" + "x" * 2000 + " v", "kill abc", "faults drop=2",
+              "remove_node 17", "transfer_leader x", "add_node 3",
               "", "   ", "PUT upper case", "get upper"]
     for cmd in script:
         assert console.execute(cmd) is True, f"console stopped at {cmd!r}"
     errors = [ln for ln in lines if ln.startswith("error:")]
-    assert len(errors) == 14, f"seed {seed}: {lines}"
+    assert len(errors) == 17, f"seed {seed}: {lines}"
     assert errors[0] == "error: unknown command 'frobnicate' (try 'help')"
     assert all("Traceback" not in ln and "Error:" not in ln for ln in lines), lines
     assert errors[1] == "error: usage: put KEY VALUE", errors
@@ -350,6 +351,8 @@ def test_console_reports_errors_and_keeps_going(cluster, data, seed):
     assert "running" in errors[5] and "no node 17" in errors[4], errors
     assert errors[12] == "error: usage: kill N  (N: a node, 0-2; not 'abc')", errors
     assert "drop" in errors[13] and "[0, 1]" in errors[13], errors
+    assert "no node 17" in errors[14] and "usage: transfer_leader N" in errors[15], errors
+    assert errors[16] == "error: usage: add_node", errors
     assert lines[-2:] == ["ok", "case"], lines      # commands are case-insensitive
     expected["upper"] = "case"
     # delay is in milliseconds, with a warning above a second.

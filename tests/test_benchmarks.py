@@ -78,6 +78,15 @@ def test_failover_quick(tmp_path):
         assert {"old_leader", "first_write_s", "elected_s", "answered_by"} <= set(t)
 
 
+def test_membership_quick(tmp_path):
+    _, data = run_quick("membership", tmp_path)
+    (run,) = data["runs"]
+    assert run["drop"] == 0.2 and run["linearizable"] is True and run["ops"] > 0
+    assert {k: len(v) for k, v in run["times"].items()} == \
+        {"grow": 2, "replace": 1, "remove leader": 1, "transfer": 3}
+    assert len(run["gaps"]) == 3 and all(g > 0 for g in run["gaps"])
+
+
 @pytest.mark.skipif(importlib.util.find_spec("pysyncobj") is None,
                     reason="pysyncobj is not installed (pip install 'raftmp[compare]')")
 def test_compare_quick(tmp_path):
@@ -95,7 +104,7 @@ def test_compare_quick(tmp_path):
 
 
 def test_help():
-    for script in ("throughput", "latency", "failover", "compare", "endurance"):
+    for script in ("throughput", "latency", "failover", "compare", "endurance", "membership"):
         proc = subprocess.run([sys.executable, os.path.join(BENCH, f"{script}.py"), "--help"],
                               capture_output=True, text=True, timeout=30, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr

@@ -269,3 +269,24 @@ def test_a_short_edge_scenario_keeps_committing_with_the_course_profile(tmp_path
     assert sum("kill_leader: killed node" in e for e in r.events) == 2, r.events
     assert r.linearizable and r.correct, r.gates
     assert r.ok >= 0.9 * r.submitted
+
+
+def test_membership_events_grow_move_and_remove_the_leader(tmp_path):
+    """add_node, transfer_leader and remove_leader (raftmp's own events) run
+    inside a workload that stays linearizable; the launcher follows."""
+    sc = scenario_file.load_scenario(_short(tmp_path, requests=80, drops=0.0, events=[
+        {"type": "add_node", "time": 6}, {"type": "transfer_leader", "time": 10},
+        {"type": "remove_leader", "time": 14}]))
+    seen = {}
+
+    def before_stop(cluster, r):
+        seen["ids"], seen["alive"] = list(cluster.ids), cluster.alive()
+
+    r = scenario.run_scenario(sc, seed=5, time_scale=0.1, before_stop=before_stop,
+                              profile="default")
+    assert any("add_node: node 5 joined as a voter" in e for e in r.events), r.events
+    assert any("transfer_leader: " in e and " -> " in e for e in r.events), r.events
+    assert any("remove_leader: removed node" in e for e in r.events), r.events
+    assert len(seen["ids"]) == 5 and seen["alive"] == seen["ids"]
+    assert r.linearizable and r.correct, r.gates
+    assert r.unexpected_deaths == []

@@ -64,3 +64,9 @@ class SessionExpired(RaftmpError):
     session timeout, thesis §6.3) while a write it gave up on (``Timeout``) may
     have been applied in it; the operation was not applied. Start a new client.
     (With no write in doubt, the client opens a new session by itself.)"""
+
+
+class ConfigChangeRefused(RaftmpError):
+    """The leader refused a configuration change (one server at a time, the
+    previous change not committed yet, not a member...); nothing was applied.
+    The message says why."""

@@ -79,13 +79,19 @@ class FollowerRules:
         # (shorter) message must never truncate the log.
         for e in m.entries:
             if log.term(e.index) != e.term:
+                configs_changed = False
                 if e.index <= log.last_index:
                     if e.index <= self.commit:   # Leader Completeness (§5.4): never
                         raise PeerMisbehaved(f"an entry of term {e.term} at committed index "
                                              f"{e.index} (ours: term {log.term(e.index)})")
                     log.truncate(e.index)
+                    # Thesis §4.1: a truncated configuration entry is no longer in use.
+                    configs_changed = self.configs.truncated(e.index)
                 self.unstable_from = min(self.unstable_from, e.index)
-                log.extend(m.entries[e.index - m.entries[0].index:])
+                new = m.entries[e.index - m.entries[0].index:]
+                log.extend(new)
+                if self.configs.appended(new) or configs_changed:
+                    self.use_latest_config()   # in use as soon as it is in the log
                 break
         last_new = m.prev_index + len(m.entries)
         # Figure 2: commit = min(leaderCommit, index of last new entry) — only

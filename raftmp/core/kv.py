@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .errors import check_positive
+from .membership import CONF_OPS
 from .messages import EXPIRED, INVALID, OK, OPS, REGISTER, Command, SessionClock
 
 
@@ -73,10 +74,12 @@ def check_command(cmd: Any, limits: Optional[Limits]) -> Optional[str]:
         return "session must be an int >= 0"
     if op == REGISTER and limits is None:
         return None   # (a committed registration; a client's is checked by Node.handle_client)
-    if op not in OPS:
-        return f"unknown operation {op!r} (expected one of {', '.join(OPS)})"
+    if op not in OPS and op not in CONF_OPS:
+        return f"unknown operation {op!r} (expected one of {', '.join(OPS + CONF_OPS)})"
     if type(key) is not str:
         return f"key must be str, not {type(key).__name__}"
+    if op in CONF_OPS:   # key: the server's id
+        return None if key.isdigit() and key.isascii() else f"{op} needs a server id, not {key!r}"
     if limits is not None and _too_long(key, limits.max_key_bytes):
         return f"key longer than {limits.max_key_bytes} bytes"
     if value is None:
@@ -208,6 +211,8 @@ class KVStore:
 
     def _execute(self, cmd: Command) -> Any:
         data, key = self.data, cmd.key
+        if cmd.op in CONF_OPS:
+            return None   # a configuration change: the Raft core acted on it when appended
         if cmd.op == "put":
             data[key] = cmd.value
             return None

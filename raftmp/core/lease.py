@@ -58,12 +58,11 @@ class Lease:
             return -INF
         return self.starts[-1 - back]
 
-    def until(self, acked_starts: Iterable[float], quorum: int) -> float:
-        """When the lease ends: the quorum-th latest round start that followers
-        acknowledged (the leader counts itself as acknowledging now), plus the
-        duration."""
+    def until(self, acked_starts: Iterable[float], need: int) -> float:
+        """When the lease ends: the ``need``-th latest round start that followers
+        acknowledged (a quorum, less the leader if it counts itself: it
+        acknowledges its own rounds at once), plus the duration."""
         starts = sorted(acked_starts, reverse=True)
-        need = quorum - 1           # the leader itself is one of the quorum
         if need == 0:
             return INF
         if len(starts) < need:

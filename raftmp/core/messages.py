@@ -35,7 +35,6 @@ class RequestVote(NamedTuple):
     pre: bool = False
     # Leadership transfer (thesis §3.10): the leader asked for this election
     # (TimeoutNow), so voters disregard the vote hold of §4.2.3 (``holds_vote``).
-    # Nothing sets it yet.
     transfer: bool = False
 
 
@@ -80,11 +79,15 @@ class AppendEntriesReply(NamedTuple):
 
 class Snapshot(NamedTuple):
     """The state machine as of log entry ``index`` (of ``term``): the key-value
-    data and the session table, pickled (``KVStore.snapshot_data``)."""
+    data and the session table, pickled (``KVStore.snapshot_data``); and the
+    configuration in force at ``index`` (``membership.Configuration``, entry
+    ``config_index``), thesis §5.1 (None: the receiver's own first one)."""
 
     index: int
     term: int
     data: bytes
+    config: Any = None
+    config_index: int = 0
 
 
 class InstallSnapshot(NamedTuple):
@@ -98,6 +101,8 @@ class InstallSnapshot(NamedTuple):
     size: int
     offset: int
     data: bytes
+    config: Any = None      # the snapshot's configuration (Snapshot.config) ...
+    config_index: int = 0   # ... and its index
 
 
 class InstallSnapshotReply(NamedTuple):
@@ -112,8 +117,17 @@ class InstallSnapshotReply(NamedTuple):
     done: bool
 
 
+class TimeoutNow(NamedTuple):
+    """Leadership transfer (thesis §3.10): the leader of ``term`` tells an
+    up-to-date voter to start an election at once (no pre-vote, no waiting
+    for its timer), with ``RequestVote.transfer`` set."""
+
+    term: int
+    leader: int
+
+
 RAFT_MESSAGES = (RequestVote, RequestVoteReply, AppendEntries, AppendEntriesReply,
-                 InstallSnapshot, InstallSnapshotReply)
+                 InstallSnapshot, InstallSnapshotReply, TimeoutNow)
 
 # The field kinds of each Raft message, for ``check_raft_message``.
 _N, _B = "count", "flag"   # an int >= 0; a bool
@@ -122,8 +136,9 @@ _FIELDS = {
     RequestVoteReply: (_N, _N, _B, _B),
     AppendEntries: (_N, _N, _N, _N, None, _N, _N, _B),
     AppendEntriesReply: (_N, _N, _B, _N, _N, _N, _N),
-    InstallSnapshot: (_N, _N, _N, _N, _N, _N, None),
+    InstallSnapshot: (_N, _N, _N, _N, _N, _N, None, None, _N),
     InstallSnapshotReply: (_N, _N, _N, _N, _B),
+    TimeoutNow: (_N, _N),
 }
 
 
@@ -224,6 +239,7 @@ REDIRECT = "redirect"    # not the leader; ``leader`` is a hint (or None)
 RETRY = "retry"          # leader lost before the outcome was known; retry anywhere
 INVALID = "invalid"      # the request is malformed; ``result`` says why
 EXPIRED = "expired"      # no such session (expired): nothing applied; ``result`` = the session
+REFUSED = "refused"      # a configuration change the leader refused; ``result`` says why
 
 
 class ClientReply(NamedTuple):

@@ -37,10 +37,12 @@ import random
 from typing import Any, Optional
 
 from .kv import KVStore, Limits, check_command
+from .membership import CONF_OPS, Configuration, role_in
 from .messages import (
     INVALID,
     OK,
     REDIRECT,
+    REFUSED,
     REGISTER,
     RETRY,
     ClientReply,
@@ -96,8 +98,30 @@ class Node:
 
     @property
     def ids(self) -> frozenset[int]:
-        """Every member of the cluster, this node included."""
+        """Every member of its latest configuration, and this node."""
         return frozenset((self.id, *self.raft.peers))
+
+    @property
+    def configuration(self) -> tuple[int, Configuration]:
+        """(its index, the latest configuration in this node's log) (thesis §4.1)."""
+        configs = self.raft.configs
+        return configs.latest_index, configs.latest
+
+    @property
+    def configurations(self) -> list[tuple[int, Configuration]]:
+        """(index, configuration) of every configuration in this node's log, the
+        one at or below its base first (thesis §4.1)."""
+        return list(self.raft.configs.history)
+
+    @property
+    def committed_configuration(self) -> tuple[int, Configuration]:
+        """(its index, the latest configuration at or below the commit index)."""
+        return self.raft.configs.at(self.raft.commit)
+
+    @property
+    def membership(self) -> str:
+        """This node in its latest configuration: voter, learner or non-member."""
+        return role_in(self.raft.configs.latest, self.id)
 
     @property
     def role(self) -> str:
@@ -197,6 +221,11 @@ class Node:
 
     # ------------------------------------------------------------------ inputs
 
+    def transfer_leader(self, target: int, now: float) -> Optional[str]:
+        """Hand leadership to voter ``target`` (thesis §3.10): None once started
+        (``leader`` names it when done), or why not."""
+        return self.raft.transfer_leader(target, now)
+
     def step(self, src: int, msg: Any, now: float) -> None:
         if type(msg) is ClientRequest:
             self.handle_client(src, msg.command, now)
@@ -218,8 +247,7 @@ class Node:
 
     def make_snapshot(self) -> Snapshot:
         """The state machine as of the applied index."""
-        raft = self.raft
-        return Snapshot(raft.applied, raft.log.term(raft.applied), self.kv.snapshot_data())
+        return self.raft.snapshot_of(self.kv.snapshot_data())
 
     def snapshot_saved(self, snap: Snapshot) -> Optional[tuple[int, int]]:
         """``snap`` is durable: compact the log. The new log base for storage, or None."""
@@ -239,6 +267,11 @@ class Node:
             return
         self._start_serving(now)
         self.seen.add((cmd.client_id, cmd.session))
+        if raft.transfer_to is not None and cmd.op != "get":
+            # Handing leadership over (thesis §3.10): no new entries; the client
+            # is told to retry (at the next leader, found by its search).
+            self.replies.append((src, ClientReply(cmd.client_id, cmd.seq, RETRY, None, None)))
+            return
         if cmd.op == "get":
             key = (cmd.client_id, cmd.seq)
             ctx = self.read_ctx.get(key)
@@ -257,6 +290,8 @@ class Node:
             self._reply(src, cmd, OK, result)
         elif key in self.writes:      # a retry of a request still in the log: answer once
             self.writes[key] = (src, now)
+        elif cmd.op in CONF_OPS:
+            self._change_config(src, cmd, now)
         else:
             self.writes[key] = (src, now)
             index = raft.propose(cmd)
@@ -282,8 +317,10 @@ class Node:
             cmd = entry.command
             if self.proposed:
                 self._settle(entry)
+            if type(cmd) is Configuration:
+                cmd = cmd.request   # in use since appended; its session answers now
             if cmd is None:
-                continue  # a leader's no-op
+                continue  # a leader's no-op, the cluster's first configuration
             status, result = self.kv.apply(cmd, entry.index)
             if type(cmd) is SessionClock:
                 continue
@@ -312,6 +349,16 @@ class Node:
         rd.persisted_messages.extend(self.replies)
         self.replies = []
         return rd
+
+    def _change_config(self, src: int, cmd: Command, now: float) -> None:
+        """A configuration change (membership.py): appended, or refused with why."""
+        key = (cmd.client_id, cmd.seq)
+        if self.raft.configs.find(*key) is None:   # (else an earlier leader appended it)
+            index, why = self.raft.propose_config(cmd.op, int(cmd.key), cmd)
+            if index is None:
+                self._reply(src, cmd, REFUSED, why)
+                return
+        self.writes[key] = (src, now)
 
     # ---------------------------------------------------------------- helpers
 

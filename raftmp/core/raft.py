@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .config import READ_MODES, Config  # noqa: F401 (re-exported)
+from .elections import ElectionRules
 from .follower import FollowerRules
 from .lease import Lease
 from .log import RaftLog
+from .membership import Configuration, ConfigHistory
 from .messages import (
     AppendEntries,
     AppendEntriesReply,
@@ -31,21 +33,18 @@ from .messages import (
     RequestVote,
     RequestVoteReply,
     Snapshot,
+    TimeoutNow,
 )
 from .progress import Progress, Segment
 from .reads import ReadRules
-from .roles import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE
+from .reconfig import MembershipRules
+from .roles import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE  # noqa: F401 (re-exported)
 from .snapshot import SnapshotRules
 
 INF = float("inf")
 # eager_followers: after a retransmission, every follower is eager for this
 # many heartbeat intervals, so that one more lost append rarely delays a commit.
 LOSS_MEMORY = 10
-
-
-def majority_of(n: int) -> int:
-    """The size of a majority of ``n`` servers (§5.2: a quorum)."""
-    return n // 2 + 1
 
 
 def smoothed(average: float, sample: float) -> float:
@@ -84,16 +83,15 @@ class Ready:
     snapshot: Optional[Snapshot] = None
 
 
-class Raft(FollowerRules, ReadRules, SnapshotRules):
+class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRules):
     def __init__(self, node_id: int, nodes: list[int], state: tuple, rng: random.Random,
                  now: float, config: Optional[Config] = None,
                  snapshot: Optional[Snapshot] = None) -> None:
-        """``nodes`` lists every member, this one included; ``state`` is storage's
-        ``(term, vote, entries)``, the entries following ``snapshot`` if any."""
-        assert node_id in nodes
+        """``nodes``: the cluster's first configuration, all voters (a server
+        joining a running cluster passes none: it learns its configuration from
+        the leader's log or snapshot); ``state`` is storage's ``(term, vote,
+        entries)``, the entries following ``snapshot`` if any."""
         self.id = node_id
-        self.peers = [n for n in nodes if n != node_id]
-        self.quorum = majority_of(len(nodes))
         self.config = config or Config()
         self.rng = rng
         # Persistent state (Figure 2).
@@ -102,6 +100,12 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         self.snapshot = snapshot
         done = (snapshot.index, snapshot.term) if snapshot is not None else (0, 0)
         self.log = RaftLog(entries, *done)
+        # The configurations in the log (thesis §4.1); the latest is in use.
+        if snapshot is not None and snapshot.config is not None:
+            self.configs = ConfigHistory(snapshot.config, snapshot.config_index)
+        else:
+            self.configs = ConfigHistory(Configuration(tuple(sorted(nodes))))
+        self.configs.appended(self.log.entries)
         # Volatile state. Invariant: applied <= commit <= log.last_index.
         self.commit = done[0]
         self.applied = done[0]
@@ -146,6 +150,14 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         self.heartbeat_deadline = INF
         self.resend_deadline = INF
         self.quorum_deadline = INF
+        # Leadership transfer (thesis §3.10, reconfig.py).
+        self.transfer_to: Optional[int] = None
+        self.transfer_deadline = INF
+        self.timeout_sent_at = -INF
+        self.transfer_campaign = False   # this campaign was asked for by TimeoutNow
+        self.leaving = False             # a leader still replicating to removed servers
+        self.lease_ended = False         # this leader gave up its lease for this term
+        self.use_latest_config()         # voters, peers, quorum
 
     # ------------------------------------------------------------------ inputs
 
@@ -160,7 +172,7 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
             else:
                 # §5.1: a newer term makes us a follower of that term (leader
                 # unknown unless the message comes from it).
-                leads = t is AppendEntries or t is InstallSnapshot
+                leads = t is AppendEntries or t is InstallSnapshot or t is TimeoutNow
                 self.become_follower(m.term, m.leader if leads else None, now)
         if m.term < self.term:
             # §5.1: reject stale requests, telling the sender the current term. The
@@ -190,19 +202,24 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
             for peer, pr in self.progress.items():
                 if now >= pr.retransmit_at():
                     self.retransmit(peer, pr, now)
+            if self.transfer_to is not None:
+                self.transfer_turn(now)
             if now >= self.heartbeat_deadline:
                 self.bcast_append(now, heartbeat=True, peers=self._heartbeat_due(now))
             elif self.reads and now >= self.read_deadline:
                 self.bcast_append(now, heartbeat=False)  # the round's answers were lost: ask again
         elif now >= self.election_deadline:
-            self.become_pre_candidate(now)
+            if self.may_campaign():
+                self.become_pre_candidate(now)
+            else:   # learners and removed servers never campaign (thesis §4.2.1, §4.2.2)
+                self.election_deadline = now + self._election_timeout()
         elif self.role != FOLLOWER and now >= self.resend_deadline:
             self.bcast_vote(now)
 
     def next_deadline(self) -> float:
         """The earliest time at which ``tick`` has something to do."""
         if self.role == LEADER:
-            t = min(self.heartbeat_deadline, self.quorum_deadline)
+            t = min(self.heartbeat_deadline, self.quorum_deadline, self.transfer_deadline)
             if self.reads:
                 t = min(t, self.read_deadline)
             for pr in self.progress.values():
@@ -214,8 +231,9 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         return min(self.election_deadline, self.resend_deadline)
 
     def propose(self, command: Any) -> Optional[int]:
-        """Append ``command`` to the leader's log; its index, or None if not leader."""
-        if self.role != LEADER:
+        """Append ``command`` to the leader's log; its index, or None if not
+        leader or handing leadership over (thesis §3.10)."""
+        if self.role != LEADER or self.transfer_to is not None:
             return None
         index = self.log.last_index + 1
         self.log.append(Entry(self.term, index, command))
@@ -240,6 +258,9 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
                 pr = self.progress[peer]
                 if not pr.probing:
                     self.maybe_send_append(peer, pr, now)
+            if self.transfer_to is not None:
+                self.transfer_turn(now)
+            self.maybe_step_down_removed(now)
         reads += self._released_reads()
         hard = (self.term, self.vote) if self.hard_dirty else None
         entries = self.log.slice(self.unstable_from, self.log.last_index + 1)
@@ -267,48 +288,18 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
             self.election_deadline = now + self._election_timeout()
         self.role = FOLLOWER
         self.leader = leader
+        self.transfer_campaign = False
         self._leave_leadership()
-
-    def become_pre_candidate(self, now: float) -> None:
-        """On election timeout, first ask whether a real election could be won
-        (thesis §9.6), without touching our term."""
-        self.role = PRE_CANDIDATE
-        self.leader = None
-        self._leave_leadership()
-        self._campaign(now)
-
-    def become_candidate(self, now: float) -> None:
-        """§5.2: start a new term and vote for ourselves."""
-        assert self.role == PRE_CANDIDATE
-        self.role = CANDIDATE
-        self.term += 1
-        self.vote = self.id
-        self.hard_dirty = True
-        self._campaign(now)
-
-    def _campaign(self, now: float) -> None:
-        self.votes = {self.id}
-        self.answered = set()
-        self.campaign_at = now
-        self.election_deadline = now + self._election_timeout()
-        if len(self.votes) >= self.quorum:
-            self._won(now)
-        else:
-            self.bcast_vote(now)
-
-    def _won(self, now: float) -> None:
-        if self.role == PRE_CANDIDATE:
-            self.become_candidate(now)
-        else:
-            self.become_leader(now)
 
     def become_leader(self, now: float) -> None:
-        assert self.role == CANDIDATE and len(self.votes) >= self.quorum
+        assert self.role == CANDIDATE and self.has_quorum(self.votes)
         self.role = LEADER
+        self.transfer_campaign = False
+        self.lease_ended = False
         self.leader = self.id
         last = self.log.last_index
-        rto = self.config.unmeasured_rto()   # until a round trip is measured (_reset_rto)
-        self.progress = {p: Progress(last + 1, rto) for p in self.peers}
+        self.progress = {}
+        self.use_latest_config()   # a Progress per member, probing from last + 1
         self.round = 0
         self.lease = Lease(self.lease_duration())
         # §8 / thesis §6.4: a no-op from the new term lets the leader commit,
@@ -326,48 +317,10 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         self.read_bcast = False
         self.heartbeat_deadline = self.quorum_deadline = self.resend_deadline = INF
         self.read_deadline = INF
-
-    # --------------------------------------------------------------- elections
-
-    def bcast_vote(self, now: float) -> None:
-        """Ask every peer that has not answered yet for its vote. Re-asking keeps
-        a lossy network from wasting a whole term: every first_rto for the
-        first heartbeat interval, then every heartbeat interval (a candidate
-        cut off from a majority stays cheap)."""
-        pre = self.role == PRE_CANDIDATE
-        msg = RequestVote(self.term + pre, self.id, self.log.last_index, self.log.last_term, pre)
-        for peer in self.peers:
-            if peer not in self.answered:
-                self._send(peer, msg)
-        cfg = self.config
-        fast = now - self.campaign_at < cfg.heartbeat_interval
-        self.resend_deadline = now + (cfg.unmeasured_rto() if fast else cfg.heartbeat_interval)
-
-    def handle_request_vote(self, src: int, m: RequestVote, now: float) -> None:
-        # Figure 2 RequestVote: one vote per term, and §5.4.1: only for a
-        # candidate whose log is at least as up to date as ours. A pre-vote
-        # is granted on the same terms for a future term, and binds nothing.
-        up_to_date = self.log.is_up_to_date(m.last_index, m.last_term)
-        if m.pre:
-            grant = m.term > self.term and up_to_date
-        else:
-            grant = self.vote in (None, m.candidate) and up_to_date
-            if grant and self.vote is None:
-                self.vote = m.candidate
-                self.hard_dirty = True
-            if grant:
-                self.election_deadline = now + self._election_timeout()
-        self._send(src, RequestVoteReply(m.term if grant else self.term, self.id, grant, m.pre))
-
-    def handle_vote_reply(self, src: int, m: RequestVoteReply, now: float) -> None:
-        pre = self.role == PRE_CANDIDATE
-        if self.role not in (PRE_CANDIDATE, CANDIDATE) or m.pre != pre:
-            return
-        self.answered.add(src)  # granted or not: stop asking this voter
-        if m.granted and m.term == self.term + pre:
-            self.votes.add(src)
-            if len(self.votes) >= self.quorum:
-                self._won(now)
+        self.abort_transfer_state()
+        if self.leaving:
+            self.leaving = False
+            self.use_latest_config()   # peers: the latest members again
 
     # ------------------------------------------------------------- replication
 
@@ -510,7 +463,9 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
         if m.round > self.round:
             self.unsent_rounds += 1   # confirms a round never sent: no honest reply does
             return
-        pr = self.progress[src]
+        pr = self.progress.get(src)
+        if pr is None:
+            return   # no longer a member
         pr.active = True
         pr.silent = False
         self._reset_rto(pr)  # it answers: whatever it lost, no backoff
@@ -572,10 +527,15 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
             pr.rto = min(cfg.max_rto, max(cfg.min_rto, 3 * pr.srtt))
 
     def maybe_commit(self) -> bool:
-        """§5.3/§5.4.2: commit the highest index a quorum holds — but only by
-        counting replicas of an entry from the current term (Figure 8)."""
-        matches = sorted([pr.match for pr in self.progress.values()] + [self.log.last_index],
-                         reverse=True)
+        """§5.3/§5.4.2: commit the highest index a quorum of the latest
+        configuration's voters holds (the leader counts itself only if it is
+        one, thesis §4.2.2) — but only by counting replicas of an entry from the
+        current term (Figure 8)."""
+        progress = self.progress
+        matches = [progress[p].match for p in self.voter_peers]
+        if self.is_voter:
+            matches.append(self.log.last_index)
+        matches.sort(reverse=True)
         n = matches[self.quorum - 1]
         if n <= self.commit or self.log.term(n) != self.term:
             return False
@@ -584,6 +544,8 @@ class Raft(FollowerRules, ReadRules, SnapshotRules):
 
     def _commit_to(self, n: int) -> None:
         self.commit = n
+        if self.leaving and n >= self.configs.latest_index:
+            self.use_latest_config()   # stop replicating to the servers it removed
         if self.reads_waiting_commit:
             if self.config.read_mode == "lease":
                 self.lease_reads += self.reads_waiting_commit
@@ -609,4 +571,5 @@ _HANDLERS = {
     AppendEntriesReply: Raft.handle_append_reply,
     InstallSnapshot: Raft.handle_install_snapshot,
     InstallSnapshotReply: Raft.handle_snapshot_reply,
+    TimeoutNow: Raft.handle_timeout_now,
 }

@@ -72,8 +72,9 @@ class ReadRules:
         (50% each way leaves 1 heartbeat in 4 answered) does not depose a
         healthy leader. Safety does not depend on it: a ReadIndex read waits for a
         quorum's round, and a lease is computed from acknowledgements alone."""
-        active = 1 + sum(pr.active for pr in self.progress.values())
-        if active < self.quorum:
+        progress = self.progress
+        active = self.is_voter + sum(progress[p].active for p in self.voter_peers)
+        if active < self.quorum:   # over the latest configuration's voters (thesis §4.1)
             self.become_follower(self.term, None, now)
             return
         for pr in self.progress.values():
@@ -85,8 +86,11 @@ class ReadRules:
         the commit index to wait for."""
         if not self.reads:
             return []
-        rounds = sorted([pr.round for pr in self.progress.values()] + [self.round + 1],
-                        reverse=True)
+        progress = self.progress
+        rounds = [progress[p].round for p in self.voter_peers]
+        if self.is_voter:
+            rounds.append(self.round + 1)
+        rounds.sort(reverse=True)
         confirmed = rounds[self.quorum - 1]
         done = [(ctx, self.commit) for ctx, need in self.reads if need <= confirmed]
         if done:
@@ -125,10 +129,14 @@ class ReadRules:
 
     def lease_until(self) -> float:
         """When this leader's lease ends, on its clock (-INF if it holds none;
-        only in lease mode do nodes keep the promises a lease rests on)."""
-        if self.role != LEADER or self.config.read_mode != "lease":
+        only in lease mode do nodes keep the promises a lease rests on; none
+        once it began handing leadership over, reconfig.py). Counted over the
+        latest configuration's voters, the leader among them only if it is one."""
+        if self.role != LEADER or self.config.read_mode != "lease" or self.lease_ended:
             return -INF
-        return self.lease.until((pr.acked_start for pr in self.progress.values()), self.quorum)
+        progress = self.progress
+        return self.lease.until([progress[p].acked_start for p in self.voter_peers],
+                                self.quorum - self.is_voter)
 
     def lease_duration(self) -> float:
         return lease_duration(self.config.election_timeout[0], self.config.clock_drift)

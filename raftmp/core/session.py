@@ -38,6 +38,7 @@ from typing import Any, Optional
 
 from .config import OP_TIMEOUT
 from .errors import (
+    ConfigChangeRefused,
     InvalidRequest,
     RaftmpError,
     SessionExpired,
@@ -45,7 +46,7 @@ from .errors import (
     Unavailable,
     check_positive,
 )
-from .messages import EXPIRED, INVALID, OK, REGISTER, ClientReply, ClientRequest, Command
+from .messages import EXPIRED, INVALID, OK, REFUSED, REGISTER, ClientReply, ClientRequest, Command
 from .raft import smoothed
 
 INF = float("inf")
@@ -175,7 +176,7 @@ class ClientSession:
             if reply.client_id == self.client_id and reply.seq < self.next_seq:
                 if reply.seq not in self.gave_up:
                     self.duplicates += 1     # it had its answer already
-                elif reply.status in (OK, EXPIRED, INVALID):   # its first result
+                elif reply.status in (OK, EXPIRED, INVALID, REFUSED):   # its first result
                     del self.gave_up[reply.seq]
                     self.late += 1
                     if reply.seq in self.registrations and reply.status == OK:
@@ -207,6 +208,9 @@ class ClientSession:
             return  # a late refusal of an attempt we no longer wait for
         if reply.status == INVALID:
             self._finish(reply.seq, FAILED, f"invalid: {reply.result}", now, InvalidRequest)
+            return
+        if reply.status == REFUSED:   # a configuration change the leader will not make
+            self._finish(reply.seq, FAILED, f"refused: {reply.result}", now, ConfigChangeRefused)
             return
         if reply.leader is not None and reply.leader != src:
             # REDIRECT, or RETRY (the leader lost its term after accepting the

@@ -54,6 +54,12 @@ class SnapshotRules:
         lo = max(done, self.log.base) + 1
         return self.log.size(lo, self.applied) >= cfg.snapshot_bytes
 
+    def snapshot_of(self, data: bytes) -> Snapshot:
+        """A snapshot of the applied state ``data``, with the configuration in
+        force at the applied index (thesis §5.1)."""
+        at, conf = self.configs.at(self.applied)
+        return Snapshot(self.applied, self.log.term(self.applied), data, conf, at)
+
     def snapshot_saved(self, snap: Snapshot) -> Optional[tuple[int, int]]:
         """``snap`` (of this node's applied state, index <= applied) is durable:
         drop the log up to ``snapshot_keep`` entries before it (§7). The new
@@ -65,6 +71,7 @@ class SnapshotRules:
         self.snapshot = snap
         keep_from = max(self.log.base, snap.index - self.config.snapshot_keep)
         self.log.compact(keep_from)
+        self.configs.compacted(keep_from)
         return keep_from, self.log.base_term
 
     # -- leader: sending (thesis §5.3) -----------------------------------------
@@ -85,7 +92,7 @@ class SnapshotRules:
             lo = pr.snap_sent
             data = snap.data[lo:lo + chunk]
             self._send(peer, InstallSnapshot(self.term, self.id, snap.index, snap.term, size,
-                                             lo, data))
+                                             lo, data, snap.config, snap.config_index))
             pr.snap_sent = lo + len(data)
             pr.inflight.append(Segment(lo, pr.snap_sent, now, self.round))
             pr.sent_at = now
@@ -100,7 +107,9 @@ class SnapshotRules:
             # Index 0 answers a chunk from an earlier term of ours (see ``step``):
             # it proves nothing about this term, not even for check-quorum (§6.2).
             return
-        pr = self.progress[src]
+        pr = self.progress.get(src)
+        if pr is None:
+            return   # no longer a member
         pr.active = True
         pr.silent = False
         snap = pr.snap
@@ -149,7 +158,8 @@ class SnapshotRules:
             self._send(src, InstallSnapshotReply(self.term, self.id, m.index, len(buf), False))
             return
         self.incoming = None
-        self.install_snapshot(Snapshot(m.index, m.last_term, bytes(buf)))
+        self.install_snapshot(Snapshot(m.index, m.last_term, bytes(buf), m.config,
+                                       m.config_index))
         # Sent after the Ready that persists the snapshot (like every reply).
         self._send(src, InstallSnapshotReply(self.term, self.id, m.index, m.size, True))
 
@@ -157,6 +167,9 @@ class SnapshotRules:
         """Replace the log up to ``snap`` and the state machine (in this turn's
         Ready) by ``snap``: thesis §5.3 steps 6-8."""
         kept = self.log.install(snap.index, snap.term)
+        # Thesis §5.1: the snapshot carries the configuration as of its index.
+        self.configs.installed(snap.index, snap.config, snap.config_index, kept)
+        self.use_latest_config()
         # Storage keeps its own entries after snap.index only if it holds the
         # same entry at snap.index, i.e. if it was persisted (below
         # unstable_from): otherwise every kept entry must be written again.

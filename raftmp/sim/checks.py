@@ -28,13 +28,14 @@ import pickle
 from typing import Any
 
 from ..checker import check_outcomes
+from ..core.membership import Configuration
 from ..core.messages import (
     OK,
     AppendEntriesReply,
     ClientReply,
+    Command,
     InstallSnapshotReply,
     RequestVoteReply,
-    SessionClock,
     Snapshot,
 )
 from ..core.node import Node
@@ -73,6 +74,9 @@ class Checks:
         self.led: dict[int, tuple[int, int]] = {}     # leader -> (term, commit) at its last turn
         # node -> its disk's log as decoded so far (see _on_disk)
         self.disk_views: dict[int, list] = {}
+        self.config_seen: set[tuple[int, Any]] = set()   # configuration entries checked
+        self.committed_term = 0                             # highest term of a committed entry
+        self.due_again: dict[int, tuple[float, int]] = {}   # node -> (its clock, turns)
 
     def _on_disk(self, i: int, index: int, term: int) -> bool:
         """Whether node i's disk holds entry (index, term), or a snapshot past it:
@@ -165,10 +169,33 @@ class Checks:
             return
         index = max(self.applied_at)
         term = self.applied_at[index][0]
-        holders = [j for j in self.ids if self.storage[j].holds(index, term)]
-        if len(holders) < majority(self.cfg.nodes):
+        # A server whose disk was lost (churn) never votes again: it counts as holding it.
+        holders = {j for j in self.ids if self.storage[j].holds(index, term)} | self.wiped
+        # Counted over the voters of a configuration in use (thesis §4.1): the one
+        # the leader counted over may be one appended after the entry.
+        if not any(len(holders & v) >= majority(len(v)) for v in self._voter_sets(False)):
             raise Violation(f"durability: committed entry {index} (term {term}) is on the disks "
-                            f"of nodes {holders} only, after node {i} crashed")
+                            f"of nodes {sorted(holders)} only, after node {i} crashed")
+
+    def _check_configs(self, i: int, node: Node, entries: list) -> None:
+        """Thesis §4.1 and the 2015 rule: a configuration entry is appended only
+        once the one before it in the log is committed (so no two in a log
+        differ by more than one voter unless the first is committed), one voter
+        apart from it, and once its leader has committed an entry of its term."""
+        if not any(type(e.command) is Configuration for e in entries):
+            return
+        history = node.configurations
+        for (a, old), (b, new) in zip(history, history[1:]):
+            if (b, new) in self.config_seen:
+                continue
+            self.config_seen.add((b, new))
+            if len(set(old.voters) ^ set(new.voters)) > 1 or a > self.committed:
+                raise Violation(f"configurations: node {i} holds {new.describe()} at {b} "
+                                f"after {old.describe()} at {a} (committed: {self.committed})")
+            if node.log_term(b) > self.committed_term:
+                raise Violation(f"the 2015 rule: node {i} holds {new.describe()} at {b} "
+                                f"(term {node.log_term(b)}), appended before its leader "
+                                f"committed an entry of its term")
 
     def _check_entries(self, i: int, node: Node, entries: list) -> None:
         """Log matching (§5.3): an (index, term) pair names one command and one
@@ -184,6 +211,7 @@ class Checks:
         """State machine safety (§5.4.3): one command per index, on every node."""
         if committed:
             self.committed = max(self.committed, committed[-1].index)
+            self.committed_term = max(self.committed_term, committed[-1].term)
         for e in committed:
             seen = self.applied_at.setdefault(e.index, (e.term, e.command))
             if seen != (e.term, e.command):
@@ -245,6 +273,12 @@ class Checks:
             self.leader_of[node.term] = i
             self.result.elections += 1
             self._leader_elected(i)
+            if node.membership != "voter":   # thesis §4.2.1-2: only voters campaign
+                raise Violation(f"membership: node {i} leads term {node.term} as a "
+                                f"{node.membership} of {node.configuration[1].describe()}")
+            old = self.leader_of.get(node.term - 1)
+            if self.transfers_from.pop(old, None) == node.term - 1:
+                self.result.transfers += 1
             for j, other in self.nodes.items():
                 # Thesis §6.4.1: no leader is elected while an older one's lease holds.
                 if j != i and other.lease_until() > self._local(j):
@@ -278,7 +312,7 @@ class Checks:
 
     def _converged(self) -> bool:
         leaders = [n for n in self.nodes.values() if n.role == LEADER]
-        applied = {n.applied for n in self.nodes.values()}
+        applied = {self.nodes[i].applied for i in self._members()}   # (not removed servers)
         return bool(leaders) and applied == {max(n.commit for n in leaders)}
 
     def _final_checks(self) -> None:
@@ -288,7 +322,7 @@ class Checks:
         deadline = self.now + CONVERGE_WITHIN
         while self.now < deadline and not self._converged():
             self._step_time()
-        live = sorted(self.nodes)
+        live = self._members()   # a removed server may stay behind
         if live and not self._converged():
             raise Violation("no convergence: " + ", ".join(
                 f"node {i} {n.role} term {n.term} applied {n.applied}/{n.commit}"
@@ -306,7 +340,7 @@ class Checks:
                  if o.outcome == DONE and o.command.op != "get"}
         upto = min((self.nodes[i].applied for i in live), default=0)
         present = {(cmd.client_id, cmd.seq) for index, (_, cmd) in self.applied_at.items()
-                   if type(cmd) is not SessionClock and cmd is not None and index <= upto}
+                   if type(cmd) is Command and index <= upto}
         lost = acked - present
         if lost:
             raise Violation(f"acknowledged writes missing from live nodes: {sorted(lost)[:5]}")

@@ -147,7 +147,8 @@ def run_many(seeds: list[int], pinned: Any, jobs: int = 1, progress: bool = Fals
 def print_table(results: list[SimResult]) -> None:
     columns = {"ops ok": "ops_ok", "unknown": "ops_unknown", "failed": "ops_failed",
                "elections": "elections", "snapshots": "snapshots", "installs": "installs",
-               "packets": "packets", "messages": "messages", "dup answers": "duplicates"}
+               "packets": "packets", "messages": "messages", "dup answers": "duplicates",
+               "changes": "changes", "transfers": "transfers"}
     row = {"seeds": len(results),
            **{name: sum(getattr(r, f) for r in results) for name, f in columns.items()},
            "violations": sum(1 for r in results if r.violations)}

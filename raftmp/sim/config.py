@@ -12,7 +12,7 @@ from typing import Any, Optional
 from ..core.errors import ConfigError
 from ..faults import Faults
 
-FAULTS = ("crash", "restart", "partition", "duplicate", "delay", "hold", "corrupt")
+FAULTS = ("crash", "restart", "partition", "duplicate", "delay", "hold", "corrupt", "churn")
 # Targeted faults, each aimed at one rule (nemesis.py says which).
 NEMESES = ("fast_restart", "lease_restart", "vote_hold", "stale_snapshot", "edge_partition")
 # Where in a node's turn a crash lands ("idle": between turns).
@@ -109,6 +109,8 @@ class SimResult:
     snapshots: int = 0          # taken by nodes on their own
     installs: int = 0           # received from a leader
     duplicates: int = 0         # answers to an operation already answered (CS3700's count)
+    changes: int = 0            # configuration changes made (churn)
+    transfers: int = 0          # leaderships handed over (churn)
     violations: list[str] = field(default_factory=list)
     history: list[Any] = field(default_factory=list)
     drawn: str = ""             # the configuration the swarm drew for this seed

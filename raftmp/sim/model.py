@@ -22,6 +22,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Any, Optional
 
+from ..core.membership import CONF_OPS, Configuration
 from ..core.messages import REGISTER, Command, SessionClock
 
 
@@ -57,6 +58,10 @@ class Model:
         if type(cmd) is SessionClock:
             self._tick(cmd.time, cmd.timeout, cmd.seen)
             return
+        if type(cmd) is Configuration:   # (membership churn) its session records it
+            cmd = cmd.request
+            if cmd is None:
+                return
         assert type(cmd) is Command, cmd
         if cmd.op == REGISTER:       # a new session, named by this index
             self.sessions[(cmd.client_id, index)] = [0, {}, 0.0, True]
@@ -92,6 +97,8 @@ class Model:
                 del self.sessions[cid]
 
     def _run(self, cmd: Command) -> Any:
+        if cmd.op in CONF_OPS:
+            return None                  # the configuration changed when it was appended
         before = self.data.get(cmd.key)
         if cmd.op == "get":
             return before

@@ -98,10 +98,10 @@ class Nemeses:
     # ------------------------------------------------------------ random mix
 
     def _may_crash(self) -> bool:
-        # (a crash set for a node's next persisting turn counts: it will be down)
-        down = len(self.ids) - len(self.nodes) + len(self.crash_at)
-        return (not self.healed and "crash" in self.cfg.faults
-                and down < (self.cfg.nodes - 1) // 2 + ("restart" in self.cfg.faults))
+        if self.healed or "crash" not in self.cfg.faults:
+            return False
+        down, voters = self._down_voters()   # over every configuration in use (churn)
+        return down < (voters - 1) // 2 + ("restart" in self.cfg.faults)
 
     def _fault_gap(self) -> float:
         return self.now + self.rng.uniform(*self.cfg.fault_gap)
@@ -123,10 +123,13 @@ class Nemeses:
             choices += ["restart", "restart"]
         if "partition" in cfg.faults:
             choices += ["partition", "isolate_leader", "one_way", "reconnect", "heal"]
+        choices += self._churn_choices()
         if not choices:
             return
         kind = r.choice(choices)
-        if kind == "crash":
+        if kind == "churn":
+            self._churn()
+        elif kind == "crash":
             self._crash_somewhere(r.choice(sorted(self.nodes)))
         elif kind == "restart":
             self._restart(r.choice(restartable))
@@ -173,7 +176,8 @@ class Nemeses:
         self.crash_at.pop(i, None)
         self.disk_views.pop(i, None)
         cfg, r = self.cfg, self.rng
-        if (corrupt and "corrupt" in cfg.faults and not self.corrupted and cfg.nodes >= 3
+        if (corrupt and "corrupt" in cfg.faults and not self.corrupted and not self.dead
+                and cfg.nodes >= 3
                 and r.random() < cfg.corrupt and self.storage[i].flip_bit(r)):
             self.corrupted.add(i)
         self._check_durable(i)

@@ -31,12 +31,15 @@ from ..core.session import DONE, UNKNOWN, ClientSession, Timing
 from ..storage import DiskImage
 from ..transports.wire import FIRST_CLIENT_ID
 from .checks import Checks, Violation
+from .churn import ADMIN, Churn
 from .config import SIM_RAFT, SNAPSHOT_TIME, TIMINGS, SimConfig, SimResult
+
+SPIN_TURNS = 100    # turns of a node at one instant with its timers still due
 from .liveness import Liveness
 from .nemesis import Nemeses
 
 
-class Simulation(Checks, Liveness, Nemeses):
+class Simulation(Checks, Liveness, Nemeses, Churn):
     def __init__(self, seed: int, cfg: SimConfig, raft_config: Optional[Config] = None) -> None:
         self.seed, self.cfg = seed, cfg
         self.raft_config = dataclasses.replace(
@@ -67,14 +70,15 @@ class Simulation(Checks, Liveness, Nemeses):
         self.heal_time = 0.0 if self.healed else cfg.fault_period
         self.result = SimResult(seed)
         self._init_checks()
-        self.nodes: dict[int, Node] = {}
-        for i in self.ids:
-            self.nodes[i] = self._boot(i)
-        self._init_liveness()
         # Generous: at 50% loss a read may need many tries (liveness, not speed, is checked).
         # (op_timeout: the cluster's client_op_timeout, below its session timeout)
         self.timing = Timing(attempt_timeout=0.25, backoff=0.02,
                              op_timeout=self.raft_config.client_op_timeout)
+        self._init_churn()
+        self.nodes: dict[int, Node] = {}
+        for i in self.ids:
+            self.nodes[i] = self._boot(i)
+        self._init_liveness()
         self.clients = {FIRST_CLIENT_ID + c: ClientSession(FIRST_CLIENT_ID + c, self.ids,
                                                        random.Random(self.rng.random()),
                                                        self.timing)
@@ -95,6 +99,7 @@ class Simulation(Checks, Liveness, Nemeses):
             self.result.violations.append(f"t={self.now:.4f}: simulator error {exc!r}")
         self.result.end_time = self.now
         self.result.duplicates = sum(c.duplicates for c in self.clients.values())
+        self.result.changes = self.changes["ok"]
         return self.result
 
     def _loop(self) -> None:
@@ -109,7 +114,8 @@ class Simulation(Checks, Liveness, Nemeses):
             t_net = self.net[0][0] if self.net else float("inf")
             deadlines = {i: self._deadline(i) for i in self.nodes}
             t_node = min(deadlines.values(), default=float("inf"))
-            t_client = min(c.next_deadline() for c in self.clients.values())
+            t_client = min(min(c.next_deadline() for c in self.clients.values()),
+                           self.admin.next_deadline())
             t_heal = self.heal_time if not self.healed else float("inf")
             t_action = self.actions[0][0] if self.actions else float("inf")
             self.now = max(self.now, min(t_net, t_node, t_client, self.next_fault, t_heal,
@@ -136,6 +142,7 @@ class Simulation(Checks, Liveness, Nemeses):
                 if c.next_deadline() <= self.now:
                     c.tick(self.now)
                     self._client_flush(cid, c)
+            self._admin_turn()
             self._submit_ready()
             self._check_liveness()
 
@@ -226,6 +233,10 @@ class Simulation(Checks, Liveness, Nemeses):
         return slow[1] if slow is not None and dst == slow[0] else 0.0
 
     def _deliver(self, src: int, dst: int, msgs: list) -> None:
+        if dst == ADMIN:
+            for m in msgs:
+                self._admin_turn(src, m)
+            return
         if dst in self.clients:
             c = self.clients[dst]
             for m in msgs:
@@ -252,7 +263,7 @@ class Simulation(Checks, Liveness, Nemeses):
         storage = self.storage[i]
         drift = self.cfg.clock_drift
         self.rate[i] = 1 + drift * rng.choice((-1, 1)) if drift else 1.0
-        return Node(i, self.ids, storage.load(), rng, self._local(i), self.raft_config,
+        return Node(i, self._boot_nodes(i), storage.load(), rng, self._local(i), self.raft_config,
                     snapshot=storage.load_snapshot())
 
     def _local(self, i: int) -> float:
@@ -283,6 +294,13 @@ class Simulation(Checks, Liveness, Nemeses):
         local = self._local(i)
         self._guard(i, node.tick, local)
         rd = self._guard(i, node.ready, local)
+        if node.next_deadline() <= local:   # due again at once: the next turn acts
+            at, turns = self.due_again.get(i, (None, 0))
+            turns = turns + 1 if at == local else 1
+            self.due_again[i] = (local, turns)
+            if turns > SPIN_TURNS:
+                raise Violation(f"node {i}: its timers stay due after {turns} turns at "
+                                f"{local:.4f} (a timer loop that spins)")
         self._check_entries(i, node, rd.entries)
         self._check_compaction(i, node)
         self._check_leader(i, node)
@@ -311,6 +329,7 @@ class Simulation(Checks, Liveness, Nemeses):
         # Applied (and answered) only now, after the save: a crash inside it
         # applied nothing (a single node commits its own entries at once).
         self._check_applied(i, rd.committed)
+        self._check_configs(i, node, rd.entries)
         if self.read_floor:
             self._check_reads(i, node, rd.persisted_messages)
         self._check_promises(i, node, rd.persisted_messages)

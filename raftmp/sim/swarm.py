@@ -10,7 +10,9 @@ loss rate, which faults and targeted nemeses run and how hard. About one seed
 in five runs a single fault class, hard. About one in five without loss has
 sessions shorter than the longest hold (thesis §6.3: they expire mid-run and
 clients register new ones while late copies of old commands are in flight).
-A knob given on the command line is pinned instead (``pinned``), so a seed's
+Membership churn is drawn apart, in about 3 seeds in 10, from a stream of its
+own (the other draws of a seed are as they were before it existed). A knob
+given on the command line is pinned instead (``pinned``), so a seed's
 replay is the same command line with ``--seed``.
 """
 
@@ -21,6 +23,9 @@ from typing import Any
 
 from ..core.config import SESSION_MARGIN
 from .config import FAULTS, NEMESES, SimConfig
+
+BASE = tuple(f for f in FAULTS if f != "churn")
+CHURN_SHARE = 0.3   # of the seeds add membership churn to their faults (churn.py)
 
 # The command line's knobs, which a flag pins (the rest are always drawn).
 KNOBS = ("nodes", "drop", "faults", "nemeses", "ops", "read_mode", "clock_drift", "timing")
@@ -45,19 +50,21 @@ def draw(seed: int, pinned: dict[str, Any]) -> SimConfig:
                  "eager_followers": r.choice((None, None, None, None, 1)),
                  "quiet_heartbeats": r.random() < 0.2}
     if r.random() < 0.2:    # one fault class, hard
-        one = r.choice(FAULTS + NEMESES)
+        one = r.choice(BASE + NEMESES)
         d["faults"] = {"restart": ("crash", "restart"), "corrupt": ("crash", "corrupt")}.get(
             one, (one,) if one in FAULTS else ())
         d["nemeses"] = (one,) if one in NEMESES else ()
         d.update(fault_gap=(0.05, 0.25), hold=0.1, hold_for=1.0, duplicate=0.4,
                  extra_delay=(0.0, 0.08), corrupt=1.0)
     else:
-        d["faults"] = tuple(f for f in FAULTS if r.random() < 0.6)
+        d["faults"] = tuple(f for f in BASE if r.random() < 0.6)
         d["nemeses"] = tuple(n for n in NEMESES if r.random() < 0.4)
         lo = r.uniform(0.05, 0.4)
         d.update(fault_gap=(lo, lo * r.uniform(1.5, 4)), hold=r.uniform(0.005, 0.05),
                  hold_for=r.uniform(0.2, 1.6), duplicate=r.uniform(0.02, 0.3),
                  extra_delay=(0.0, r.choice((0.005, 0.03, 0.08))), corrupt=r.uniform(0.1, 1.0))
+    if random.Random(f"swarm/{seed}/churn").random() < CHURN_SHARE:
+        d["faults"] += ("churn",)   # (its own stream: the other draws stay as they were)
     d.update(pinned)
     # Short sessions (and so short op timeouts: Config.session_timeout) only without
     # loss, where an operation started after the heal completes within one.

@@ -19,7 +19,8 @@ its fields in declaration order::
 ``decode`` checks every field's type (an int is never a bool), that numbers
 are not negative, that entries are the run ``prev_index + 1 ...`` and that
 commands are well-formed (``kv.check_command``); anything else is a
-``ValueError``.
+``ValueError``. (No configuration entries, snapshots or ``TimeoutNow``: the
+CS3700 replica's membership is fixed.)
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def encode(m: Any) -> list:
         return ["ae", m.term, m.leader, m.prev_index, m.prev_term, entries, m.commit, m.round,
                 m.reply]
     if type(m) is InstallSnapshot:
-        return ["is", *m[:-1], base64.b64encode(m.data).decode("ascii")]
+        # (its configuration stays home: a membership fixed on both ends, the
+        # receiver's own applies; InstallSnapshot.config is for the router link)
+        return ["is", *m[:6], base64.b64encode(m.data).decode("ascii")]
     return [_TAGS[type(m)], *m]
 
 

@@ -25,10 +25,9 @@ class RouterLink:
     stamps ``src``; nothing else can write to this link.)
     """
 
-    def __init__(self, link: Connection, node_id: int, peers: frozenset[int]) -> None:
+    def __init__(self, link: Connection, node_id: int) -> None:
         self.link = link
         self.id = node_id
-        self.peers = peers - {node_id}   # only their entry pickles may reach the log file
         self.reader = wire.Reader(link)
         self.pickles: dict[tuple[int, int, int], bytes] = {}   # (first, last, last term) -> pickle
         self.received: list[tuple[tuple, bytes]] = []          # this turn's (entries, pickle)
@@ -64,7 +63,9 @@ class RouterLink:
                     if why is not None:
                         reject(f"from {src}: {why}")
                         continue
-                    if blob is not None and m.entries and src in self.peers:
+                    # Only a replica's entry pickles may reach the log file (the
+                    # router vouches for ids below FIRST_CLIENT_ID).
+                    if blob is not None and m.entries and src < wire.FIRST_CLIENT_ID:
                         self.received.append((m.entries, blob))   # the log file takes it as is
                 out.append((src, m))
         return out
