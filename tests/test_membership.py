@@ -23,8 +23,8 @@ from raftmp.core.membership import (
     ADD_VOTER,
     PROMOTE,
     REMOVE,
-    Configuration,
     ConfigHistory,
+    Configuration,
     change,
 )
 from raftmp.core.messages import (

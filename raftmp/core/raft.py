@@ -23,7 +23,7 @@ from .elections import ElectionRules
 from .follower import FollowerRules
 from .lease import Lease
 from .log import RaftLog
-from .membership import Configuration, ConfigHistory
+from .membership import ConfigHistory, Configuration
 from .messages import (
     AppendEntries,
     AppendEntriesReply,
