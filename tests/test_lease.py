@@ -131,7 +131,7 @@ def _rng() -> random.Random:
 # again with the mutant below (seeds 0-1999; the test needs at least one).
 NO_MARGIN_SIM = SimConfig(ops=200, drop=0.1, faults=("crash", "restart", "partition"),
                           read_mode="lease", clock_drift=0.05, check_history=False)
-NO_MARGIN_SEEDS = [440, 461, 1387]
+NO_MARGIN_SEEDS = [470]   # of 0-1199 after issue 19 (the client search moved schedules)
 
 
 def test_a_lease_without_the_drift_margin_is_caught(monkeypatch):
