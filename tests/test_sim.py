@@ -117,7 +117,7 @@ SWEEP_FINDS = {   # mutant -> seeds of the default sweep to run (a prefix past t
     "up-to-date-always": 10,              # 3 (80), leader completeness
     "follower-commits-stale-tail": 10,    # 1 (47), state machine safety
     "vote-twice": 5,                     # 2 (50), election safety
-    "count-any-vote": 20,                # 19 (28), election safety
+    "count-any-vote": 25,                # 24 after issue 19 (19 before), election safety
     "no-check-quorum": 35,               # 31 (15), liveness (check-quorum's bound)
     "truncate-on-short-append": 5,       # 1 (165), acknowledged what the disk lacks
     "apply-duplicates": 70,              # 68 (5), snapshot differs from the reference
