@@ -129,3 +129,12 @@ def test_an_upward_import_is_caught() -> None:
     inside = ast.parse("from .checks import Violation\nfrom ..cluster import Cluster\n")
     assert raftmp_imports(inside, depth=2) == {"cluster"}
     assert FLOOR["cluster"] > FLOOR["sim"]      # so sim/run.py importing cluster fails
+
+
+def test_every_subpackage_is_shipped() -> None:
+    """``pip install .`` installs only the packages pyproject.toml lists: a
+    subpackage missing there works from the source tree and fails installed."""
+    text = (PACKAGE.parent / "pyproject.toml").read_text()
+    listed = set(text.split("packages = [", 1)[1].split("]", 1)[0].replace('"', "").split(", "))
+    found = {"raftmp"} | {"raftmp." + p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
