@@ -371,10 +371,11 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
         (k = quorum - 1) at once: all of them unless ``eager_followers`` is set,
         else the ``k`` most up to date of those that answer: silent ones (an
         append timed out, no answer since: dead, though their match is high)
-        last, then probing ones."""
+        last, then probing ones. Only voters are ranked: a learner never counts
+        toward the quorum these are picked for (thesis §4.2.1)."""
         if self.config.eager_followers is None or k is None or k >= len(self.peers):
             return self.peers
-        ranked = sorted(self.progress.items(),
+        ranked = sorted(((p, self.progress[p]) for p in self.voter_peers),
                         key=lambda x: (x[1].silent, x[1].probing, -x[1].match, x[1].srtt))
         return [p for p, _ in ranked[:k]]
 
