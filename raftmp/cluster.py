@@ -38,6 +38,7 @@ from .core.reconfig import passing
 from .core.session import Timing
 from .faults import Faults
 from .launcher import RouterHandle, WorkerHandle, start_router, start_worker
+from .procs import poll
 from .seeds import pick_seed
 from .transports import wire
 
@@ -238,14 +239,10 @@ class Cluster:
 
     def wait_for_leader(self, timeout: float = 10.0) -> int:
         """Poll until some node leads; its number. Raises RaftmpError after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            leader = self.leader()
-            if leader is not None:
-                return leader
-            if time.monotonic() > deadline:
-                raise RaftmpError(f"no leader elected within {timeout} s")
-            time.sleep(0.01)
+        leader = poll(self.leader, timeout, 0.01)
+        if leader is None:
+            raise RaftmpError(f"no leader elected within {timeout} s")
+        return leader
 
     # ------------------------------------------------ membership (thesis ch. 4)
 

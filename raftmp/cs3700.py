@@ -19,12 +19,12 @@ import signal
 import sys
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from .cli import Parser, integer, output_dir
 from .core.node import Node
 from .core.raft import Config
-from .procs import die_with_parent
+from .procs import die_with_parent, exit_on_signals
 from .storage import FileStorage
 from .transports.course_link import COURSE_LIMITS, UNKNOWN, CourseLink, is_address
 from .worker import Worker
@@ -73,10 +73,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if a.verbose else logging.CRITICAL,
                         stream=sys.stderr, format=f"{a.id} %(name)s: %(message)s")
 
-    def terminate(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGINT, terminate)
+    exit_on_signals()
     # The simulator stops its replicas at its exit; killed outright, it cannot:
     # SIGTERM then (the log is removed), not an orphan answering nobody forever.
     die_with_parent(os.getppid(), signal.SIGTERM)

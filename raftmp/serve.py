@@ -21,16 +21,16 @@ import ipaddress
 import logging
 import os
 import random
-import signal
 import socket
 import sys
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from .cli import Parser
 from .core.node import Node
 from .core.raft import Config
 from .metrics import prometheus
+from .procs import exit_on_signals
 from .storage import FileStorage
 from .transports.tcp_link import (
     FIRST_ENDPOINT,
@@ -185,10 +185,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         stream=sys.stderr, format=f"node {a.id} %(name)s: %(message)s")
 
-    def terminate(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGINT, terminate)
+    exit_on_signals()
 
     def at(port: Optional[int]) -> Optional[tuple[str, int]]:
         return None if port is None else (host, port)

@@ -18,12 +18,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from typing import Optional
 
 from .core.errors import RaftmpError
-from .procs import die_with_parent
+from .procs import die_with_parent, poll
 
 STOP_WAIT = 5.0
 
@@ -152,14 +151,10 @@ class LocalServe:
         return None
 
     def wait_for_leader(self, timeout: float = 15.0) -> int:
-        deadline = time.monotonic() + timeout
-        while True:
-            leader = self.leader()
-            if leader is not None:
-                return leader
-            if time.monotonic() > deadline:
-                raise RaftmpError(f"no leader within {timeout} s; logs in {self.dir}")
-            time.sleep(0.05)
+        leader = poll(self.leader, timeout, 0.05)
+        if leader is None:
+            raise RaftmpError(f"no leader within {timeout} s; logs in {self.dir}")
+        return leader
 
     def stop(self) -> None:
         for i in list(self.procs):
