@@ -4,6 +4,8 @@
         wait on the transport (and the launcher's control pipe, if any) until
             the core's next deadline
         take every message that has arrived (one read); node.step(...) for each
+            (client requests: at most TURN_REQUESTS a turn, the rest wait
+            in a backlog for the next turns, which do not block)
         node.tick(now)
         rd = node.ready(now)
         send rd.messages                            # a leader's appends (thesis §10.2.1)
@@ -52,6 +54,12 @@ from .transports.router_link import RouterLink
 log = logging.getLogger("raftmp.worker")
 
 GC_YOUNG = 20_000            # allocations between two young collections (default 700)
+# Client requests stepped per turn; the rest wait in ``Worker.backlog`` for the
+# next turns (which do not block). A leader that took a window's worth of
+# requests in one turn sent its appends only after all of them, and the
+# cluster moved in lock step: client, leader, followers, leader, client, one
+# at a time. Turns of at most this many keep every process busy at once.
+TURN_REQUESTS = 1024
 LOST_STATE_EXIT = 3         # exit status of a worker that refuses to start (identity.py)
 
 
@@ -76,20 +84,32 @@ class Worker:
         self.bad_packets = 0
         self.metrics = Metrics()
         self.running = True
+        self.backlog: deque[tuple[int, ClientRequest]] = deque()   # over TURN_REQUESTS
 
     def run(self) -> None:
         node, transport, storage = self.node, self.transport, self.storage
         while self.running:
             deadline = min(node.next_deadline(), transport.next_deadline())
             readable = False
-            for conn in self.poller.wait(deadline - time.monotonic()):
+            backlog = self.backlog
+            for conn in self.poller.wait(0 if backlog else deadline - time.monotonic()):
                 if conn is transport:
                     readable = True
                 else:
                     self.control()
             now = time.monotonic()
             try:
+                budget = TURN_REQUESTS
+                while backlog and budget:
+                    src, m = backlog.popleft()
+                    self.step(src, m, now)
+                    budget -= 1
                 for src, m in transport.receive(now, readable, self.reject):
+                    if type(m) is ClientRequest:
+                        if not budget:
+                            backlog.append((src, m))
+                            continue
+                        budget -= 1
                     self.step(src, m, now)
             except (EOFError, OSError):
                 log.info("node %d: transport closed, exiting", self.id)
