@@ -125,6 +125,29 @@ def test_acked_never_moves_the_floor_backwards():
     assert kv.data["a"] == "2"
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 40), st.integers(0, 45)), max_size=60))
+def test_the_session_table_keeps_exactly_the_results_at_or_above_the_floor(script):
+    """Whatever order seqs arrive in and however far acked jumps (by one, past
+    gaps, past more seqs than are kept): every seq below the floor is
+    forgotten, every applied one at or above it keeps its first result."""
+    kv = KVStore()
+    kv.apply(cmd("put", "a", "0", client=1, seq=1, acked=1))   # opens the session
+    applied, floor = {1}, 1
+    for seq, acked in script:
+        status, _ = kv.apply(cmd("put", "a", str(seq), client=1, seq=seq, acked=acked))
+        s = kv.sessions[(1, 0)]
+        if seq >= floor:
+            assert status == OK
+            if seq not in applied:   # (a retry is answered from the table, nothing moves)
+                applied.add(seq)
+                floor = max(floor, acked)
+        else:
+            assert status is None
+        assert s.floor == floor
+        assert set(s.results) == {q for q in applied if q >= floor}
+
+
 # ----------------------------------------------------------------- validation
 
 
