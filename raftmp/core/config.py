@@ -44,7 +44,7 @@ class Config:
     # Log compaction (§7, thesis §5.1): snapshot when the applied log since the
     # last snapshot passes either threshold; keep the last ``snapshot_keep``
     # entries for followers a little behind; send snapshots in chunks.
-    snapshot_entries: int = 10_000
+    snapshot_entries: int = 20_000
     snapshot_bytes: int = 4 << 20
     snapshot_keep: int = 5_000
     snapshot_chunk: int = 64 << 10

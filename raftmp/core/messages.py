@@ -10,6 +10,7 @@ the usual engineering additions, each marked where it is declared.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any, NamedTuple, Optional
 
 
@@ -131,6 +132,7 @@ RAFT_MESSAGES = (RequestVote, RequestVoteReply, AppendEntries, AppendEntriesRepl
 
 # The field kinds of each Raft message, for ``check_raft_message``.
 _N, _B = "count", "flag"   # an int >= 0; a bool
+_term, _index = itemgetter(0), itemgetter(1)   # of an Entry
 _FIELDS = {
     RequestVote: (_N, _N, _N, _N, _B, _B),
     RequestVoteReply: (_N, _N, _B, _B),
@@ -168,9 +170,9 @@ def check_raft_message(m: Any, src: int) -> Optional[str]:
             return "AppendEntries.entries is not a tuple of Entry"
         # Whole-list comparisons, not a loop: this runs on every batch a follower gets.
         first = m.prev_index + 1
-        if [e.index for e in entries] != list(range(first, first + len(entries))):
+        if list(map(_index, entries)) != list(range(first, first + len(entries))):
             return f"AppendEntries entries do not run on from prev_index {m.prev_index}"
-        terms = [m.prev_term, *[e.term for e in entries], m.term]
+        terms = [m.prev_term, *map(_term, entries), m.term]
         if set(map(type, terms)) != {int} or terms != sorted(terms):
             return "AppendEntries terms out of order (prev_term <= entries <= term)"
     if type(m) is InstallSnapshot:

@@ -237,7 +237,10 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
             return None
         index = self.log.last_index + 1
         self.log.append(Entry(self.term, index, command))
-        self.maybe_commit()  # a single-node cluster commits at once
+        if self.quorum == 1:
+            # A single voter commits at once. (With more, the leader's own
+            # longer log cannot be a quorum's count: the replies commit.)
+            self.maybe_commit()
         return index
 
     def ready(self, now: float) -> Ready:
