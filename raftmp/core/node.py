@@ -54,6 +54,8 @@ from .messages import (
 )
 from .raft import INF, LEADER, Config, Raft, Ready
 
+_new = tuple.__new__
+
 # A client waits this long for an answer before it asks another node
 # (session.Timing.attempt_timeout). Telling it "retry" later would only be a
 # duplicate answer to a request it has already taken elsewhere.
@@ -313,18 +315,20 @@ class Node:
             self.kv.restore(rd.snapshot.data)
             if self.proposed:
                 self._settle_snapshot(rd.snapshot.index)
+        apply, writes = self.kv.apply, self.writes
+        answer_all = self.keep_writes and raft.role == LEADER   # (see below)
         for entry in rd.committed:
             cmd = entry.command
             if self.proposed:
                 self._settle(entry)
-            if type(cmd) is Configuration:
+            if cmd.__class__ is Configuration:
                 cmd = cmd.request   # in use since appended; its session answers now
             if cmd is None:
                 continue  # a leader's no-op, the cluster's first configuration
-            status, result = self.kv.apply(cmd, entry.index)
-            if type(cmd) is SessionClock:
-                continue
-            waiting = self.writes.pop((cmd.client_id, cmd.seq), None)
+            status, result = apply(cmd, entry.index)
+            if cmd.__class__ is SessionClock or not (writes or answer_all):
+                continue  # (a follower's usual case: nobody here waits for it)
+            waiting = writes.pop((cmd.client_id, cmd.seq), None)
             if status is None:
                 continue
             if not self.keep_writes:
@@ -432,5 +436,6 @@ class Node:
         return None
 
     def _reply(self, src: int, cmd: Command, status: str, result: Any) -> None:
-        self.replies.append((src, ClientReply(cmd.client_id, cmd.seq, status, result,
-                                              self.raft.leader)))
+        # (tuple.__new__: a NamedTuple's own __new__ is Python code, one answer per write)
+        self.replies.append((src, _new(ClientReply, (cmd.client_id, cmd.seq, status, result,
+                                                     self.raft.leader))))

@@ -236,7 +236,8 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
         if self.role != LEADER or self.transfer_to is not None:
             return None
         index = self.log.last_index + 1
-        self.log.append(Entry(self.term, index, command))
+        # (tuple.__new__: an Entry without its Python __new__, one per write)
+        self.log.append(tuple.__new__(Entry, (self.term, index, command)))
         if self.quorum == 1:
             # A single voter commits at once. (With more, the leader's own
             # longer log cannot be a quorum's count: the replies commit.)
