@@ -80,14 +80,17 @@ def check_command(cmd: Any, limits: Optional[Limits]) -> Optional[str]:
         return f"key must be str, not {type(key).__name__}"
     if op in CONF_OPS:   # key: the server's id
         return None if key.isdigit() and key.isascii() else f"{op} needs a server id, not {key!r}"
-    if limits is not None and _too_long(key, limits.max_key_bytes):
+    # (len * 4 first: the call only for a string that may be too long)
+    if limits is not None and len(key) * 4 > limits.max_key_bytes \
+            and _too_long(key, limits.max_key_bytes):
         return f"key longer than {limits.max_key_bytes} bytes"
     if value is None:
         if op == "put" or op == "cas" or op == "incr":
             return f"{op} needs a value"
     elif type(value) is not str:
         return f"value must be str, not {type(value).__name__}"
-    elif limits is not None and _too_long(value, limits.max_value_bytes):
+    elif limits is not None and len(value) * 4 > limits.max_value_bytes \
+            and _too_long(value, limits.max_value_bytes):
         return f"value longer than {limits.max_value_bytes} bytes"
     if op == "incr" and type(value) is str and parse_int64(value) is None:
         return f"incr needs a 64-bit decimal integer, not {value[:40]!r}"
