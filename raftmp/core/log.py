@@ -21,6 +21,7 @@ from typing import Any, Iterable, Optional, Sequence
 from .messages import Command, Entry
 
 _term = attrgetter("term")
+_new = tuple.__new__
 _command = itemgetter(2)
 
 
@@ -80,6 +81,15 @@ class RaftLog:
     def append(self, entry: Entry) -> None:
         assert entry.index == self.last_index + 1, f"log entry {entry} after {self.last_index}"
         self.entries.append(entry)
+
+    def add(self, term: int, command: Any) -> int:
+        """Append a new entry of ``term`` holding ``command`` (a leader's
+        proposal); its index. (Built with tuple.__new__: an Entry's own __new__
+        is a Python call, and a leader adds one per write.)"""
+        entries = self.entries
+        index = self.base + len(entries) + 1
+        entries.append(_new(Entry, (term, index, command)))
+        return index
 
     def extend(self, entries: Sequence[Entry]) -> None:
         """Append a contiguous run of entries (one check, not one per entry)."""

@@ -267,7 +267,8 @@ class Node:
             self.replies.append((src, ClientReply(cmd.client_id, cmd.seq, REDIRECT, None,
                                                   self.fresh_leader(now))))
             return
-        self._start_serving(now)
+        if self.serving_term != raft.term:
+            self._start_serving(now)
         self.seen.add((cmd.client_id, cmd.session))
         if raft.transfer_to is not None and cmd.op != "get":
             # Handing leadership over (thesis §3.10): no new entries; the client

@@ -235,9 +235,7 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
         leader or handing leadership over (thesis §3.10)."""
         if self.role != LEADER or self.transfer_to is not None:
             return None
-        index = self.log.last_index + 1
-        # (tuple.__new__: an Entry without its Python __new__, one per write)
-        self.log.append(tuple.__new__(Entry, (self.term, index, command)))
+        index = self.log.add(self.term, command)
         if self.quorum == 1:
             # A single voter commits at once. (With more, the leader's own
             # longer log cannot be a quorum's count: the replies commit.)
