@@ -43,7 +43,11 @@ class Config:
     max_rto: float = 0.1
     # Log compaction (§7, thesis §5.1): snapshot when the applied log since the
     # last snapshot passes either threshold; keep the last ``snapshot_keep``
-    # entries for followers a little behind; send snapshots in chunks.
+    # entries for followers a little behind; send snapshots in chunks. Each
+    # snapshot forks a writer (snapshots.py): at 40K writes/s, 10,000 entries
+    # meant 4 forks a second per node, about 10% of a follower's CPU with the
+    # child and its copy-on-write faults; 20,000 halves that, for about 10 MB
+    # more log in each worker (benchmarks/endurance.py: RSS bounded).
     snapshot_entries: int = 20_000
     snapshot_bytes: int = 4 << 20
     snapshot_keep: int = 5_000
