@@ -85,7 +85,7 @@ class Timing:
         check_positive(self, "attempt_timeout", "backoff", "op_timeout")
 
 
-@dataclass
+@dataclass(slots=True)   # one per operation: no __dict__ (a second object for the GC)
 class Pending:
     command: Command
     invoke: float
@@ -100,7 +100,7 @@ class Pending:
     inherited: bool = False         # the attempt was a given-up probe's (sent_at is its)
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     command: Command
     outcome: Kind
@@ -174,6 +174,7 @@ class ClientSession:
         self.timing = timing or Timing()
         self.leader: Optional[int] = None  # hint
         self.next_seq = 1
+        self.low = 1   # no pending seq below it (see _acked)
         self.pending: dict[int, Pending] = {}
         self.outbox: list[tuple[int, ClientRequest]] = []
         self.finished: list[Outcome] = []
@@ -365,8 +366,14 @@ class ClientSession:
     # ----------------------------------------------------------------- helpers
 
     def _acked(self) -> int:
-        # pending is ordered by seq (insertion order), so its first key is the lowest
-        return next(iter(self.pending)) if self.pending else self.next_seq
+        """The lowest seq still pending (next_seq: none). A seq enters ``pending``
+        once, in order, so that only grows: a pointer walks up to it. (The first
+        key of a dict that lost its oldest keys is a scan over their holes.)"""
+        low, pending, end = self.low, self.pending, self.next_seq
+        while low < end and low not in pending:
+            low += 1
+        self.low = low
+        return low
 
     def _can_go(self, p: Pending) -> bool:
         """Whether ``p`` may be sent: a write needs a session."""
