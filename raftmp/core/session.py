@@ -124,38 +124,39 @@ class Timers:
     """A session's timers, ``(time, seq)``, taken in (time, seq) order, stale
     ones included (the session skips those): as one heap would give them.
 
-    An operation's timeout is its invoke + op_timeout, and ``now`` only grows,
-    so op timeouts are set in order: they go to a FIFO, at C speed, and a
-    completed operation's stale one leaves it in O(1) (a heap of every timer
-    of the last op timeout's operations cost the client more than anything
-    else). Attempt deadlines, and an op timeout set out of order, go to a
-    heap. ``first`` merges the two heads."""
+    Most are set in time order, because ``now`` only grows: an operation's
+    timeout is its invoke + op_timeout, an attempt's deadline is now + the
+    patience (which changes only with the smoothed answer time). So each kind
+    has a FIFO, appended to and taken from at C speed; a timer set out of its
+    FIFO's order goes to a heap. ``first`` merges the three heads. (One heap of
+    every timer, stale ones of the last op timeout's operations included, was
+    the client's largest cost.)"""
 
-    __slots__ = ("expiries", "heap")
+    __slots__ = ("expiries", "deadlines", "heap")
 
     def __init__(self) -> None:
-        self.expiries: deque[tuple[float, int]] = deque()
+        self.expiries: deque[tuple[float, int]] = deque()    # op timeouts
+        self.deadlines: deque[tuple[float, int]] = deque()   # attempt deadlines
         self.heap: list[tuple[float, int]] = []
 
     def __len__(self) -> int:
-        return len(self.expiries) + len(self.heap)
+        return len(self.expiries) + len(self.deadlines) + len(self.heap)
 
-    def push(self, t: float, seq: int) -> None:
-        heapq.heappush(self.heap, (t, seq))
-
-    def push_expiry(self, t: float, seq: int) -> None:
-        timer, expiries = (t, seq), self.expiries
-        if expiries and timer < expiries[-1]:
+    def push(self, t: float, seq: int, fifo: deque[tuple[float, int]]) -> None:
+        timer = (t, seq)
+        if fifo and timer < fifo[-1]:
             heapq.heappush(self.heap, timer)
         else:
-            expiries.append(timer)
+            fifo.append(timer)
 
     def first(self) -> tuple[Optional[tuple[float, int]], Any]:
         """The earliest timer and the queue it is in (None, None: no timer)."""
-        expiries, heap = self.expiries, self.heap
-        if expiries and (not heap or expiries[0] < heap[0]):
-            return expiries[0], expiries
-        return (heap[0], heap) if heap else (None, None)
+        heap = self.heap
+        best, queue = (heap[0], heap) if heap else (None, None)
+        for fifo in (self.expiries, self.deadlines):
+            if fifo and (best is None or fifo[0] < best):
+                best, queue = fifo[0], fifo
+        return best, queue
 
     def pop(self, queue: Any) -> None:
         """Remove the earliest timer, which ``first`` found in ``queue``."""
@@ -214,7 +215,7 @@ class ClientSession:
             self.leader = self.rng.choice(self.nodes)  # guess once: a burst goes to one node
         target = self.leader if self.leader is not None else self.rng.choice(self.nodes)
         p = self.pending[seq] = Pending(cmd, now, target, now)
-        self.timers.push_expiry(now + self.timing.op_timeout, seq)
+        self.timers.push(now + self.timing.op_timeout, seq, self.timers.expiries)
         self._dispatch(p, now)
         return seq
 
@@ -301,7 +302,7 @@ class ClientSession:
                 # be slower: its answer would come after this one's).
                 if any(not self._can_go(q) for q in self.pending.values()):
                     p.invoke = now
-                    timers.push_expiry(now + op_timeout, seq)
+                    timers.push(now + op_timeout, seq, timers.expiries)
                 else:
                     self._finish(seq, FAILED, "no write waits for it", now)
                     if p.tries:
@@ -503,7 +504,7 @@ class ClientSession:
 
     def _set_deadline(self, p: Pending, t: float) -> None:
         p.deadline = t
-        self.timers.push(t, p.command.seq)
+        self.timers.push(t, p.command.seq, self.timers.deadlines)
 
     def _back_off(self, p: Pending, now: float) -> None:
         """The probe found no leader: wait (exponential, capped, jittered) before
