@@ -149,11 +149,20 @@ class Timers:
         else:
             fifo.append(timer)
 
-    def first(self) -> tuple[Optional[tuple[float, int]], Any]:
-        """The earliest timer and the queue it is in (None, None: no timer)."""
+    def first(self, live: dict[int, Any]) -> tuple[Optional[tuple[float, int]], Any]:
+        """The earliest timer and the queue it is in (None, None: no timer).
+
+        The timers of an operation no longer ``live`` do nothing when taken,
+        so they leave the head of every queue first, whatever their time: a
+        FIFO then holds about the operations in flight, not an op timeout's
+        worth of stale timers (which every full pass of the GC walked)."""
         heap = self.heap
+        while heap and heap[0][1] not in live:
+            heapq.heappop(heap)
         best, queue = (heap[0], heap) if heap else (None, None)
         for fifo in (self.expiries, self.deadlines):
+            while fifo and fifo[0][1] not in live:
+                fifo.popleft()
             if fifo and (best is None or fifo[0] < best):
                 best, queue = fifo[0], fifo
         return best, queue
@@ -289,7 +298,7 @@ class ClientSession:
     def tick(self, now: float) -> None:
         timers, op_timeout = self.timers, self.timing.op_timeout
         while True:
-            timer, queue = timers.first()
+            timer, queue = timers.first(self.pending)
             if timer is None or timer[0] > now:
                 break
             timers.pop(queue)
@@ -347,7 +356,7 @@ class ClientSession:
     def next_deadline(self) -> float:
         timers, op_timeout = self.timers, self.timing.op_timeout
         while True:  # drop timers that no longer matter
-            timer, queue = timers.first()
+            timer, queue = timers.first(self.pending)
             if timer is None:
                 return INF
             t, seq = timer
