@@ -230,53 +230,54 @@ class ClientSession:
 
     def step(self, src: int, reply: ClientReply, now: float) -> None:
         self.heard[src] = now
-        p = self.pending.get(reply.seq)
-        if p is None or reply.client_id != self.client_id:
-            if reply.client_id == self.client_id and reply.seq < self.next_seq:
-                if reply.seq not in self.gave_up:
+        client_id, seq, status, result, leader = reply   # (faster than its properties)
+        p = self.pending.get(seq)
+        if p is None or client_id != self.client_id:
+            if client_id == self.client_id and seq < self.next_seq:
+                if seq not in self.gave_up:
                     self.duplicates += 1     # it had its answer already
-                elif reply.status in (OK, EXPIRED, INVALID, REFUSED):   # its first result
-                    del self.gave_up[reply.seq]
+                elif status in (OK, EXPIRED, INVALID, REFUSED):   # its first result
+                    del self.gave_up[seq]
                     self.late += 1
-                    if reply.seq in self.registrations and reply.status == OK:
-                        self.registrations.discard(reply.seq)
+                    if seq in self.registrations and status == OK:
+                        self.registrations.discard(seq)
                         if self.session == 0:   # a session all the same: take it
-                            self._registered(None, reply.result, src, now)
+                            self._registered(None, result, src, now)
             return
-        if reply.status == OK:
+        if status == OK:
             # A result is final whichever attempt it answers.
             if p.sent and not p.inherited:
                 sample = now - p.sent_at
                 self.srtt = smoothed(self.srtt, sample)
             self.session_heard = now
             if p.command.op == REGISTER:
-                self._registered(reply.seq, reply.result, src, now)
+                self._registered(seq, result, src, now)
                 return
-            self._finish(reply.seq, DONE, reply.result, now)
+            self._finish(seq, DONE, result, now)
             self._found_leader(src, now)
             return
-        if reply.status == EXPIRED:
+        if status == EXPIRED:
             # The state machine has no session ``result`` (it expired). An answer to
             # an attempt sent in an older session says nothing of the current one.
-            if reply.result == self.session:
+            if result == self.session:
                 self._expired(now)
             return
         if src == p.sent_to:
             p.sent_to = None   # it refused our last attempt: it will not answer it
         if src != p.target or not p.sent:
             return  # a late refusal of an attempt we no longer wait for
-        if reply.status == INVALID:
-            self._finish(reply.seq, FAILED, f"invalid: {reply.result}", now, InvalidRequest)
+        if status == INVALID:
+            self._finish(seq, FAILED, f"invalid: {result}", now, InvalidRequest)
             return
-        if reply.status == REFUSED:   # a configuration change the leader will not make
-            self._finish(reply.seq, FAILED, f"refused: {reply.result}", now, ConfigChangeRefused)
+        if status == REFUSED:   # a configuration change the leader will not make
+            self._finish(seq, FAILED, f"refused: {result}", now, ConfigChangeRefused)
             return
-        if reply.leader is not None and reply.leader != src:
+        if leader is not None and leader != src:
             # REDIRECT, or RETRY (the leader lost its term after accepting the
             # request, so it may yet commit), naming the leader: ask it.
-            p.target = reply.leader
+            p.target = leader
             if not self.searching:
-                self.leader = reply.leader
+                self.leader = leader
             elif self.probe == p.command.seq:
                 # Hints can be stale (two nodes naming each other): a probe
                 # follows them at once only as many times as there are nodes.
@@ -496,8 +497,8 @@ class ClientSession:
 
     def _send(self, p: Pending, now: float) -> None:
         cmd, acked, session = p.command, self._acked(), self.session
+        client_id, seq, _, op, key, value, expected, _ = cmd
         if cmd[2] != acked or cmd[7] != session:   # (a NamedTuple's _replace: 10x slower)
-            client_id, seq, _, op, key, value, expected, _ = cmd
             cmd = p.command = _new(Command, (client_id, seq, acked, op, key, value, expected,
                                              session))
         p.sent = True
@@ -505,7 +506,8 @@ class ClientSession:
         p.sent_to = p.target
         p.held = p.inherited = False
         p.tries += 1
-        self._set_deadline(p, now + self._patience())
+        p.deadline = t = now + self._patience()   # (_set_deadline, inline: once per request)
+        self.timers.push(t, seq, self.timers.deadlines)
         self.outbox.append((p.target, _new(ClientRequest, (cmd,))))
 
     def _patience(self) -> float:
