@@ -99,6 +99,7 @@ class ScenarioResult:
     profile: str = "course"           # the cluster's Raft settings (PROFILES)
     aborted: Optional[str] = None     # why the run was cut short (a packet storm)
     events: list[str] = field(default_factory=list)   # what the events did, timestamped
+    t0: float = 0.0       # the clock (time.monotonic) at the events' time 0
     elapsed: float = 0.0              # from the cluster's start to the workload's end
     wall: float = 0.0                 # the whole run, cluster start and stop included
     leader_changes: int = 0
@@ -399,7 +400,7 @@ def _run_workload(sc: Scenario, cluster: Cluster, per_client: list[list[_Op]],
     r.duplicates_by_status = dict(sorted(r.duplicates_by_status.items()))
     stats = cluster.stats()
     r.unexpected_deaths = sorted(set(cluster.ids) - set(cluster.alive()) - events.killed)
-    r.events = events.log
+    r.events, r.t0 = events.log, t0
     r.leader_changes = len([x for x in leaders if x is not None]) - 1
     r.max_term = max((n.get("term", 0) for n in stats["nodes"]), default=0)
     total = stats["router"]["total"]

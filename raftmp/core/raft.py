@@ -129,6 +129,7 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
         self.votes: set[int] = set()
         self.answered: set[int] = set()
         self.campaign_at = -INF   # when this (pre-)candidacy began
+        self.elected_at = -INF    # when this node last became leader
         # Leader state.
         self.progress: dict[int, Progress] = {}
         self.round = 0
@@ -294,6 +295,7 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
     def become_leader(self, now: float) -> None:
         assert self.role == CANDIDATE and self.has_quorum(self.votes)
         self.role = LEADER
+        self.elected_at = now
         self.transfer_campaign = False
         self.lease_ended = False
         self.leader = self.id
@@ -400,7 +402,15 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
         dropped what it held (it restarted), and the leader probes from
         ``match + 1``."""
         pr.timed_out()
-        pr.rto = min(2 * pr.rto, self.config.max_rto)
+        cfg = self.config
+        if not (pr.srtt == 0 and cfg.first_rto is not None
+                and now - self.elected_at < cfg.heartbeat_interval):
+            pr.rto = min(2 * pr.rto, cfg.max_rto)
+        # (else: a new leader's first probes to a follower that has not
+        # answered yet keep the first_rto pace for one heartbeat interval,
+        # as vote requests do (elections.py): at the quorum's edge the first
+        # commit needs every survivor's answer, and doubling spent most of
+        # the interval waiting for the one that was lost.)
         if not pr.silent:   # a loss (eager_followers); a silent follower counts once
             self.loss_seen = now
         pr.silent = True
