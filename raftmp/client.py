@@ -86,7 +86,7 @@ class Client:
                expected: Optional[str] = None) -> int:
         """Start an operation without waiting; its seq. Outcomes come from ``poll``."""
         err = check_command(tuple.__new__(Command, (0, 0, 0, op, key, value, expected, 0)),
-                            self.limits)   # (Command's own __new__ is Python code: 3x slower)
+                            self.limits)   # (Command's own __new__ is Python code: twice as slow)
         if err is not None:
             raise InvalidRequest(err)
         if self.closed:
