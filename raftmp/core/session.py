@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
@@ -50,6 +51,7 @@ from .messages import EXPIRED, INVALID, OK, REFUSED, REGISTER, ClientReply, Clie
 from .raft import smoothed
 
 INF = float("inf")
+_new = tuple.__new__   # builds a NamedTuple at C speed (its own __new__ is Python code)
 GAVE_UP_KEPT = 1024   # seqs of operations given up on, kept to tell late answers apart
 
 
@@ -83,7 +85,7 @@ class Timing:
         check_positive(self, "attempt_timeout", "backoff", "op_timeout")
 
 
-@dataclass
+@dataclass(slots=True)   # one per operation: no __dict__ (a second object for the GC)
 class Pending:
     command: Command
     invoke: float
@@ -98,7 +100,7 @@ class Pending:
     inherited: bool = False         # the attempt was a given-up probe's (sent_at is its)
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     command: Command
     outcome: Kind
@@ -118,6 +120,62 @@ class Outcome:
                 "outcome": self.outcome, "result": self.result if self.outcome == DONE else None}
 
 
+class Timers:
+    """A session's timers, ``(time, seq)``, taken in (time, seq) order: as one
+    heap of them all would give them, stale ones included (the session skips
+    those), but for the timers of operations no longer pending (see ``first``).
+
+    Most are set in time order, because ``now`` only grows: an operation's
+    timeout is its invoke + op_timeout, an attempt's deadline is now + the
+    patience (which changes only with the smoothed answer time). So each kind
+    has a FIFO, appended to and taken from at C speed; a timer set out of its
+    FIFO's order goes to a heap. ``first`` merges the three heads. (One heap of
+    every timer, stale ones of the last op timeout's operations included, was
+    the client's largest cost.)"""
+
+    __slots__ = ("expiries", "deadlines", "heap")
+
+    def __init__(self) -> None:
+        self.expiries: deque[tuple[float, int]] = deque()    # op timeouts
+        self.deadlines: deque[tuple[float, int]] = deque()   # attempt deadlines
+        self.heap: list[tuple[float, int]] = []
+
+    def __len__(self) -> int:
+        return len(self.expiries) + len(self.deadlines) + len(self.heap)
+
+    def push(self, t: float, seq: int, fifo: deque[tuple[float, int]]) -> None:
+        timer = (t, seq)
+        if fifo and timer < fifo[-1]:
+            heapq.heappush(self.heap, timer)
+        else:
+            fifo.append(timer)
+
+    def first(self, live: dict[int, Any]) -> tuple[Optional[tuple[float, int]], Any]:
+        """The earliest timer and the queue it is in (None, None: no timer).
+
+        The timers of an operation no longer ``live`` do nothing when taken,
+        so they leave the head of every queue first, whatever their time: a
+        FIFO then holds about the operations in flight, not an op timeout's
+        worth of stale timers (which every full pass of the GC walked)."""
+        heap = self.heap
+        while heap and heap[0][1] not in live:
+            heapq.heappop(heap)
+        best, queue = (heap[0], heap) if heap else (None, None)
+        for fifo in (self.expiries, self.deadlines):
+            while fifo and fifo[0][1] not in live:
+                fifo.popleft()
+            if fifo and (best is None or fifo[0] < best):
+                best, queue = fifo[0], fifo
+        return best, queue
+
+    def pop(self, queue: Any) -> None:
+        """Remove the earliest timer, which ``first`` found in ``queue``."""
+        if queue is self.heap:
+            heapq.heappop(queue)
+        else:
+            queue.popleft()
+
+
 class ClientSession:
     def __init__(self, client_id: int, nodes: list[int], rng: random.Random,
                  timing: Optional[Timing] = None) -> None:
@@ -127,6 +185,7 @@ class ClientSession:
         self.timing = timing or Timing()
         self.leader: Optional[int] = None  # hint
         self.next_seq = 1
+        self.low = 1   # no pending seq below it (see _acked)
         self.pending: dict[int, Pending] = {}
         self.outbox: list[tuple[int, ClientRequest]] = []
         self.finished: list[Outcome] = []
@@ -140,7 +199,7 @@ class ClientSession:
         self.srtt = 0.0   # smoothed time from sending an attempt to its result
         self.heard: dict[int, float] = {}   # node -> when it last answered anything
         self.silent: dict[int, float] = {}  # node -> when an attempt to it last went unanswered
-        self.timers: list[tuple[float, int]] = []   # (time, seq), stale ones skipped (a heap)
+        self.timers = Timers()   # (time, seq) of op timeouts and attempt deadlines; stale ones skipped
         # Our session: the log index of our registration (0: none yet, or expired),
         # and the seq of the registration under way (None: none).
         self.session = 0
@@ -158,66 +217,68 @@ class ClientSession:
         """Start an operation; its seq. (Validate before calling: see kv.check_command.)"""
         seq = self.next_seq
         self.next_seq += 1
-        cmd = Command(self.client_id, seq, seq, op, key, value, expected)  # acked: set by _send
+        # (acked and session: set by _send.) Built as a plain tuple is, at C speed.
+        cmd = _new(Command, (self.client_id, seq, seq, op, key, value, expected, 0))
         if op == REGISTER:
             self.registering = seq
         if self.leader is None and not self.searching:
             self.leader = self.rng.choice(self.nodes)  # guess once: a burst goes to one node
         target = self.leader if self.leader is not None else self.rng.choice(self.nodes)
         p = self.pending[seq] = Pending(cmd, now, target, now)
-        heapq.heappush(self.timers, (now + self.timing.op_timeout, seq))
+        self.timers.push(now + self.timing.op_timeout, seq, self.timers.expiries)
         self._dispatch(p, now)
         return seq
 
     def step(self, src: int, reply: ClientReply, now: float) -> None:
         self.heard[src] = now
-        p = self.pending.get(reply.seq)
-        if p is None or reply.client_id != self.client_id:
-            if reply.client_id == self.client_id and reply.seq < self.next_seq:
-                if reply.seq not in self.gave_up:
+        client_id, seq, status, result, leader = reply   # (faster than its properties)
+        p = self.pending.get(seq)
+        if p is None or client_id != self.client_id:
+            if client_id == self.client_id and seq < self.next_seq:
+                if seq not in self.gave_up:
                     self.duplicates += 1     # it had its answer already
-                elif reply.status in (OK, EXPIRED, INVALID, REFUSED):   # its first result
-                    del self.gave_up[reply.seq]
+                elif status in (OK, EXPIRED, INVALID, REFUSED):   # its first result
+                    del self.gave_up[seq]
                     self.late += 1
-                    if reply.seq in self.registrations and reply.status == OK:
-                        self.registrations.discard(reply.seq)
+                    if seq in self.registrations and status == OK:
+                        self.registrations.discard(seq)
                         if self.session == 0:   # a session all the same: take it
-                            self._registered(None, reply.result, src, now)
+                            self._registered(None, result, src, now)
             return
-        if reply.status == OK:
+        if status == OK:
             # A result is final whichever attempt it answers.
             if p.sent and not p.inherited:
                 sample = now - p.sent_at
                 self.srtt = smoothed(self.srtt, sample)
             self.session_heard = now
             if p.command.op == REGISTER:
-                self._registered(reply.seq, reply.result, src, now)
+                self._registered(seq, result, src, now)
                 return
-            self._finish(reply.seq, DONE, reply.result, now)
+            self._finish(seq, DONE, result, now)
             self._found_leader(src, now)
             return
-        if reply.status == EXPIRED:
+        if status == EXPIRED:
             # The state machine has no session ``result`` (it expired). An answer to
             # an attempt sent in an older session says nothing of the current one.
-            if reply.result == self.session:
+            if result == self.session:
                 self._expired(now)
             return
         if src == p.sent_to:
             p.sent_to = None   # it refused our last attempt: it will not answer it
         if src != p.target or not p.sent:
             return  # a late refusal of an attempt we no longer wait for
-        if reply.status == INVALID:
-            self._finish(reply.seq, FAILED, f"invalid: {reply.result}", now, InvalidRequest)
+        if status == INVALID:
+            self._finish(seq, FAILED, f"invalid: {result}", now, InvalidRequest)
             return
-        if reply.status == REFUSED:   # a configuration change the leader will not make
-            self._finish(reply.seq, FAILED, f"refused: {reply.result}", now, ConfigChangeRefused)
+        if status == REFUSED:   # a configuration change the leader will not make
+            self._finish(seq, FAILED, f"refused: {result}", now, ConfigChangeRefused)
             return
-        if reply.leader is not None and reply.leader != src:
+        if leader is not None and leader != src:
             # REDIRECT, or RETRY (the leader lost its term after accepting the
             # request, so it may yet commit), naming the leader: ask it.
-            p.target = reply.leader
+            p.target = leader
             if not self.searching:
-                self.leader = reply.leader
+                self.leader = leader
             elif self.probe == p.command.seq:
                 # Hints can be stale (two nodes naming each other): a probe
                 # follows them at once only as many times as there are nodes.
@@ -238,8 +299,12 @@ class ClientSession:
 
     def tick(self, now: float) -> None:
         timers, op_timeout = self.timers, self.timing.op_timeout
-        while timers and timers[0][0] <= now:
-            t, seq = heapq.heappop(timers)
+        while True:
+            timer, queue = timers.first(self.pending)
+            if timer is None or timer[0] > now:
+                break
+            timers.pop(queue)
+            t, seq = timer
             p = self.pending.get(seq)
             if p is None:
                 continue
@@ -248,7 +313,7 @@ class ClientSession:
                 # be slower: its answer would come after this one's).
                 if any(not self._can_go(q) for q in self.pending.values()):
                     p.invoke = now
-                    heapq.heappush(timers, (now + op_timeout, seq))
+                    timers.push(now + op_timeout, seq, timers.expiries)
                 else:
                     self._finish(seq, FAILED, "no write waits for it", now)
                     if p.tries:
@@ -292,13 +357,15 @@ class ClientSession:
 
     def next_deadline(self) -> float:
         timers, op_timeout = self.timers, self.timing.op_timeout
-        while timers:  # drop timers that no longer matter
-            t, seq = timers[0]
+        while True:  # drop timers that no longer matter
+            timer, queue = timers.first(self.pending)
+            if timer is None:
+                return INF
+            t, seq = timer
             p = self.pending.get(seq)
             if p is not None and (t == p.deadline or t == p.invoke + op_timeout):
                 return t
-            heapq.heappop(timers)
-        return float("inf")
+            timers.pop(queue)
 
     def take_messages(self) -> list[tuple[int, ClientRequest]]:
         out, self.outbox = self.outbox, []
@@ -311,8 +378,14 @@ class ClientSession:
     # ----------------------------------------------------------------- helpers
 
     def _acked(self) -> int:
-        # pending is ordered by seq (insertion order), so its first key is the lowest
-        return next(iter(self.pending)) if self.pending else self.next_seq
+        """The lowest seq still pending (next_seq: none). A seq enters ``pending``
+        once, in order, so that only grows: a pointer walks up to it. (The first
+        key of a dict that lost its oldest keys is a scan over their holes.)"""
+        low, pending, end = self.low, self.pending, self.next_seq
+        while low < end and low not in pending:
+            low += 1
+        self.low = low
+        return low
 
     def _can_go(self, p: Pending) -> bool:
         """Whether ``p`` may be sent: a write needs a session."""
@@ -424,22 +497,26 @@ class ClientSession:
                         self._dispatch(p, now)
 
     def _send(self, p: Pending, now: float) -> None:
-        cmd = p.command._replace(acked=self._acked(), session=self.session)
-        p.command = cmd
+        cmd, acked, session = p.command, self._acked(), self.session
+        client_id, seq, _, op, key, value, expected, _ = cmd
+        if cmd[2] != acked or cmd[7] != session:   # (a NamedTuple's _replace: 5x slower)
+            cmd = p.command = _new(Command, (client_id, seq, acked, op, key, value, expected,
+                                             session))
         p.sent = True
         p.sent_at = now
         p.sent_to = p.target
         p.held = p.inherited = False
         p.tries += 1
-        self._set_deadline(p, now + self._patience())
-        self.outbox.append((p.target, ClientRequest(cmd)))
+        p.deadline = t = now + self._patience()   # (_set_deadline, inline: once per request)
+        self.timers.push(t, seq, self.timers.deadlines)
+        self.outbox.append((p.target, _new(ClientRequest, (cmd,))))
 
     def _patience(self) -> float:
         return max(self.timing.attempt_timeout, 3 * self.srtt)
 
     def _set_deadline(self, p: Pending, t: float) -> None:
         p.deadline = t
-        heapq.heappush(self.timers, (t, p.command.seq))
+        self.timers.push(t, p.command.seq, self.timers.deadlines)
 
     def _back_off(self, p: Pending, now: float) -> None:
         """The probe found no leader: wait (exponential, capped, jittered) before
