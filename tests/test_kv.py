@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftmp.core.kv import KVStore, Limits, check_command
+from raftmp.core.kv import KVStore, Limits, check_command, check_fields
 from raftmp.core.messages import EXPIRED, INVALID, OK, Command, SessionClock
 
 
@@ -371,3 +371,21 @@ def test_incr_adds_to_a_64_bit_integer_value_or_changes_nothing() -> None:
                                    "١"])
 def test_incr_refuses_a_delta_that_is_not_a_64_bit_decimal(delta: str) -> None:
     assert "incr needs" in check_command(Command(1, 1, 1, "incr", "n", delta), None)
+
+
+
+BAD_FIELD = [True, "1", 2.0, None, -1, b"x", "get", "cas", "incr", "é" * 3, "xyz"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=4), st.text(max_size=4), st.integers(-1, 7), st.sampled_from(BAD_FIELD),
+       st.sampled_from([None, Limits(max_key_bytes=4, max_value_bytes=8), Limits()]))
+def test_the_plain_put_shortcut_agrees_with_the_general_check(key, value, at, bad, limits):
+    """check_command decides a plain put before its general case: a put with
+    any one field replaced (at: which one; -1: none) gets the general case's
+    verdict alone."""
+    fields = [1, 2, 1, "put", key, value, None, 0]
+    if at >= 0:
+        fields[at] = bad
+    cmd = Command(*fields)
+    assert check_command(cmd, limits) == check_fields(cmd, limits)
