@@ -107,6 +107,7 @@ class Worker:
                 for src, m in transport.receive(now, readable, self.reject):
                     if type(m) is ClientRequest:
                         if not budget:
+                            self.metrics.request(m.command, now)   # (timed from here)
                             backlog.append((src, m))
                             continue
                         budget -= 1

@@ -52,7 +52,7 @@ def test_a_big_read_is_stepped_a_turn_at_a_time_in_order():
     """A window's worth of requests in one read (one client packet) is not
     stepped in one turn: at most TURN_REQUESTS a turn, answers sent between
     turns (a leader's appends leave while the rest wait: no lock step), every
-    request once, in the order it came."""
+    request once, in the order it came, each timed from its arrival."""
     n = 2 * TURN_REQUESTS + 100
     reqs = [(1000, ClientRequest(Command(7, s, 1, "put", f"k{s}", "v", None, 0)))
             for s in range(1, n + 1)]
@@ -61,6 +61,8 @@ def test_a_big_read_is_stepped_a_turn_at_a_time_in_order():
     node = Node(0, [0, 1, 2], (0, None, []), random.Random(1), 0.0)   # a follower: no leader
     worker = Worker(node, link, MemoryStorage())
     link.worker = worker
+    arrived = {}
+    worker.metrics.request = lambda cmd, now: arrived.setdefault(cmd.seq, now)
     try:
         worker.run()
     finally:
@@ -69,3 +71,4 @@ def test_a_big_read_is_stepped_a_turn_at_a_time_in_order():
     assert sizes == [TURN_REQUESTS, TURN_REQUESTS, 100]
     assert [r.seq for t in link.turns for r in t] == list(range(1, n + 1))
     assert not worker.backlog
+    assert len(set(arrived.values())) == 1   # timed (metrics) from the read, not the step
