@@ -223,7 +223,7 @@ class CourseLink:
             if type(m) is ClientReply:
                 self.answer(m, now, leader)
             elif dst in self.names:
-                by_dst[dst].append(json.dumps(jsonwire.encode(m), separators=(",", ":")))
+                by_dst[dst].append(jsonwire.dumps(m))
         for dst, parts in by_dst.items():
             self.send_raft(self.names[dst], parts, leader_name)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
 from ..core.kv import check_command
@@ -65,6 +66,11 @@ def encode(m: Any) -> list:
         # receiver's own applies; InstallSnapshot.config is for the router link)
         return ["is", *m[:6], base64.b64encode(m.data).decode("ascii")]
     return [_TAGS[type(m)], *m]
+
+
+def dumps(m: Any) -> str:
+    """One message as compact JSON text (``encode``'s form)."""
+    return json.dumps(encode(m), separators=(",", ":"))
 
 
 def decode(obj: Any) -> Any:

@@ -229,7 +229,7 @@ class TcpLink:
             if type(m) is ClientReply:
                 self._answer(dst, m, now)
             elif dst in self.peers:
-                by_peer[dst].append(json.dumps(jsonwire.encode(m), separators=(",", ":")))
+                by_peer[dst].append(jsonwire.dumps(m))
         for peer, parts in by_peer.items():
             for body in self._bodies(parts):
                 self._send_body(peer, body, now)
