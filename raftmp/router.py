@@ -25,43 +25,12 @@ Design notes
 * With no faults, no delay, no partition and no cut, packets take a fast
   path: no random draws, no heap.
 
-Counters (``stats()``)
-----------------------
-Per directed link ``(src, dst)``: ``packets`` and ``bytes`` (header + payload)
-the router received from ``src`` for ``dst``, ``messages`` (sum of header
-counts), ``delivered`` (copies handed to ``dst``'s link buffer), ``dropped``
-(fault, partition, cut, no live link at delivery time, buffer overflow) and
-``duplicated`` (extra copies made). Invariant, per link and in total::
-
-    packets + duplicated == delivered + dropped + in flight (delayed)
-
-Totals add ``malformed`` (frames that are not packets, bad or refused
-hellos, absurd lengths), ``unroutable`` (destination that can never exist: negative, or a
-client id never assigned; not attributed to any link), and the breakdown of
-``dropped``: ``dropped_fault``, ``dropped_partition``, ``dropped_no_link``,
-``overflow``.
-
 Hellos (format in ``wire.py``): ``ANY`` gets a fresh client id; a replica id
 needs the cluster's secret and is refused while a live link holds it (a dead
 endpoint's link is noticed and closed first, so a restarted worker gets its id
 back). Anything else is refused: the link is closed, counted as malformed.
 
-Control protocol
-----------------
-Over ``control`` (a trusted ``multiprocessing`` Pipe end), the numbered
-protocol of ``launcher.Control``: each request is ``(number, verb, *args)``
-and gets exactly one reply ``(number, value)``, the value being an exception
-object for the caller to raise on error. Once listening, the router sends the
-answer to request 0 unasked: its pid (or the exception that prevented it from
-listening). Verbs::
-
-    ("set_faults", {"drop": p, ...}) -> the new Faults
-    ("partition", [[0, 1], [2, 3, 4]]) -> None      ("cut", src, dst) -> None
-    ("heal",) -> None                               ("stats",) -> dict
-    ("stop",) -> None, then the router exits
-
-EOF on ``control`` means the launcher died: the router removes
-``cleanup_dir`` (if given) and its socket file, and exits.
+The control protocol and the counters (``stats()``): ``router_control.py``.
 """
 
 from __future__ import annotations
@@ -82,8 +51,8 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
-from .core.errors import ConfigError
 from .faults import Cuts, Faults
+from .router_control import RouterControl
 from .transports import wire
 
 __all__ = ["run_router", "MAX_FRAME", "DEFAULT_OUT_CAP"]
@@ -105,9 +74,9 @@ _HEADER = wire.HEADER
 _HEADER_SIZE = wire.HEADER.size
 _FIRST_CLIENT = wire.FIRST_CLIENT_ID
 
-# Indices into a per-link counter list (a list, not a dict: this is the hot path).
+# Indices into a per-link counter list (a list, not a dict: this is the hot path;
+# router_control.COUNTER_NAMES names them in this order).
 _PACKETS, _BYTES, _MESSAGES, _DELIVERED, _DROPPED, _DUPLICATED = range(6)
-_COUNTER_NAMES = ("packets", "bytes", "messages", "delivered", "dropped", "duplicated")
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -133,7 +102,7 @@ class _Link:
         self.row: dict = {}  # dst -> counter list for (eid, dst); shared with Router._links_stats
 
 
-class _Router:
+class _Router(RouterControl):
     def __init__(
         self, address: str, control: Connection, seed: int, secret: bytes,
         cleanup_dir: Optional[str], out_cap: int,
@@ -503,76 +472,6 @@ class _Router:
             link.writing = want
             self.sel.modify(sock, _READ | _WRITE if want else _READ, link)
 
-    # --- control ------------------------------------------------------------
-
-    def on_control(self) -> None:
-        control = self.control
-        try:
-            while True:
-                request = control.recv()
-                number = request[0] if isinstance(request, tuple) and request else None
-                control.send((number, self.handle(request[1:] if number is not None else ())))
-                if not self.running or not control.poll():
-                    return
-        except (EOFError, OSError):
-            log.info("control connection closed: the launcher is gone; exiting")
-            self.running = False
-            self.orphaned = True
-
-    def handle(self, request: tuple) -> Any:
-        try:
-            verb, args = (request[0], request[1:]) if request else (None, ())
-            if verb == "set_faults" and len(args) == 1:
-                if not isinstance(args[0], dict):
-                    raise ConfigError(f"faults must be a dict, not {type(args[0]).__name__}")
-                self.faults = self.faults.changed(**args[0])
-                self.update_plain()
-                log.info("faults: %s", self.faults)
-                return self.faults
-            if verb in ("partition", "cut", "heal"):
-                getattr(self.cuts, verb)(*args)
-                self.update_plain()
-                log.info("%s%s", verb, args)
-                return None
-            if verb == "stats" and not args:
-                return self.stats()
-            if verb == "stop" and not args:
-                self.running = False
-                return None
-            raise ConfigError(f"bad control request {request!r}")
-        except Exception as exc:  # the caller re-raises it
-            return exc
-
-    def update_plain(self) -> None:
-        self.plain = not (self.faults.any or self.cuts)
-
-    def stats(self) -> dict:
-        total = dict.fromkeys(_COUNTER_NAMES, 0)
-        links = {}
-        for src, row in self.rows.items():
-            for dst, counters in row.items():
-                links[(src, dst)] = dict(zip(_COUNTER_NAMES, counters, strict=True))
-                for name, value in zip(_COUNTER_NAMES, counters, strict=True):
-                    total[name] += value
-        total.update(
-            malformed=self.malformed,
-            unroutable=self.unroutable,
-            dropped_fault=self.dropped_fault,
-            dropped_partition=self.dropped_partition,
-            dropped_no_link=self.dropped_no_link,
-            overflow=self.overflow,
-            in_flight=len(self.heap),
-        )
-        return {
-            "seed": self.seed,
-            "faults": self.faults,
-            "partitions": [list(g) for g in self.cuts.groups],
-            "cuts": sorted(self.cuts.one_way),
-            "total": total,
-            "links": links,
-            "endpoints": sorted(self.links),
-        }
-
 
 def run_router(
     address: str,
@@ -586,7 +485,7 @@ def run_router(
     """The router process body: listen on ``address`` and serve until stopped.
 
     Answers request 0 on ``control`` once listening (its pid, or the exception
-    that prevented it), then answers control requests (see the module doc).
+    that prevented it), then answers control requests (router_control.py).
     Returns on ``("stop",)`` or when ``control`` hits EOF; on EOF it also
     removes ``cleanup_dir``. Either way it removes its socket file.
     """

@@ -76,7 +76,7 @@ FLOORS = [
     ["core"],
     ["cli", "faults", "history", "identity", "logformat", "metrics", "procs", "seeds"],
     ["storage", "transports"],
-    ["snapshots"],
+    ["router_control", "snapshots"],
     ["checker", "client", "router", "worker"],
     ["cs3700", "launcher", "scenario_file", "serve", "sim", "tcp_client", "workload"],
     ["cluster", "serve_local"],
