@@ -233,6 +233,16 @@ class Children:
         self.stop()
 
 
+def send_stop(conns: Iterable[Connection]) -> None:
+    """Tell each child to stop (``recv_command`` reads it); one already gone is
+    skipped."""
+    for c in conns:
+        try:
+            c.send("stop")
+        except OSError:
+            pass
+
+
 def recv_command(conn: Connection, timeout: float = 0.0) -> Any:
     """A command from the launcher if one is waiting (up to ``timeout``), else None.
     EOF (the launcher went away) reads as "stop"."""

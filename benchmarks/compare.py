@@ -347,11 +347,7 @@ def pso_round(args: Any, nodes: int, seed: int, throughput: bool,
                                          args.value_size, seed + 1), 60.0 + 10 * args.lat_ops)
             out["lat p50 ms"] = common.percentile(sorted(lat), 0.5)
         finally:
-            for c in conns:
-                try:
-                    c.send("stop")
-                except OSError:
-                    pass
+            common.send_stop(conns)
             try:
                 kids.collect(timeout=5.0)
             except common.ChildError as exc:

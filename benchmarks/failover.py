@@ -202,11 +202,7 @@ def run_drop(args: Any, drop: float, seed: int) -> list[dict]:
                         f"first write after {'-' if fw is None else f'{fw * 1000:.0f} ms'} "
                         f"via {r['answered_by']}")
         finally:
-            for c in loads + [probe]:
-                try:
-                    c.send("stop")
-                except OSError:
-                    pass
+            common.send_stop(loads + [probe])
         counts = kids.collect(timeout=15.0)
     for r in out:
         r["ops"] = {"background": counts[:-1], "probe": counts[-1]}

@@ -138,11 +138,7 @@ def run_drop(args: Any, drop: float, seed: int) -> dict:
             time.sleep(args.pause)
         finally:
             stop = time.monotonic()
-            for c in loads + [prober]:
-                try:
-                    c.send("stop")
-                except OSError:
-                    pass
+            common.send_stop(loads + [prober])
         results = kids.collect(timeout=30.0)
     records = [r for res in results for r in res["records"]]
     done = sorted(results[-1]["done"])
