@@ -35,6 +35,7 @@ The control protocol and the counters (``stats()``): ``router_control.py``.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import hmac
 import itertools
@@ -54,6 +55,7 @@ from typing import Any, Optional
 from .faults import Cuts, Faults
 from .router_control import RouterControl
 from .transports import wire
+from .transports.idle import Spinner
 
 __all__ = ["run_router", "MAX_FRAME", "DEFAULT_OUT_CAP"]
 
@@ -63,6 +65,7 @@ MAX_FRAME = 256 * 1024 * 1024  # a longer frame is a broken or hostile endpoint:
 DEFAULT_OUT_CAP = 32 * 1024 * 1024  # per-link outbound buffer, bytes
 _RECV_SIZE = 256 * 1024
 _RECV_MAX = 4 * 1024 * 1024  # read up to this much at once while a big frame is pending
+_FOREVER = 24 * 3600.0  # a blocking wait with nothing due (selectors: None)
 _IOV_MAX = 512  # buffers per sendmsg (Linux IOV_MAX is 1024)
 _SOCK_BUF = 1024 * 1024  # SO_SNDBUF / SO_RCVBUF asked for on each link
 _STALE_READS = 64  # reads of an id's old link, looking for its EOF, before a hello is refused
@@ -172,11 +175,13 @@ class _Router(RouterControl):
         sel_select = self.sel.select
         heap = self.heap
         monotonic = time.monotonic
+        spin = Spinner().wait   # poll briefly before blocking (idle.py)
+        check = functools.partial(sel_select, 0)
         while self.running:
-            timeout = None
+            timeout = _FOREVER
             if heap:
                 timeout = max(0.0, heap[0][0] - monotonic())
-            for key, mask in sel_select(timeout):
+            for key, mask in spin(check, sel_select, timeout):
                 obj = key.data
                 if obj.__class__ is _Link:
                     if mask & _READ and not obj.closed:

@@ -87,53 +87,57 @@ class Worker:
         self.backlog: deque[tuple[int, ClientRequest]] = deque()   # over TURN_REQUESTS
 
     def run(self) -> None:
-        node, transport, storage = self.node, self.transport, self.storage
+        transport, node = self.transport, self.node
         while self.running:
             deadline = min(node.next_deadline(), transport.next_deadline())
             readable = False
-            backlog = self.backlog
-            for conn in self.poller.wait(0 if backlog else deadline - time.monotonic()):
+            for conn in self.poller.wait(0 if self.backlog else deadline - time.monotonic()):
                 if conn is transport:
                     readable = True
                 else:
                     self.control()
-            now = time.monotonic()
-            try:
-                budget = TURN_REQUESTS
-                while backlog and budget:
-                    src, m = backlog.popleft()
-                    self.step(src, m, now)
+            self.turn(readable)
+
+    def turn(self, readable: bool) -> None:
+        """One turn of the loop, after the wait: ``readable``, the transport has data."""
+        node, transport, storage, backlog = self.node, self.transport, self.storage, self.backlog
+        now = time.monotonic()
+        try:
+            budget = TURN_REQUESTS
+            while backlog and budget:
+                src, m = backlog.popleft()
+                self.step(src, m, now)
+                budget -= 1
+            for src, m in transport.receive(now, readable, self.reject):
+                if type(m) is ClientRequest:
+                    if not budget:
+                        self.metrics.request(m.command, now)   # (timed from here)
+                        backlog.append((src, m))
+                        continue
                     budget -= 1
-                for src, m in transport.receive(now, readable, self.reject):
-                    if type(m) is ClientRequest:
-                        if not budget:
-                            self.metrics.request(m.command, now)   # (timed from here)
-                            backlog.append((src, m))
-                            continue
-                        budget -= 1
-                    self.step(src, m, now)
-            except (EOFError, OSError):
-                log.info("node %d: transport closed, exiting", self.id)
-                self.running = False
-                return
-            node.tick(now)
-            rd = node.ready(now)
-            self.metrics.turn(self.id, node.leader)
-            if rd.messages:
-                self.send(rd.messages, now)   # a leader's appends (thesis §10.2.1)
-            if rd.snapshot is not None:       # from the leader: durable before anything else
-                storage.save_snapshot(rd.snapshot)
-                storage.compact(rd.snapshot.index, rd.snapshot.term)
-            if rd.entries or rd.hard_state is not None:
-                started = time.perf_counter()
-                if rd.entries:
-                    storage.save(rd.hard_state, rd.entries, transport.pickled(rd.entries))
-                else:
-                    storage.save(rd.hard_state, ())
-                self.metrics.fsync.observe(time.perf_counter() - started)
-            if rd.persisted_messages:
-                self.send(rd.persisted_messages, now)
-            self.snapshot_turn()
+                self.step(src, m, now)
+        except (EOFError, OSError):
+            log.info("node %d: transport closed, exiting", self.id)
+            self.running = False
+            return
+        node.tick(now)
+        rd = node.ready(now)
+        self.metrics.turn(self.id, node.leader)
+        if rd.messages:
+            self.send(rd.messages, now)   # a leader's appends (thesis §10.2.1)
+        if rd.snapshot is not None:       # from the leader: durable before anything else
+            storage.save_snapshot(rd.snapshot)
+            storage.compact(rd.snapshot.index, rd.snapshot.term)
+        if rd.entries or rd.hard_state is not None:
+            started = time.perf_counter()
+            if rd.entries:
+                storage.save(rd.hard_state, rd.entries, transport.pickled(rd.entries))
+            else:
+                storage.save(rd.hard_state, ())
+            self.metrics.fsync.observe(time.perf_counter() - started)
+        if rd.persisted_messages:
+            self.send(rd.persisted_messages, now)
+        self.snapshot_turn()
 
     def snapshot_turn(self) -> None:
         """Compact once the forked writer has made a snapshot durable; start

@@ -103,9 +103,14 @@ class RouterLink:
             if type(m) is AppendEntries and m.entries:
                 m = m._replace(entries=self.pickle_batch(m.entries))
             by_dst[dst].append(m)
+        packets, last, payload = [], None, b""
+        header = wire.HEADER.pack
+        for dst, batch in by_dst.items():
+            if batch != last:   # a leader's appends of one round: the same for every follower
+                last, payload = batch, wire.encode_payload(batch)
+            packets.append(header(self.id, dst, len(batch)) + payload)
         try:
-            wire.send_packets(self.link, [wire.encode(self.id, dst, batch)
-                                          for dst, batch in by_dst.items()])
+            wire.send_packets(self.link, packets)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise EOFError("the router is gone") from exc
 

@@ -36,6 +36,7 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 from ..core.errors import Unavailable
+from .idle import Spinner
 
 HEADER = struct.Struct("!iiH")
 HELLO = b"RAFTMP-HELLO"
@@ -62,6 +63,12 @@ def _named(kind: Any) -> bool:
 
 def encode(src: int, dst: int, messages: list) -> bytes:
     """One packet carrying ``messages`` (a list) from ``src`` to ``dst``."""
+    return HEADER.pack(src, dst, len(messages)) + encode_payload(messages)
+
+
+def encode_payload(messages: list) -> bytes:
+    """The payload of ``encode``: what follows the header (the same for every
+    destination of the same messages)."""
     kinds = set(map(type, messages))
     payload: Any = list(messages)
     if all(map(_named, kinds)):
@@ -72,7 +79,7 @@ def encode(src: int, dst: int, messages: list) -> bytes:
             inner_kinds = set(map(type, inner))
             if len(inner_kinds) == 1 and _named(inner[0].__class__):
                 payload = (kind, inner[0].__class__, list(map(tuple, inner)))
-    return HEADER.pack(src, dst, len(messages)) + pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
 
 
 def decode(packet: bytes) -> tuple[int, int, list[Any]]:
@@ -164,10 +171,14 @@ class Poller:
         self._conns = {c.fileno(): c for c in conns}
         for fd in self._conns:
             self._poll.register(fd, select.POLLIN)
+        self._spinner = Spinner()
 
     def wait(self, timeout: float) -> list[Connection]:
-        """The connections with data (or EOF) within ``timeout`` seconds."""
-        return [self._conns[fd] for fd, _ in self._poll.poll(max(0.0, timeout) * 1000.0)]
+        """The connections with data (or EOF) within ``timeout`` seconds (polling
+        briefly before blocking: ``idle.py``)."""
+        poll = self._poll.poll
+        ready = self._spinner.wait(lambda: poll(0), lambda t: poll(t * 1000.0), timeout)
+        return [self._conns[fd] for fd, _ in ready]
 
 
 def hello(requested_id: int, secret: bytes = b"") -> bytes:
