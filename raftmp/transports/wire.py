@@ -32,7 +32,7 @@ import select
 import struct
 from itertools import repeat
 from multiprocessing.connection import Client, Connection
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any
 
 from ..core.errors import Unavailable
@@ -53,12 +53,24 @@ SECRET_SIZE = 16  # bytes of the per-cluster secret a replica's hello carries
 # message. So a packet of NamedTuples travels as their classes and their fields
 # as plain tuples, taken apart and rebuilt by C-level ``map`` calls.
 _new = tuple.__new__
-_fields_of = attrgetter("_fields")
 _first = itemgetter(0)
 
 
+_NAMED: dict[type, int] = {}   # NamedTuple classes seen -> their number of fields
+
+
 def _named(kind: Any) -> bool:
-    return type(kind) is type and issubclass(kind, tuple) and hasattr(kind, "_fields")
+    if type(kind) is not type:
+        return False
+    if kind in _NAMED:
+        return True
+    if issubclass(kind, tuple) and hasattr(kind, "_fields"):
+        _NAMED[kind] = len(kind._fields)
+        return True
+    return False
+
+
+_arity = _NAMED.__getitem__   # of a class ``_named`` said yes to
 
 
 def encode(src: int, dst: int, messages: list) -> bytes:
@@ -103,7 +115,7 @@ def decode(packet: bytes) -> tuple[int, int, list[Any]]:
         kinds, fields = payload
         if not (type(kinds) is list and type(fields) is list and len(kinds) == len(fields)
                 and all(map(_named, set(kinds)))
-                and list(map(len, fields)) == list(map(len, map(_fields_of, kinds)))):
+                and list(map(len, fields)) == list(map(_arity, kinds))):
             raise ValueError(f"payload from {src} is not NamedTuple messages")
         payload = list(map(_new, kinds, fields))
     if not isinstance(payload, list) or len(payload) != count:
