@@ -95,6 +95,8 @@ def test_garbage_frames_are_counted_and_dropped(cluster, data, seed):
             pickle.dumps(["a str, not a message"]),            # not a message
             pickle.dumps([RequestVote("x", "y", None, [])]),   # a Raft message from a client
             pickle.dumps([ClientRequest(Command(eid, 1, 1, "put", "k", "v"))])[:-3],  # torn
+            pickle.dumps(([ClientReply], [5])),                # fields not a sequence: this
+            pickle.dumps(([[1]], [()])),                       # and this killed the worker
         ]
         for payload in garbage:
             conn.send_bytes(wire.HEADER.pack(eid, 0, 1) + payload)

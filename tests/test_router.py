@@ -545,6 +545,9 @@ def test_packets_round_trip_in_each_payload_form():
     ([dict], [()]),                                  # not a NamedTuple class
     (ClientRequest, Command, [(1, 2)]),              # inner fields too few
     (ClientReply, Command, [(1, 2, 3, "put", "k", "v", None)]),   # wrapper of 5 fields
+    ([ClientReply], [5]),                            # fields that are not a sequence
+    (ClientRequest, Command, [5]),                   # the same, wrapped
+    ([[1]], [()]),                                   # an unhashable "class"
 ])
 def test_malformed_payload_forms_are_refused(payload):
     import pickle
@@ -569,3 +572,38 @@ def test_entry_columns_round_trip_and_refuse_malformed():
                 (5, [2], dict, [()]), {"not": "entries"}]:
         with pytest.raises(ValueError):
             unpack_entries(bad)
+
+
+def test_any_payload_decodes_or_raises_value_error():
+    """Whatever a link's far end pickles, ``wire.decode`` hands back messages or
+    raises ValueError, the one error its callers catch (a TypeError from a
+    field row that was not a sequence killed the worker that read it)."""
+    import pickle
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from raftmp.core.messages import AppendEntriesReply, ClientReply, ClientRequest, Command
+
+    atoms = st.one_of(st.integers(-2, 2), st.text(max_size=2), st.none(),
+                      st.sampled_from([ClientReply, ClientRequest, Command,
+                                       AppendEntriesReply, dict, int]))
+    shapes = st.recursive(atoms, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                         st.tuples(inner, inner),
+                                                         st.tuples(inner, inner, inner)),
+                          max_leaves=6)
+    column = st.lists(shapes, min_size=1, max_size=2)
+    forms = st.one_of(st.tuples(column, column),            # (classes, rows)
+                      st.tuples(atoms, atoms, column),      # (wrapper, inner class, rows)
+                      shapes)
+
+    @settings(max_examples=500, deadline=None)
+    @given(forms, st.integers(0, 3))
+    def check(payload, count):
+        packet = wire.HEADER.pack(1000, 0, count) + pickle.dumps(payload)
+        try:
+            wire.decode(packet)
+        except ValueError:
+            pass
+
+    check()

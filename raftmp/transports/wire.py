@@ -103,24 +103,40 @@ def decode(packet: bytes) -> tuple[int, int, list[Any]]:
         payload = pickle.loads(memoryview(packet)[HEADER.size:])
     except Exception as exc:  # any unpickling failure means a corrupt payload
         raise ValueError(f"undecodable payload from {src}: {exc!r}") from None
+    try:
+        payload = _messages(payload)
+    except TypeError as exc:   # a field row that is no sequence, an unhashable "class", ...
+        raise ValueError(f"payload from {src} is not NamedTuple messages: {exc}") from None
+    if payload is None:
+        raise ValueError(f"payload from {src} is not NamedTuple messages")
+    if not isinstance(payload, list) or len(payload) != count:
+        raise ValueError(f"payload from {src} is not a list of {count} messages")
+    return src, dst, payload
+
+
+def _messages(payload: Any) -> Any:
+    """The messages of an unpickled payload in one of ``encode_payload``'s forms
+    (a plain list as it is); None if it is in neither NamedTuple form whole."""
     if type(payload) is tuple and len(payload) == 3:
         kind, inner_kind, fields = payload
         if not (_named(kind) and len(kind._fields) == 1 and _named(inner_kind)
                 and type(fields) is list
                 and set(map(len, fields)) <= {len(inner_kind._fields)}):
-            raise ValueError(f"payload from {src} is not wrapped NamedTuple messages")
+            return None
         n = len(fields)
-        payload = list(map(_new, repeat(kind, n), zip(map(_new, repeat(inner_kind, n), fields))))
-    elif type(payload) is tuple and len(payload) == 2:
+        return list(map(_new, repeat(kind, n), zip(map(_new, repeat(inner_kind, n), fields))))
+    if type(payload) is tuple and len(payload) == 2:
         kinds, fields = payload
-        if not (type(kinds) is list and type(fields) is list and len(kinds) == len(fields)
-                and all(map(_named, set(kinds)))
+        if not (type(kinds) is list and type(fields) is list and len(kinds) == len(fields)):
+            return None
+        if len(kinds) == 1:    # the usual packet: one message (a reply, an append)
+            kind, row = kinds[0], fields[0]
+            return [_new(kind, row)] if _named(kind) and len(row) == _NAMED[kind] else None
+        if not (all(map(_named, set(kinds)))
                 and list(map(len, fields)) == list(map(_arity, kinds))):
-            raise ValueError(f"payload from {src} is not NamedTuple messages")
-        payload = list(map(_new, kinds, fields))
-    if not isinstance(payload, list) or len(payload) != count:
-        raise ValueError(f"payload from {src} is not a list of {count} messages")
-    return src, dst, payload
+            return None
+        return list(map(_new, kinds, fields))
+    return payload
 
 
 _LENGTH = struct.Struct("!i")  # multiprocessing.Connection's frame header
