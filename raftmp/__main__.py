@@ -30,6 +30,7 @@ from .cluster import Cluster
 from .console import MAX_NODES, start_cluster
 from .core.errors import RaftmpError
 from .seeds import pick_seed
+from .transports import idle
 from .workload import Workload, drive, summarize
 
 SUBCOMMANDS = ("run", "sim", "scenario", "check", "cs3700", "serve")
@@ -40,6 +41,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ``interrupted`` and 130 (see cli.py), never a traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    if idle.SPIN_ERROR is not None:
+        return complain(idle.SPIN_ERROR)
     previous = CtrlC().install()
     try:
         if argv and argv[0] in SUBCOMMANDS:

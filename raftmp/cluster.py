@@ -40,7 +40,7 @@ from .faults import Faults
 from .launcher import RouterHandle, WorkerHandle, start_router, start_worker
 from .procs import poll
 from .seeds import pick_seed
-from .transports import wire
+from .transports import idle, wire
 
 log = logging.getLogger("raftmp.cluster")
 
@@ -69,6 +69,8 @@ class Cluster:
         most = wire.FIRST_CLIENT_ID - 1
         if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= most:
             raise ConfigError(f"nodes must be an int in [1, {most}], not {nodes!r}")
+        if idle.SPIN_ERROR is not None:
+            raise ConfigError(idle.SPIN_ERROR)
         self.n = nodes
         self.ids = list(range(nodes))     # the members, as this launcher changed them
         self.first = list(self.ids)       # the cluster's first configuration

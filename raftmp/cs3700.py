@@ -26,6 +26,7 @@ from .core.node import Node
 from .core.raft import Config
 from .procs import die_with_parent, exit_on_signals
 from .storage import FileStorage
+from .transports import idle
 from .transports.course_link import COURSE_LIMITS, UNKNOWN, CourseLink, is_address
 from .worker import Worker
 
@@ -66,6 +67,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--seed", default=None, help="seed of the election timer's randomness")
     p.add_argument("--verbose", action="store_true", help="log to stderr")
     a = p.parse_args(argv)
+    if idle.SPIN_ERROR is not None:
+        p.error(idle.SPIN_ERROR)
     names = [a.id, *a.others]
     if not all(is_address(n) and n.upper() != UNKNOWN for n in names) \
             or len({int(n, 16) for n in names}) != len(names):

@@ -11,8 +11,10 @@ speak for another endpoint), and forwards the frame bytes unchanged.
 Design notes
 ------------
 * One thread, one ``selectors`` loop over the listening socket, the control
-  connection and every link, plus a heap of delayed packets. The loop blocks
-  until the next timer or readiness; there is no polling.
+  connection and every link, plus a heap of delayed packets. The loop waits
+  until the next timer or readiness, polling for a while before it blocks
+  (``transports/idle.py``: a wake-up from a blocking wait costs more than the
+  packets of a light load).
 * Links are raw non-blocking ``AF_UNIX`` stream sockets speaking the framing
   of ``multiprocessing.connection.Connection`` (``!i`` length, or ``-1`` then
   ``!Q`` length), so endpoints simply use ``Client(...).send_bytes``.
@@ -65,7 +67,6 @@ MAX_FRAME = 256 * 1024 * 1024  # a longer frame is a broken or hostile endpoint:
 DEFAULT_OUT_CAP = 32 * 1024 * 1024  # per-link outbound buffer, bytes
 _RECV_SIZE = 256 * 1024
 _RECV_MAX = 4 * 1024 * 1024  # read up to this much at once while a big frame is pending
-_FOREVER = 24 * 3600.0  # a blocking wait with nothing due (selectors: None)
 _IOV_MAX = 512  # buffers per sendmsg (Linux IOV_MAX is 1024)
 _SOCK_BUF = 1024 * 1024  # SO_SNDBUF / SO_RCVBUF asked for on each link
 _STALE_READS = 64  # reads of an id's old link, looking for its EOF, before a hello is refused
@@ -178,7 +179,7 @@ class _Router(RouterControl):
         spin = Spinner().wait   # poll briefly before blocking (idle.py)
         check = functools.partial(sel_select, 0)
         while self.running:
-            timeout = _FOREVER
+            timeout = wire.FOREVER
             if heap:
                 timeout = max(0.0, heap[0][0] - monotonic())
             for key, mask in spin(check, sel_select, timeout):

@@ -91,3 +91,30 @@ def test_the_poll_stops_at_the_timeout():
     start = loop.now
     assert loop.wait(s, 1.0, timeout=200e-6) == []   # the loop's own deadline comes first
     assert loop.now - start <= 200e-6 + 2e-6   # the poll, then only the rest, blocking
+
+
+def test_the_cap_comes_from_raftmp_spin_us_in_microseconds_within_bounds():
+    import pytest
+
+    from raftmp.transports.idle import SPIN_LIMIT_US, spin_cap
+
+    assert spin_cap(None) == 1000e-6
+    assert spin_cap("0") == 0.0 and spin_cap("250") == 250e-6
+    assert spin_cap(str(SPIN_LIMIT_US)) == SPIN_LIMIT_US * 1e-6
+    for bad in ("", "abc", "-1", "nan", "inf", str(SPIN_LIMIT_US + 1)):
+        with pytest.raises(ValueError, match="RAFTMP_SPIN_US"):
+            spin_cap(bad)
+
+
+def test_a_bad_raftmp_spin_us_is_one_line_of_error_not_a_traceback():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, RAFTMP_SPIN_US="fast")
+    for argv in (["-m", "raftmp", "--duration", "1"], ["-m", "raftmp.cs3700", "1", "0000", "0001"]):
+        done = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 2, (argv, done.stderr)
+        assert "RAFTMP_SPIN_US='fast'" in done.stderr and "Traceback" not in done.stderr, \
+            (argv, done.stderr)

@@ -10,7 +10,7 @@ one polled instead (and less CPU per round trip: 4.7 us against 23 us).
 
 So a loop that expects more traffic soon polls without blocking for a short
 while first, giving its CPU away between polls (``sched_yield``: a spinning
-process must not keep the leader, say, off a CPU) and blocks only when
+process must not keep the leader, say, off a CPU that it is ready to run on) and blocks only when
 nothing came. How long it polls adapts as the guest kernel's haltpoll does
 (Documentation/virt/guest-halt-polling.rst): the window doubles when a
 blocking wait ended early with a packet (one that a longer spin would have
@@ -19,9 +19,11 @@ caught that packet). An idle cluster (a heartbeat every few tens of
 milliseconds) so spins little; a cluster at light load spins for about one
 round of replication; a busy one finds a packet at once.
 
-``RAFTMP_SPIN_US`` (environment, microseconds; 0 turns it off) caps the window:
-it is read when this module is first imported, so a cluster's processes
-(forked) share the launcher's setting.
+``RAFTMP_SPIN_US`` (environment, microseconds, 0 to 10,000; default 1,000; 0
+turns polling off) caps the window: it is read when this module is first
+imported, so a cluster's processes (forked) share the launcher's setting. A
+spinning process counts as busy (``top`` shows it), and ``sched_yield`` hands
+its CPU only to processes that are ready to run on it.
 """
 
 from __future__ import annotations
@@ -29,11 +31,37 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Optional, TypeVar
 
 T = TypeVar("T")
 
-SPIN_MAX = float(os.environ.get("RAFTMP_SPIN_US", "1000")) * 1e-6   # the window's cap
+SPIN_LIMIT_US = 10_000    # RAFTMP_SPIN_US above this is refused: spinning is not waiting
+
+
+def spin_cap(text: Optional[str]) -> float:
+    """The window's cap in seconds from ``RAFTMP_SPIN_US`` (None: the default);
+    ValueError naming the variable if it is not a number of microseconds
+    from 0 to ``SPIN_LIMIT_US``."""
+    if text is None:
+        return 1000e-6
+    try:
+        us = float(text)
+    except ValueError:
+        us = float("nan")
+    if not 0 <= us <= SPIN_LIMIT_US:   # (also nan)
+        raise ValueError(f"RAFTMP_SPIN_US={text!r}: give microseconds from 0 to "
+                         f"{SPIN_LIMIT_US} (0 turns polling off)")
+    return us * 1e-6
+
+
+# The window's cap. A bad RAFTMP_SPIN_US leaves the default here and its error
+# in SPIN_ERROR, for the command line and ``Cluster`` to report (not a
+# traceback at import).
+SPIN_ERROR: Optional[str] = None
+try:
+    SPIN_MAX = spin_cap(os.environ.get("RAFTMP_SPIN_US"))
+except ValueError as exc:
+    SPIN_MAX, SPIN_ERROR = spin_cap(None), str(exc)
 SPIN_START = 50e-6        # the first window after a quick wake-up (then doubles)
 SPIN_MIN = 10e-6          # a window halved below this is no window
 

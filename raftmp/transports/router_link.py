@@ -106,7 +106,10 @@ class RouterLink:
         packets, last, payload = [], None, b""
         header = wire.HEADER.pack
         for dst, batch in by_dst.items():
-            if batch != last:   # a leader's appends of one round: the same for every follower
+            # A leader's appends of one round are the same for every follower:
+            # encoded once. (Only appends: equal tuples of other kinds may differ
+            # in class, 1 == True.)
+            if not (batch == last and set(map(type, batch)) == {AppendEntries}):
                 last, payload = batch, wire.encode_payload(batch)
             packets.append(header(self.id, dst, len(batch)) + payload)
         try:

@@ -45,6 +45,7 @@ ANY = -1  # hello: "give me a fresh client endpoint id"
 # Endpoint ids: replicas are 0..N-1 (N <= FIRST_CLIENT_ID), clients get ids from
 # FIRST_CLIENT_ID up. The one place that splits the range (the simulator too).
 FIRST_CLIENT_ID = 1000
+FOREVER = 24 * 3600.0  # seconds: the longest blocking wait (poll takes no inf)
 SECRET_SIZE = 16  # bytes of the per-cluster secret a replica's hello carries
 
 
@@ -205,7 +206,8 @@ class Poller:
         """The connections with data (or EOF) within ``timeout`` seconds (polling
         briefly before blocking: ``idle.py``)."""
         poll = self._poll.poll
-        ready = self._spinner.wait(lambda: poll(0), lambda t: poll(t * 1000.0), timeout)
+        ready = self._spinner.wait(lambda: poll(0), lambda t: poll(min(t, FOREVER) * 1000.0),
+                                   timeout)
         return [self._conns[fd] for fd, _ in ready]
 
 
