@@ -11,13 +11,13 @@ one polled instead (and less CPU per round trip: 4.7 us against 23 us).
 So a loop that expects more traffic soon polls without blocking for a short
 while first, giving its CPU away between polls (``sched_yield``: a spinning
 process must not keep the leader, say, off a CPU it is ready to run on), and
-blocks only when nothing came. How long it polls adapts as the guest kernel's haltpoll does
-(Documentation/virt/guest-halt-polling.rst): the window doubles when a
-blocking wait ended early with a packet (one that a longer spin would have
-caught), and halves when one ended only after the cap (no window would have
-caught that packet). An idle cluster (a heartbeat every 100 ms by
-default) so spins little; a cluster at light load spins for about one
-round of replication; a busy one finds a packet at once.
+blocks only when nothing came. How long it polls adapts as the guest
+kernel's haltpoll does (Documentation/virt/guest-halt-polling.rst): the
+window doubles when a blocking wait ended early with a packet (one that a
+longer spin would have caught), and halves when one ended only after the cap
+(no window would have caught that packet). An idle cluster (a heartbeat
+every 100 ms by default) so spins little; a cluster at light load spins for
+about one round of replication; a busy one finds a packet at once.
 
 ``RAFTMP_SPIN_US`` (environment, microseconds, 0 to 10,000; default 1,000; 0
 turns polling off) caps the window: it is read when this module is first
