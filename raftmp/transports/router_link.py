@@ -104,14 +104,13 @@ class RouterLink:
                 m = m._replace(entries=self.pickle_batch(m.entries))
             by_dst[dst].append(m)
         packets, last, payload = [], None, b""
-        header = wire.HEADER.pack
         for dst, batch in by_dst.items():
             # A leader's appends of one round are the same for every follower:
             # encoded once. (Only appends: equal tuples of other kinds may differ
             # in class, 1 == True.)
             if not (batch == last and set(map(type, batch)) == {AppendEntries}):
                 last, payload = batch, wire.encode_payload(batch)
-            packets.append(header(self.id, dst, len(batch)) + payload)
+            packets.append(wire.encode(self.id, dst, batch, payload))
         try:
             wire.send_packets(self.link, packets)
         except (BrokenPipeError, ConnectionResetError) as exc:

@@ -33,7 +33,7 @@ import struct
 from itertools import repeat
 from multiprocessing.connection import Client, Connection
 from operator import itemgetter
-from typing import Any
+from typing import Any, Optional
 
 from ..core.errors import Unavailable
 from .idle import Spinner
@@ -74,9 +74,12 @@ def _named(kind: Any) -> bool:
 _arity = _NAMED.__getitem__   # of a class ``_named`` said yes to
 
 
-def encode(src: int, dst: int, messages: list) -> bytes:
-    """One packet carrying ``messages`` (a list) from ``src`` to ``dst``."""
-    return HEADER.pack(src, dst, len(messages)) + encode_payload(messages)
+def encode(src: int, dst: int, messages: list, payload: Optional[bytes] = None) -> bytes:
+    """One packet carrying ``messages`` (a list) from ``src`` to ``dst``;
+    ``payload``: their ``encode_payload``, if already made (for another dst)."""
+    if payload is None:
+        payload = encode_payload(messages)
+    return HEADER.pack(src, dst, len(messages)) + payload
 
 
 def encode_payload(messages: list) -> bytes:
@@ -120,9 +123,8 @@ def _messages(payload: Any) -> Any:
     (a plain list as it is); None if it is in neither NamedTuple form whole."""
     if type(payload) is tuple and len(payload) == 3:
         kind, inner_kind, fields = payload
-        if not (_named(kind) and len(kind._fields) == 1 and _named(inner_kind)
-                and type(fields) is list
-                and set(map(len, fields)) <= {len(inner_kind._fields)}):
+        if not (_named(kind) and _arity(kind) == 1 and _named(inner_kind)
+                and type(fields) is list and set(map(len, fields)) <= {_arity(inner_kind)}):
             return None
         n = len(fields)
         return list(map(_new, repeat(kind, n), zip(map(_new, repeat(inner_kind, n), fields))))
@@ -132,7 +134,7 @@ def _messages(payload: Any) -> Any:
             return None
         if len(kinds) == 1:    # the usual packet: one message (a reply, an append)
             kind, row = kinds[0], fields[0]
-            return [_new(kind, row)] if _named(kind) and len(row) == _NAMED[kind] else None
+            return [_new(kind, row)] if _named(kind) and len(row) == _arity(kind) else None
         if not (all(map(_named, set(kinds)))
                 and list(map(len, fields)) == list(map(_arity, kinds))):
             return None
