@@ -14,7 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import Any
 
-from .core.messages import ClientReply, InstallSnapshot
+from .core.messages import ClientReply, Command, InstallSnapshot
 
 FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -71,11 +71,18 @@ class Metrics:
         self.asked: dict[tuple[int, int], float] = {}   # write -> when it first arrived
 
     def request(self, cmd: Any, now: float) -> None:
-        if getattr(cmd, "op", "get") != "get":
-            asked = self.asked
+        """A client request arrived (timed until its answer leaves, ``sent``)."""
+        if cmd.__class__ is Command:        # (the usual case, without getattr)
+            if cmd[3] == "get":
+                return
+            key = (cmd[0], cmd[1])
+        elif getattr(cmd, "op", "get") != "get":
             key = (getattr(cmd, "client_id", None), getattr(cmd, "seq", None))
-            if key not in asked and len(asked) < MAX_TRACKED:
-                asked[key] = now
+        else:
+            return
+        asked = self.asked
+        if key not in asked and len(asked) < MAX_TRACKED:
+            asked[key] = now
 
     def sent(self, messages: list[tuple[int, Any]], now: float) -> None:
         pop, latencies = self.asked.pop, []

@@ -110,8 +110,8 @@ class Worker:
                 budget -= 1
             for src, m in transport.receive(now, readable, self.reject):
                 if type(m) is ClientRequest:
+                    self.metrics.request(m.command, now)   # (timed from its arrival)
                     if not budget:
-                        self.metrics.request(m.command, now)   # (timed from here)
                         backlog.append((src, m))
                         continue
                     budget -= 1
@@ -157,8 +157,6 @@ class Worker:
     def step(self, src: int, m: Any, now: float) -> None:
         t = type(m)
         if t is ClientRequest or (t in RAFT_MESSAGES and self.is_replica(src)):
-            if t is ClientRequest:
-                self.metrics.request(m.command, now)
             try:
                 self.node.step(src, m, now)
             except (TypeError, ValueError, AttributeError, KeyError, IndexError,

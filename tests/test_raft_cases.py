@@ -268,8 +268,8 @@ def test_replication_completes_with_half_the_packets_lost(seed):
 
 def test_batching_one_append_per_follower_per_ready():
     """All entries proposed between two ready() calls leave in one AppendEntries
-    per follower."""
-    net = Network(3)
+    per follower (every follower at once: ``fan_out`` "all")."""
+    net = Network(3, config=Config(fan_out="all"))
     net.elect(0)
     net.heartbeat()
     net.queue.clear()
@@ -284,7 +284,7 @@ def test_batching_one_append_per_follower_per_ready():
 def test_batching_respects_the_entry_cap_and_pipelining_is_bounded():
     """max_batch_entries caps one AppendEntries; at most max_inflight unacknowledged
     AppendEntries are outstanding per follower; an acknowledgement opens the window."""
-    net = Network(3, config=Config(max_batch_entries=4, max_inflight=2))
+    net = Network(3, config=Config(max_batch_entries=4, max_inflight=2, fan_out="all"))
     net.elect(0)
     net.heartbeat()
     net.queue.clear()
@@ -417,7 +417,7 @@ def test_thesis_10_2_1_only_a_leaders_appends_leave_before_the_save():
     """Thesis §10.2.1: a leader may send AppendEntries before its own log write
     (``Ready.messages``); an acknowledgement, a vote, and anything sent in a turn
     that changed the term or vote wait for the save (``persisted_messages``)."""
-    net = Network(3)
+    net = Network(3, config=Config(fan_out="all"))
     net.elect(0)
     net.heartbeat()
     net[0].propose("x")

@@ -251,15 +251,21 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
             if self.lease_reads:
                 reads = self._lease_reads(now)
             if self.read_bcast:
-                self.bcast_append(now, heartbeat=False, peers=self.eager_peers(self.quorum - 1))
+                quiet = cfg.eager_followers is not None
+                self.bcast_append(now, heartbeat=False,
+                                  peers=self.eager_peers(self.needed if quiet else None))
             else:
                 self.refresh_round(now)   # the appends below carry it
-            eager = cfg.eager_followers
-            if now - self.loss_seen < LOSS_MEMORY * cfg.heartbeat_interval:
-                eager = None  # appends are being lost: a commit should not wait for one
-            for peer in self.eager_peers(eager):
-                pr = self.progress[peer]
+            progress = self.progress
+            eager, later = self.fan_out(now)
+            for peer in eager:
+                pr = progress[peer]
                 if not pr.probing:
+                    self.maybe_send_append(peer, pr, now)
+            batch = self.log.last_index + 1 - cfg.max_batch_entries
+            for peer in later:    # Config.fan_out "quorum": else with their heartbeat
+                pr = progress[peer]
+                if not pr.probing and pr.next <= batch:
                     self.maybe_send_append(peer, pr, now)
             if self.transfer_to is not None:
                 self.transfer_turn(now)
@@ -370,14 +376,36 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
         interval = self.config.heartbeat_interval
         return [p for p, pr in self.progress.items() if now >= pr.sent_at + interval]
 
+    @property
+    def needed(self) -> int:
+        """How many followers' acknowledgements a commit needs."""
+        return self.quorum - self.is_voter
+
+    def fan_out(self, now: float) -> tuple[list[int], list[int]]:
+        """The followers new entries go to at once, and those that get them
+        once a full batch waits (``Config.fan_out``, ``eager_followers``)."""
+        cfg = self.config
+        if now - self.loss_seen < LOSS_MEMORY * cfg.heartbeat_interval \
+                or self.transfer_to is not None:
+            # Appends are being lost (a commit should not wait for one), or a
+            # transfer's target must catch up at once (thesis §3.10).
+            return self.peers, []
+        if cfg.eager_followers is not None:
+            return self.eager_peers(cfg.eager_followers), []   # the others: on their heartbeat
+        if cfg.fan_out == "all":
+            return self.peers, []
+        eager = self.eager_peers(self.needed)
+        if len(eager) == len(self.peers):
+            return eager, []
+        return eager, [p for p in self.peers if p not in eager]
+
     def eager_peers(self, k: Optional[int]) -> list[int]:
-        """The followers that get entries (k = eager_followers) or a read round
-        (k = quorum - 1) at once: all of them unless ``eager_followers`` is set,
-        else the ``k`` most up to date of those that answer: silent ones (an
+        """The ``k`` followers (None: all) that get new entries or a read round
+        at once: the most up to date of those that answer, silent ones (an
         append timed out, no answer since: dead, though their match is high)
         last, then probing ones. Only voters are ranked: a learner never counts
         toward the quorum these are picked for (thesis §4.2.1)."""
-        if self.config.eager_followers is None or k is None or k >= len(self.peers):
+        if k is None or k >= len(self.peers):
             return self.peers
         ranked = sorted(((p, self.progress[p]) for p in self.voter_peers),
                         key=lambda x: (x[1].silent, x[1].probing, -x[1].match, x[1].srtt))

@@ -65,6 +65,9 @@ def draw(seed: int, pinned: dict[str, Any]) -> SimConfig:
                  extra_delay=(0.0, r.choice((0.005, 0.03, 0.08))), corrupt=r.uniform(0.1, 1.0))
     if random.Random(f"swarm/{seed}/churn").random() < CHURN_SHARE:
         d["faults"] += ("churn",)   # (its own stream: the other draws stay as they were)
+    # (Its own stream too.) Config.fan_out's default, "quorum", in two seeds of three.
+    d["raft"]["fan_out"] = random.Random(f"swarm/{seed}/fan_out").choice(("quorum", "quorum",
+                                                                          "all"))
     d.update(pinned)
     # Short sessions (and so short op timeouts: Config.session_timeout) only without
     # loss, where an operation started after the heal completes within one.
