@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import functools
 import math
-from array import array
 import os
 import random
 import socket
@@ -63,6 +62,7 @@ import statistics
 import sys
 import threading
 import time
+from array import array
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -221,7 +221,8 @@ def cpu_per_kop(stats: dict, cpu: float, seconds: float) -> float:
 
 
 def window_stats(recs: Records, warm_end: float, t_end: float) -> dict:
-    inside = [r for r in zip(recs.invoke, recs.complete, recs.ok) if warm_end <= r[1] < t_end]
+    inside = [r for r in zip(recs.invoke, recs.complete, recs.ok, strict=True)
+              if warm_end <= r[1] < t_end]
     lat = sorted((c - i) * 1000 for i, c, ok in inside if ok)
     return {"ops/s": len(lat) / (t_end - warm_end), "load p50 ms": common.percentile(lat, 0.5),
             "load p99 ms": common.percentile(lat, 0.99),

@@ -12,7 +12,7 @@ from raftnet import Network
 
 from raftmp.core.config import Config
 from raftmp.core.membership import ADD_LEARNER, REMOVE
-from raftmp.core.messages import AppendEntries
+from raftmp.core.messages import AppendEntries, RequestVote
 from raftmp.core.raft import LEADER, LOSS_MEMORY
 
 
@@ -87,9 +87,10 @@ def test_a_leader_outside_its_configuration_sends_to_a_whole_quorum():
 
 
 def test_a_dead_eager_follower_is_replaced_within_a_retransmission_timeout():
-    """(Here every message arrives at once: no round trip is measured, so the
-    retransmission timeout is the heartbeat interval, 0.1 s.)"""
-    net = cluster(5)
+    """The retransmission timeout (here first_rto: every message arrives at
+    once, so no round trip is measured) is far shorter than the heartbeat
+    that would bring the others in anyway."""
+    net = cluster(5, heartbeat_interval=0.5, election_timeout=(1.0, 2.0), first_rto=0.02)
     mark = len(net.sent)
     [index] = net.propose(0, "x")
     first = sorted({d for d, _ in with_entries(net, mark)})
@@ -101,7 +102,43 @@ def test_a_dead_eager_follower_is_replaced_within_a_retransmission_timeout():
         net.advance(0.005)
         net.settle()
     assert net[0].commit == index
-    assert net.now - start <= 0.1 + 1e-9, "waited for more than the retransmission timeout"
+    assert net.now - start <= 0.1, "waited for the heartbeat, not the retransmission timeout"
+    net.check_safety()
+
+
+def test_the_ranking_passes_over_learners_and_silent_or_probing_followers():
+    """eager_peers: only voters, the silent ones (an append timed out, no
+    answer since) last, then the probing ones, then by match."""
+    net = cluster(5)
+    net.add(5)
+    net.change(0, ADD_LEARNER, 5)
+    net.heartbeat(LOSS_MEMORY + 2)
+    leader, last = net[0], net[0].log.last_index
+    progress = leader.progress
+    progress[5].match = last                     # the learner: as up to date as can be
+    progress[1].match, progress[1].silent = last, True
+    progress[2].match, progress[2].probing = last, True
+    progress[3].match, progress[4].match = last - 1, last - 2
+    assert leader.eager_peers(4) == [3, 4, 2, 1]
+    eager, later = leader.fan_out(net.now)
+    assert eager == [3, 4] and sorted(later) == [1, 2, 5]
+
+
+def test_a_removed_follower_gets_its_removal_and_stays_quiet():
+    """Thesis §4.2.2: the leader keeps replicating to a server it removes
+    until the change commits; then it stops. So the removal goes to it at
+    once, or it would never hold it (and would campaign forever, refused by
+    the others only thanks to §4.2.3)."""
+    net = cluster(3)
+    index = net.change(0, REMOVE, 2)
+    net.settle()
+    assert net[0].commit >= index and 2 not in net[0].progress
+    assert net[2].log.last_index >= index and not net[2].is_voter
+    mark = len(net.sent)
+    for _ in range(30):                          # 3 s: well past its election timeout
+        net.advance(0.1)
+        net.settle()
+    assert not [m for s, d, m in net.sent[mark:] if s == 2 and type(m) is RequestVote]
     net.check_safety()
 
 

@@ -236,27 +236,3 @@ def test_log_sizes_survive_compaction_each_entry_measured_once(monkeypatch):
     log.append(Entry(1, 101, ("put", "k", "v")))
     assert log.size(100, 101) == real(("put", "k", "v" * 100)) + real(("put", "k", "v"))
     assert len(measured) == 101
-
-
-def test_a_log_that_never_batched_is_estimated_from_a_sample(monkeypatch):
-    """A follower's snapshot threshold measures at most SAMPLE entries per
-    check, not every entry it stores (nor those a compaction drops); a
-    leader's log, measured for batching, is counted exactly."""
-    from raftmp.core import log as log_module
-    from raftmp.core.messages import Entry
-
-    measured = []
-    real = log_module.approx_size
-    monkeypatch.setattr(log_module, "approx_size", lambda c: measured.append(c) or real(c))
-    log = log_module.RaftLog([Entry(1, i, ("put", "k", "v" * (i % 7))) for i in range(1, 5001)])
-    exact = sum(real(("put", "k", "v" * (i % 7))) for i in range(1001, 5001))
-    guess = log.estimate(1001, 5000)
-    assert len(measured) == log_module.SAMPLE
-    assert abs(guess - exact) <= exact * 0.05
-    assert log.estimate(4991, 5000) == sum(real(("put", "k", "v" * (i % 7)))
-                                           for i in range(4991, 5001))
-    measured.clear()
-    log.compact(3000)
-    assert measured == [] and log.size(3001, 5000) == exact - sum(
-        real(("put", "k", "v" * (i % 7))) for i in range(1001, 3001))
-    assert log.estimate(3001, 5000) == log.size(3001, 5000)   # measured now: exact

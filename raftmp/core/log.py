@@ -5,11 +5,10 @@ entry ``base`` is kept (``base_term``), for the consistency check of the
 entry after it. Invariant: ``entries[i].index == base + i + 1`` for every i
 (no gaps). Terms never decrease along the log, which lets the term lookups
 bisect. ``ends[i]`` is a running sum of the approximate byte sizes of the
-entries up to base+i+1 (extended lazily when a leader batches; ``base_end``
-is the sum up to ``base``), so batching by bytes is a bisection, and a
-compaction keeps the sums of the entries it keeps: each entry is measured
-once. A follower measures only a sample, for its snapshot threshold
-(``estimate``).
+entries up to base+i+1 (extended lazily when a leader batches or the node
+measures the log for a snapshot; ``base_end`` is the sum up to ``base``), so
+batching by bytes is a bisection, and a compaction keeps the sums of the
+entries it keeps: each entry is measured once.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from .messages import Command, Entry
 _term = attrgetter("term")
 _new = tuple.__new__
 _command = itemgetter(2)
-SAMPLE = 32         # entries measured for an estimate (RaftLog.estimate)
 
 
 def approx_size(command: Any) -> int:
@@ -111,11 +109,9 @@ class RaftLog:
         assert self.base <= index <= self.last_index, f"compact to {index} of {self}"
         self.base_term = self.term(index)
         k = index - self.base
-        if k <= len(self.ends):
-            self.base_end = self.ends[k - 1] if k else self.base_end
+        if k:
+            self.base_end = self._extend(index)[k - 1]
             del self.ends[:k]
-        else:              # (measured only below index: the sums start again)
-            self.ends, self.base_end = [], 0
         del self.entries[:k]
         self.base = index
 
@@ -137,20 +133,6 @@ class RaftLog:
         ends = self._extend(hi)
         below = ends[lo - self.base - 2] if lo > self.base + 1 else self.base_end
         return ends[hi - self.base - 1] - below
-
-    def estimate(self, lo: int, hi: int) -> int:
-        """About how many bytes entries lo..hi (above ``base``) take, for a
-        threshold: exact where the running sums reach ``hi`` already (a
-        leader's, which batches), else from at most ``SAMPLE`` entries spread
-        over the range: a follower does not measure every entry it stores."""
-        if hi < lo:
-            return 0
-        if len(self.ends) >= hi - self.base:
-            return self.size(lo, hi)
-        n, at, entries = hi - lo + 1, lo - self.base - 1, self.entries
-        k = min(n, SAMPLE)
-        picked = (entries[at + i * n // k][2] for i in range(k))
-        return sum(map(approx_size, picked)) * n // k
 
     def _extend(self, hi: int) -> list[int]:
         ends, n = self.ends, hi - self.base

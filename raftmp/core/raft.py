@@ -42,8 +42,9 @@ from .roles import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE  # noqa: F401 (re-
 from .snapshot import SnapshotRules
 
 INF = float("inf")
-# eager_followers: after a retransmission, every follower is eager for this
-# many heartbeat intervals, so that one more lost append rarely delays a commit.
+# eager_followers, fan_out "quorum": after a retransmission, every follower is
+# eager for this many heartbeat intervals, so that one more lost append rarely
+# delays a commit.
 LOSS_MEMORY = 10
 
 
@@ -145,7 +146,7 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
         # it grants no vote for an election timeout, as if it had heard a leader.
         lease = self.config.read_mode == "lease"
         self.vote_hold_until = now + self.config.election_timeout[0] if lease else -INF
-        self.loss_seen = -INF     # the last retransmission (eager_followers)
+        self.loss_seen = -INF     # the last retransmission (fan_out, eager_followers)
         # Timers (absolute times on the caller's clock).
         self.election_deadline = now + self._election_timeout()
         self.heartbeat_deadline = INF
@@ -386,9 +387,11 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
         once a full batch waits (``Config.fan_out``, ``eager_followers``)."""
         cfg = self.config
         if now - self.loss_seen < LOSS_MEMORY * cfg.heartbeat_interval \
-                or self.transfer_to is not None:
-            # Appends are being lost (a commit should not wait for one), or a
-            # transfer's target must catch up at once (thesis §3.10).
+                or self.transfer_to is not None or self.leaving:
+            # Appends are being lost (a commit should not wait for one), a
+            # transfer's target must catch up at once (thesis §3.10), or a
+            # server being removed must get its removal before it commits
+            # (after, it gets nothing more: reconfig.py use_latest_config).
             return self.peers, []
         if cfg.eager_followers is not None:
             return self.eager_peers(cfg.eager_followers), []   # the others: on their heartbeat
@@ -441,7 +444,7 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
         # as vote requests do (elections.py): at the quorum's edge the first
         # commit needs every survivor's answer, and doubling spent most of
         # the interval waiting for the one that was lost.)
-        if not pr.silent:   # a loss (eager_followers); a silent follower counts once
+        if not pr.silent:   # a loss (fan_out); a silent follower counts once
             self.loss_seen = now
         pr.silent = True
         if pr.snap is not None:

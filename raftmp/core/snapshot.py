@@ -52,7 +52,7 @@ class SnapshotRules:
             return False
         self.size_check_at = self.applied + CHECK_EVERY
         lo = max(done, self.log.base) + 1
-        return self.log.estimate(lo, self.applied) >= cfg.snapshot_bytes
+        return self.log.size(lo, self.applied) >= cfg.snapshot_bytes
 
     def snapshot_of(self, data: bytes) -> Snapshot:
         """A snapshot of the applied state ``data``, with the configuration in

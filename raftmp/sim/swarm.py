@@ -84,7 +84,8 @@ def describe(cfg: SimConfig) -> str:
             f"drift={cfg.clock_drift} drop={cfg.drop} ops={cfg.ops} "
             f"batch={raft.get('max_batch_entries')} window={raft.get('max_inflight')} "
             f"held={raft.get('max_held')} snapshot={raft.get('snapshot_entries')}/"
-            f"{raft.get('snapshot_keep')} faults={','.join(cfg.faults) or 'none'} "
+            f"{raft.get('snapshot_keep')} fan-out={raft.get('fan_out', 'quorum')} "
+            f"faults={','.join(cfg.faults) or 'none'} "
             f"nemeses={','.join(cfg.nemeses) or 'none'} "
             f"fault-gap={cfg.fault_gap[0]:.2f}-{cfg.fault_gap[1]:.2f}"
             + (f" session={raft['session_timeout']}" if "session_timeout" in raft else ""))
