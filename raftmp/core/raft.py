@@ -383,8 +383,9 @@ class Raft(FollowerRules, ElectionRules, ReadRules, SnapshotRules, MembershipRul
         return self.quorum - self.is_voter
 
     def fan_out(self, now: float) -> tuple[list[int], list[int]]:
-        """The followers new entries go to at once, and those that get them
-        once a full batch waits (``Config.fan_out``, ``eager_followers``)."""
+        """The followers new entries go to at once, and the others, which get
+        them once a full batch waits, else with their heartbeat
+        (``Config.fan_out``, ``eager_followers``)."""
         cfg = self.config
         if now - self.loss_seen < LOSS_MEMORY * cfg.heartbeat_interval \
                 or self.transfer_to is not None or self.leaving:

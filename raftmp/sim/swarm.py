@@ -11,7 +11,8 @@ in five runs a single fault class, hard. About one in five without loss has
 sessions shorter than the longest hold (thesis §6.3: they expire mid-run and
 clients register new ones while late copies of old commands are in flight).
 Membership churn is drawn apart, in about 3 seeds in 10, from a stream of its
-own (the other draws of a seed are as they were before it existed). A knob
+own (the other draws of a seed are as they were before it existed), and so is
+``Config.fan_out`` (its default in two seeds of three, "all" in the rest). A knob
 given on the command line is pinned instead (``pinned``), so a seed's
 replay is the same command line with ``--seed``.
 """
