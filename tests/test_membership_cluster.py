@@ -24,9 +24,10 @@ def test_grow_transfer_remove_the_leader_and_replace_a_lost_node(tmp_path, seed)
         assert new == 3 and cluster.ids == [0, 1, 2, 3]
         # (Promoted once a quorum holds the change; the new node itself may
         # learn it with its next heartbeat: Config.fan_out.)
-        wait_until(lambda: (lambda s: (s["member"], s["voters"], s["learners"])
-                            == ("voter", [0, 1, 2, 3], []))(cluster.node_status(new)),
-                   5, "the new node to see itself a voter")
+        def new_is_a_voter() -> bool:
+            s = cluster.node_status(new)
+            return (s["member"], s["voters"], s["learners"]) == ("voter", [0, 1, 2, 3], [])
+        wait_until(new_is_a_voter, 5, "the new node to see itself a voter")
         assert_same_state(cluster, seed, expected=items)
 
         leader = cluster.wait_for_leader()
